@@ -1,0 +1,195 @@
+"""What every local service shares: a state folder, a pid file, a log, a port to probe.
+
+A service that already answers at its configured address is used as it is and never
+started or stopped by us; one we started is remembered by its pid file, so ``down``
+stops only what ``up`` started and a second ``up`` is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from config import Settings
+from infra.errors import ServiceError
+
+
+@dataclass(frozen=True)
+class Status:
+    name: str
+    address: str
+    reachable: bool
+    managed: bool  # started by us (pid file alive)
+    pid: int | None
+    log: Path
+
+    def line(self) -> str:
+        state = "up" if self.reachable else "down"
+        owner = f"pid {self.pid}" if self.managed else ("external" if self.reachable else "-")
+        return f"{self.name:<18} {state:<5} {self.address:<28} {owner:<12} log: {self.log}"
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True if something accepts TCP connections at ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child still answers kill(0); treat it as dead
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+class Service(ABC):
+    """A local service started in the background and probed over TCP."""
+
+    name: str
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.platform.state_dir / self.name
+        self.log_path = settings.platform.state_dir / "logs" / f"{self.name}.log"
+        self.pid_path = self.home / f"{self.name}.pid"
+
+    @property
+    @abstractmethod
+    def host(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def port(self) -> int: ...
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def reachable(self) -> bool:
+        return port_open(self.host, self.port)
+
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def status(self) -> Status:
+        pid = self.pid()
+        return Status(self.name, self.address, self.reachable(), pid is not None, pid, self.log_path)
+
+    def up(self, timeout: float = 120.0) -> str:
+        """Start the service unless it already answers; wait until it does."""
+        if self.reachable():
+            return "running" if self.pid() else "external, used as is"
+        if self.pid():
+            # started by us but not answering yet (e.g. a slow second `up`): just wait
+            self.wait_ready(timeout)
+            return "running"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        self.start()
+        self.wait_ready(timeout)
+        self.after_start()
+        return "started"
+
+    def down(self, timeout: float = 60.0) -> str:
+        """Stop the service if we started it; leave external ones alone."""
+        pid = self.pid()
+        if pid is None:
+            return "external, left running" if self.reachable() else "not running"
+        self.stop(pid)
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid_alive(pid):
+            self._signal_group(pid, signal.SIGKILL)
+        self.pid_path.unlink(missing_ok=True)
+        return "stopped"
+
+    def prepare(self) -> None:
+        """One-time setup before the first start (data folders, config files)."""
+
+    def after_start(self) -> None:
+        """Work once the service answers (databases, topics)."""
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    def stop(self, pid: int) -> None:
+        self._signal_group(pid, signal.SIGTERM)
+
+    def ready(self) -> bool:
+        return self.reachable()
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ready():
+                return
+            pid = self.pid()
+            if self.pid_path.exists() and pid is None:
+                raise ServiceError(f"{self.name} exited during start-up; see {self.log_path}:\n{self.tail_log()}")
+            time.sleep(0.3)
+        raise ServiceError(f"{self.name} did not answer at {self.address} within {timeout:.0f}s; see {self.log_path}:\n{self.tail_log()}")
+
+    def tail_log(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def spawn(self, argv: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> int:
+        """Start ``argv`` detached in its own session, output to the log, pid to the pid file."""
+        with open(self.log_path, "ab") as log:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+                start_new_session=True,
+            )
+        self.pid_path.write_text(f"{proc.pid}\n")
+        return proc.pid
+
+    @staticmethod
+    def _signal_group(pid: int, sig: signal.Signals) -> None:
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+def run(argv: Sequence[str], what: str, **kwargs) -> subprocess.CompletedProcess[str]:
+    """Run a setup command; raise :class:`ServiceError` with its output if it fails."""
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, **kwargs)
+    except FileNotFoundError as exc:
+        raise ServiceError(f"{what}: {argv[0]} not found ({exc})") from exc
+    if proc.returncode != 0:
+        raise ServiceError(f"{what} failed ({' '.join(argv)}):\n{proc.stdout}{proc.stderr}")
+    return proc

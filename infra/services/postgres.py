@@ -1,0 +1,122 @@
+"""PostgreSQL from Debian's package, data folder inside the state folder.
+
+``initdb`` and ``pg_ctl`` refuse to run as root, so as root they run as the
+``postgres.os_user`` account (created by the Debian package) through ``runuser``.
+The cluster uses trust authentication on loopback only; the warehouse, MLflow and
+Dagster each get a database of their own.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from pathlib import Path
+
+from infra.services.base import Service, ServiceError, run
+
+
+def _bin_dir() -> Path:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name))
+    if candidates:
+        return Path(candidates[-1])
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    raise ServiceError("postgres: no PostgreSQL server binaries (install the Debian package 'postgresql')")
+
+
+class Postgres(Service):
+    name = "postgres"
+
+    @property
+    def host(self) -> str:
+        return self.settings.platform.postgres.host
+
+    @property
+    def port(self) -> int:
+        return self.settings.platform.postgres.port
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.home / "run"
+
+    def pid(self) -> int | None:
+        # postgres writes its own pid file; its first line is the postmaster's pid
+        self.pid_path = self.data_dir / "postmaster.pid"
+        return super().pid()
+
+    def _as_owner(self, argv: list[str]) -> list[str]:
+        if os.geteuid() != 0:
+            return argv
+        return ["runuser", "-u", self.settings.platform.postgres.os_user, "--", *argv]
+
+    def _chown(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(path, user=self.settings.platform.postgres.os_user)
+
+    def prepare(self) -> None:
+        cfg = self.settings.platform.postgres
+        for folder in (self.data_dir, self.socket_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            self._chown(folder)
+        self.data_dir.chmod(0o700)
+        self.log_path.touch()
+        self._chown(self.log_path)
+        if os.geteuid() == 0:
+            run(self._as_owner(["test", "-w", str(self.data_dir)]), "postgres: the data folder must be reachable by "
+                f"'{cfg.os_user}' (every parent folder needs o+x)")
+        if not (self.data_dir / "PG_VERSION").exists():
+            run(self._as_owner([str(_bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", cfg.user,
+                                "--auth=trust", "-E", "UTF8", "--no-instructions"]), "postgres initdb")
+
+    def start(self) -> None:
+        cfg = self.settings.platform.postgres
+        options = f"-p {cfg.port} -k {self.socket_dir} -c listen_addresses={cfg.host}"
+        run(self._as_owner([str(_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_path),
+                            "-w", "-t", "60", "-o", options, "start"]), "postgres start")
+
+    def stop(self, pid: int) -> None:
+        run(self._as_owner([str(_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]),
+            "postgres stop")
+
+    def ready(self) -> bool:
+        if not self.reachable():
+            return False
+        try:
+            self._connect("postgres").close()
+            return True
+        except Exception:  # still starting up ("the database system is starting up")
+            return False
+
+    def _connect(self, database: str):
+        import psycopg2
+
+        cfg = self.settings.platform.postgres
+        return psycopg2.connect(host=cfg.host, port=cfg.port, user=cfg.user, dbname=database, connect_timeout=3)
+
+    def after_start(self) -> None:
+        self.ensure_databases()
+
+    def ensure_databases(self) -> None:
+        """Create the warehouse, MLflow and Dagster databases if they are missing."""
+        cfg = self.settings.platform.postgres
+        conn = self._connect("postgres")
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                for db in (cfg.database, cfg.mlflow_database, cfg.dagster_database):
+                    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
+                    if cur.fetchone() is None:
+                        cur.execute(f'CREATE DATABASE "{db}"')
+        finally:
+            conn.close()
+
+    def up(self, timeout: float = 120.0) -> str:
+        result = super().up(timeout)
+        self.ensure_databases()  # also on an external server or a second `up`
+        return result

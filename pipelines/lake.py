@@ -1,0 +1,74 @@
+"""The Delta lake: one root, three layers, and idempotent writes.
+
+Tables live at ``<lake root>/<layer>/<name>``. Writes either replace a whole table,
+replace one date partition (``replaceWhere``, so re-running a partition never appends
+twice) or MERGE on a key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+from config import Settings
+
+Layer = Literal["bronze", "silver", "gold"]
+LAYERS: tuple[Layer, ...] = ("bronze", "silver", "gold")
+
+
+def table_path(settings: Settings, layer: Layer, name: str) -> Path:
+    """Where table ``name`` of ``layer`` lives."""
+    if layer not in LAYERS:
+        raise ValueError(f"unknown lake layer {layer!r}; expected one of {LAYERS}")
+    return settings.platform.lake_root / layer / name
+
+
+def overwrite(df: DataFrame, path: Path, partition_by: list[str] | None = None) -> int:
+    """Replace the whole table at ``path`` with ``df``; return the new table version."""
+    writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.save(str(path))
+    return table_version(df.sparkSession, path)
+
+
+def replace_partition(df: DataFrame, path: Path, column: str, value: str) -> int:
+    """Replace rows where ``column == value`` with ``df`` (a re-run replaces, never appends)."""
+    spark = df.sparkSession
+    if not DeltaTable.isDeltaTable(spark, str(path)):
+        df.write.format("delta").partitionBy(column).save(str(path))
+    else:
+        (df.write.format("delta").mode("overwrite")
+         .option("replaceWhere", f"{column} = '{value}'").save(str(path)))
+    return table_version(spark, path)
+
+
+def merge(df: DataFrame, path: Path, keys: list[str]) -> int:
+    """Upsert ``df`` into the table at ``path`` on ``keys``; create the table if missing."""
+    spark = df.sparkSession
+    if not DeltaTable.isDeltaTable(spark, str(path)):
+        df.write.format("delta").save(str(path))
+        return table_version(spark, path)
+    condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    (DeltaTable.forPath(spark, str(path)).alias("t")
+     .merge(df.alias("s"), condition)
+     .whenMatchedUpdateAll()
+     .whenNotMatchedInsertAll()
+     .execute())
+    return table_version(spark, path)
+
+
+def table_version(spark: SparkSession, path: Path) -> int:
+    """The latest version number of the Delta table at ``path``."""
+    return int(DeltaTable.forPath(spark, str(path)).history(1).collect()[0]["version"])
+
+
+def read(spark: SparkSession, path: Path, version: int | None = None) -> DataFrame:
+    """Read the table at ``path``, optionally as of ``version`` (time travel)."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(str(path))

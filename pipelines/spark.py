@@ -1,0 +1,68 @@
+"""The one way to get a SparkSession: local by default, any master by config.
+
+Delta Lake and the Kafka source come from local jars fetched once by Maven
+(``python -m infra fetch-jars``) and handed to Spark as ``spark.jars`` before the
+first ``getOrCreate()``; nothing is resolved over Ivy at session start.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyspark
+from pyspark.sql import SparkSession
+
+from config import Settings
+from infra.jars import jar_paths
+
+_ARTIFACT = re.compile(r"^(?P<artifact>.+?)-\d[\w.\-]*\.jar$")
+
+
+def _artifact(jar: Path) -> str:
+    match = _ARTIFACT.match(jar.name)
+    return match.group("artifact") if match else jar.stem
+
+
+def extra_jars(settings: Settings) -> list[Path]:
+    """Delta, Kafka-source and JDBC jars, minus any artifact the pyspark wheel already ships."""
+    shipped = {_artifact(j) for j in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
+    return [jar for jar in jar_paths(settings, "spark") if _artifact(jar) not in shipped]
+
+
+def get_spark(settings: Settings) -> SparkSession:
+    """Return the process's SparkSession with Delta Lake enabled, creating it on first use.
+
+    Raises:
+        RuntimeError: the installed pyspark is not the version the jars were fetched for.
+    """
+    cfg = settings.platform.spark
+    if pyspark.__version__ != cfg.version:
+        raise RuntimeError(
+            f"config/platform.yaml: spark.version is {cfg.version} but pyspark {pyspark.__version__} "
+            "is installed; the Kafka-source jar must match pyspark exactly"
+        )
+    warehouse = settings.platform.state_dir / "spark-warehouse"
+    local_dir = settings.platform.state_dir / "spark-tmp"
+    local_dir.mkdir(parents=True, exist_ok=True)
+    builder = (
+        SparkSession.builder.master(cfg.master)
+        .appName(cfg.app_name)
+        .config("spark.jars", ",".join(str(j) for j in extra_jars(settings)))
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
+        .config("spark.driver.memory", cfg.driver_memory)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.warehouse.dir", str(warehouse))
+        .config("spark.local.dir", str(local_dir))
+        .config("spark.ui.enabled", str(cfg.ui_enabled).lower())
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+        # a local driver binds to loopback; no network lookups of the host name
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

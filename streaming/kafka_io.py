@@ -1,0 +1,64 @@
+"""Kafka adapters: topics, producers and consumers configured from ``kafka_config.yaml``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from config import Settings
+
+
+def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
+    """Create the configured topics (or ``names``) that do not exist yet; return those created."""
+    cfg = settings.kafka
+    wanted = names or list(cfg.topics.model_dump().values())
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="quantlake-admin")
+    try:
+        existing = set(admin.list_topics())
+        missing = [n for n in wanted if n not in existing]
+        if missing:
+            try:
+                admin.create_topics([NewTopic(n, cfg.partitions, cfg.replication_factor) for n in missing])
+            except TopicAlreadyExistsError:  # created concurrently by another process
+                pass
+        return missing
+    finally:
+        admin.close()
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
+def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
+    """An idempotent, batching JSON producer (keys are strings)."""
+    p = settings.kafka.producer
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "linger_ms": p.linger_ms,
+        "batch_size": p.batch_size,
+        "compression_type": p.compression_type,
+        "acks": p.acks,
+        "key_serializer": lambda k: k.encode() if isinstance(k, str) else k,
+        "value_serializer": _json,
+    }
+    options.update(overrides)
+    return KafkaProducer(**options)
+
+
+def make_consumer(settings: Settings, *topics: str, **overrides: Any) -> KafkaConsumer:
+    """A JSON consumer in the configured group, reading ``topics``."""
+    c = settings.kafka.consumer
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": c.group_id,
+        "auto_offset_reset": c.auto_offset_reset,
+        "value_deserializer": lambda b: json.loads(b) if b is not None else None,
+        "key_deserializer": lambda b: b.decode() if b is not None else None,
+    }
+    options.update(overrides)
+    return KafkaConsumer(*topics, **options)
