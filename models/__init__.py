@@ -1,1 +1,1 @@
-"""models"""
+"""Models: torch networks, baselines, training, MLflow tracking, registry and promotion."""

@@ -7,8 +7,9 @@ twice) or MERGE on a key.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Union
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -16,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from config import Settings
 
 Layer = Literal["bronze", "silver", "gold"]
+TablePath = Union[str, os.PathLike]
 LAYERS: tuple[Layer, ...] = ("bronze", "silver", "gold")
 
 
@@ -26,7 +28,7 @@ def table_path(settings: Settings, layer: Layer, name: str) -> Path:
     return settings.platform.lake_root / layer / name
 
 
-def overwrite(df: DataFrame, path: Path, partition_by: list[str] | None = None) -> int:
+def overwrite(df: DataFrame, path: TablePath, partition_by: list[str] | None = None) -> int:
     """Replace the whole table at ``path`` with ``df``; return the new table version."""
     writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
     if partition_by:
@@ -35,7 +37,7 @@ def overwrite(df: DataFrame, path: Path, partition_by: list[str] | None = None) 
     return table_version(df.sparkSession, path)
 
 
-def replace_partition(df: DataFrame, path: Path, column: str, value: str) -> int:
+def replace_partition(df: DataFrame, path: TablePath, column: str, value: str) -> int:
     """Replace rows where ``column == value`` with ``df`` (a re-run replaces, never appends)."""
     spark = df.sparkSession
     if not DeltaTable.isDeltaTable(spark, str(path)):
@@ -46,7 +48,7 @@ def replace_partition(df: DataFrame, path: Path, column: str, value: str) -> int
     return table_version(spark, path)
 
 
-def merge(df: DataFrame, path: Path, keys: list[str]) -> int:
+def merge(df: DataFrame, path: TablePath, keys: list[str]) -> int:
     """Upsert ``df`` into the table at ``path`` on ``keys``; create the table if missing."""
     spark = df.sparkSession
     if not DeltaTable.isDeltaTable(spark, str(path)):
@@ -61,12 +63,12 @@ def merge(df: DataFrame, path: Path, keys: list[str]) -> int:
     return table_version(spark, path)
 
 
-def table_version(spark: SparkSession, path: Path) -> int:
+def table_version(spark: SparkSession, path: TablePath) -> int:
     """The latest version number of the Delta table at ``path``."""
     return int(DeltaTable.forPath(spark, str(path)).history(1).collect()[0]["version"])
 
 
-def read(spark: SparkSession, path: Path, version: int | None = None) -> DataFrame:
+def read(spark: SparkSession, path: TablePath, version: int | None = None) -> DataFrame:
     """Read the table at ``path``, optionally as of ``version`` (time travel)."""
     reader = spark.read.format("delta")
     if version is not None:

@@ -20,7 +20,7 @@ def dagster_home(settings: Settings) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     pg = settings.platform.postgres
     instance = {
-        "storage": {"postgres": {"postgres_url": pg.url(pg.dagster_database, driver="postgresql")}},
+        "storage": {"postgres": {"postgres_url": pg.url(pg.dagster_database)}},
         "run_coordinator": {
             "module": "dagster.core.run_coordinator",
             "class": "QueuedRunCoordinator",

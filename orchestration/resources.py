@@ -1,0 +1,76 @@
+"""Dagster resources: thin wrappers that hand assets the platform's adapters.
+
+All of them read ``config/`` through :class:`SettingsResource`, so one setting
+(``QL_CONFIG_DIR`` or the resource's ``config_dir``) picks the environment for every
+resource at once. Nothing here reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource
+from kafka import KafkaConsumer, KafkaProducer
+from pyspark.sql import SparkSession
+
+from config import Settings, load_settings
+from models.tracking import configure_mlflow
+from pipelines.lake import Layer, table_path
+from pipelines.spark import get_spark
+from streaming.kafka_io import make_consumer, make_producer
+
+
+class SettingsResource(ConfigurableResource):
+    """The validated configuration; ``config_dir`` empty means ``$QL_CONFIG_DIR`` or ``config/``."""
+
+    config_dir: str = ""
+
+    def get(self) -> Settings:
+        return load_settings(self.config_dir or None)
+
+
+class SparkResource(ConfigurableResource):
+    """The process's SparkSession with Delta, and paths into the lake."""
+
+    settings: SettingsResource
+
+    def session(self) -> SparkSession:
+        return get_spark(self.settings.get())
+
+    def table_path(self, layer: Layer, name: str) -> str:
+        return str(table_path(self.settings.get(), layer, name))
+
+
+class KafkaResource(ConfigurableResource):
+    """Producers and consumers for the configured brokers."""
+
+    settings: SettingsResource
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.get().kafka_bootstrap
+
+    def producer(self, **overrides) -> KafkaProducer:
+        return make_producer(self.settings.get(), **overrides)
+
+    def consumer(self, *topics: str, **overrides) -> KafkaConsumer:
+        return make_consumer(self.settings.get(), *topics, **overrides)
+
+
+class MlflowResource(ConfigurableResource):
+    """Points the MLflow client at the tracking server and the platform's experiment."""
+
+    settings: SettingsResource
+
+    def configure(self) -> str:
+        """Set tracking URI and experiment; return the experiment id."""
+        return configure_mlflow(self.settings.get())
+
+
+def default_resources(config_dir: str = "") -> dict[str, ConfigurableResource]:
+    """The resource set every job uses."""
+    settings = SettingsResource(config_dir=config_dir)
+    return {
+        "settings": settings,
+        "spark": SparkResource(settings=settings),
+        "kafka": KafkaResource(settings=settings),
+        "tracking": MlflowResource(settings=settings),
+    }
