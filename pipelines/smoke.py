@@ -18,7 +18,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from config import Settings
-from streaming.kafka_io import ensure_topics, make_producer
+from streaming.kafka_io import JsonCodec, ensure_topics, make_producer
 
 SMOKE_TOPIC = "platform-smoke"
 
@@ -69,7 +69,7 @@ def kafka_roundtrip(settings: Settings, spark: SparkSession, n: int = 1000, time
     producer.close()
 
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-                             value_deserializer=lambda b: json.loads(b))
+                             value_deserializer=JsonCodec())
     seen: set[int] = set()
     try:
         consumer.assign(parts)

@@ -16,7 +16,8 @@ from pyspark.sql import SparkSession
 from config import Settings
 from infra.jars import jar_paths
 
-_ARTIFACT = re.compile(r"^(?P<artifact>.+?)-\d[\w.\-]*\.jar$")
+# greedy: "spark-sql-kafka-0-10_2.13-4.2.0.jar" -> "spark-sql-kafka-0-10_2.13"; "guava-33.4.0-jre.jar" -> "guava"
+_ARTIFACT = re.compile(r"^(?P<artifact>.+)-\d[\w.]*(?:-[A-Za-z][\w.\-]*)?\.jar$")
 
 
 def _artifact(jar: Path) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
+from kafka.serializer import DefaultSerializer, JsonSerializer
 
 from config import Settings
 
@@ -30,8 +31,11 @@ def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[st
         admin.close()
 
 
-def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), default=str).encode()
+class JsonCodec(JsonSerializer):
+    """Compact JSON values; timestamps and decimals become strings."""
+
+    def serialize(self, topic, headers, data):
+        return None if data is None else json.dumps(data, separators=(",", ":"), default=str).encode()
 
 
 def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
@@ -43,8 +47,8 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
         "batch_size": p.batch_size,
         "compression_type": p.compression_type,
         "acks": p.acks,
-        "key_serializer": lambda k: k.encode() if isinstance(k, str) else k,
-        "value_serializer": _json,
+        "key_serializer": DefaultSerializer(),
+        "value_serializer": JsonCodec(),
     }
     options.update(overrides)
     return KafkaProducer(**options)
@@ -57,8 +61,8 @@ def make_consumer(settings: Settings, *topics: str, **overrides: Any) -> KafkaCo
         "bootstrap_servers": settings.kafka_bootstrap,
         "group_id": c.group_id,
         "auto_offset_reset": c.auto_offset_reset,
-        "value_deserializer": lambda b: json.loads(b) if b is not None else None,
-        "key_deserializer": lambda b: b.decode() if b is not None else None,
+        "value_deserializer": JsonCodec(),
+        "key_deserializer": DefaultSerializer(),
     }
     options.update(overrides)
     return KafkaConsumer(*topics, **options)

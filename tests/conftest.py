@@ -1,0 +1,46 @@
+"""Shared fixtures: configuration, the real local services, one SparkSession per test session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from config import Settings, load_settings
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The project's configuration, with the Delta lake moved to a temporary folder."""
+    lake = tmp_path_factory.mktemp("lake")
+    return load_settings(env={**os.environ, "QL_PLATFORM__LAKE__ROOT": str(lake)})
+
+
+@pytest.fixture(scope="session")
+def services(settings: Settings) -> Settings:
+    """Bring up PostgreSQL, Redis, Kafka and MLflow (a no-op when they already run)."""
+    from infra.services import all_services
+
+    for svc in all_services(settings, ["postgres", "redis", "kafka", "mlflow"]):
+        svc.up()
+    return settings
+
+
+@pytest.fixture(scope="session")
+def spark(settings: Settings) -> Iterator:
+    """One SparkSession for the whole run: starting Spark per test would dominate test time."""
+    from pipelines.spark import get_spark
+
+    session = get_spark(settings)
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def lake_dir(settings: Settings, request: pytest.FixtureRequest) -> Path:
+    """A fresh folder in the test lake for one test."""
+    path = settings.platform.lake_root / "tests" / request.node.name.replace("[", "_").replace("]", "")
+    path.mkdir(parents=True, exist_ok=True)
+    return path

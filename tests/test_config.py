@@ -1,0 +1,92 @@
+"""The typed configuration loader: defaults, overrides, and errors that name file and key."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, load_settings
+from config.settings import CONFIG_DIR, PROJECT_ROOT
+
+
+@pytest.fixture
+def config_copy(tmp_path: Path) -> Path:
+    for f in CONFIG_DIR.glob("*.yaml"):
+        shutil.copy(f, tmp_path / f.name)
+    return tmp_path
+
+
+def test_shipped_files_load_with_their_values() -> None:
+    s = load_settings(env={})
+    assert s.model.sequence_length == 60
+    assert s.model.lstm.hidden_size == 128 and s.model.transformer.n_heads == 8
+    assert s.trading.risk.max_position_size == 0.02 and s.trading.risk.max_drawdown == 0.05
+    assert s.platform.state_dir == PROJECT_ROOT / ".state"
+    assert s.platform.lake_root == PROJECT_ROOT / ".state" / "lake"
+    assert s.kafka_bootstrap == f"{s.platform.kafka.host}:{s.platform.kafka.port}"
+    assert s.platform.spark.line == "4.2"
+
+
+def test_environment_overrides_are_typed() -> None:
+    s = load_settings(env={"QL_PLATFORM__POSTGRES__PORT": "6001", "QL_TRADING__RISK__STOP_LOSS": "0.03",
+                           "QL_PLATFORM__SPARK__UI_ENABLED": "true", "QL_KAFKA__BOOTSTRAP_SERVERS": "b1:9092,b2:9092"})
+    assert s.platform.postgres.port == 6001
+    assert s.trading.risk.stop_loss == 0.03
+    assert s.platform.spark.ui_enabled is True
+    assert s.kafka_bootstrap == "b1:9092,b2:9092"
+
+
+def test_frozen() -> None:
+    s = load_settings(env={})
+    with pytest.raises(Exception):
+        s.platform.postgres.port = 1  # type: ignore[misc]
+
+
+def test_wrong_type_names_file_and_key(config_copy: Path) -> None:
+    path = config_copy / "platform.yaml"
+    path.write_text(path.read_text().replace("port: 5544", "port: not-a-port"))
+    with pytest.raises(ConfigError) as err:
+        load_settings(config_copy, env={})
+    message = str(err.value)
+    assert "platform.yaml: postgres.port:" in message
+    assert "'not-a-port'" in message
+
+
+def test_unknown_key_names_file_and_key(config_copy: Path) -> None:
+    path = config_copy / "trading_config.yaml"
+    path.write_text(path.read_text().replace("  stop_loss: 0.02", "  stop_los: 0.02"))
+    with pytest.raises(ConfigError, match=r"trading_config\.yaml: risk\.stop_los: unknown key"):
+        load_settings(config_copy, env={})
+
+
+def test_bad_override_names_the_variable() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={"QL_MODEL__LSTM__HIDDEN_SIZE": "-3"})
+    assert "model_config.yaml: lstm.hidden_size" in str(err.value)
+    assert "$QL_MODEL__LSTM__HIDDEN_SIZE" in str(err.value)
+
+
+def test_unknown_override_key_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"platform\.yaml: redis\.prot: unknown key"):
+        load_settings(env={"QL_PLATFORM__REDIS__PROT": "1"})
+
+
+def test_out_of_range_and_cross_field(config_copy: Path) -> None:
+    with pytest.raises(ConfigError, match=r"risk\.max_drawdown"):
+        load_settings(env={"QL_TRADING__RISK__MAX_DRAWDOWN": "1.5"})
+    with pytest.raises(ConfigError, match=r"short_threshold"):
+        load_settings(env={"QL_TRADING__SIGNAL__SHORT_THRESHOLD": "0.7"})
+
+
+def test_invalid_yaml_names_file(config_copy: Path) -> None:
+    (config_copy / "kafka_config.yaml").write_text("topics: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"kafka_config\.yaml: not valid YAML"):
+        load_settings(config_copy, env={})
+
+
+def test_config_dir_from_environment(config_copy: Path) -> None:
+    path = config_copy / "model_config.yaml"
+    path.write_text(path.read_text().replace("sequence_length: 60", "sequence_length: 30"))
+    assert load_settings(env={"QL_CONFIG_DIR": str(config_copy)}).model.sequence_length == 30

@@ -1,0 +1,99 @@
+"""The service manager: idempotent up, clean down, external services left alone, jars."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from config import load_settings
+from config.settings import PROJECT_ROOT
+from infra.services import ServiceError, all_services
+from infra.services.base import port_open
+from infra.services.redis import Redis
+
+pytestmark = pytest.mark.services
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _settings(tmp_path: Path, redis_port: int):
+    return load_settings(env={**os.environ, "QL_PLATFORM__STATE_DIR": str(tmp_path / "state"),
+                              "QL_PLATFORM__REDIS__PORT": str(redis_port)})
+
+
+def test_up_twice_then_down(tmp_path: Path) -> None:
+    svc = Redis(_settings(tmp_path, _free_port()))
+    assert svc.status().reachable is False
+    try:
+        assert svc.up() == "started"
+        assert svc.up() == "running"  # a second up is harmless
+        status = svc.status()
+        assert status.reachable and status.managed and status.pid
+        assert "up" in status.line()
+    finally:
+        assert svc.down() == "stopped"
+    assert not port_open(svc.host, svc.port)
+    assert svc.down() == "not running"
+
+
+def test_external_service_is_used_not_started(tmp_path: Path) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+    threading.Thread(target=lambda: stop.wait(), daemon=True).start()
+    try:
+        svc = Redis(_settings(tmp_path, listener.getsockname()[1]))
+        assert svc.up() == "external, used as is"
+        assert svc.status().managed is False
+        assert svc.down() == "external, left running"
+        assert port_open(svc.host, svc.port)
+    finally:
+        stop.set()
+        listener.close()
+
+
+def test_unknown_service_is_named(settings) -> None:
+    with pytest.raises(ServiceError, match="unknown service.*nosuch"):
+        all_services(settings, ["redis", "nosuch"])
+
+
+def test_status_cli_reports_running_services(services) -> None:
+    proc = subprocess.run([sys.executable, "-m", "infra", "status", "postgres", "redis", "kafka", "mlflow"],
+                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["postgres", "redis", "kafka", "mlflow"]
+    assert all(line.split()[1] == "up" for line in lines)
+
+
+def test_bad_config_fails_cli_naming_the_key() -> None:
+    env = {**os.environ, "QL_PLATFORM__KAFKA__PORT": "ninety"}
+    proc = subprocess.run([sys.executable, "-m", "infra", "status"], capture_output=True, text=True,
+                          cwd=PROJECT_ROOT, env=env, timeout=60)
+    assert proc.returncode == 2
+    assert "platform.yaml: kafka.port" in proc.stderr and "QL_PLATFORM__KAFKA__PORT" in proc.stderr
+
+
+def test_spark_jars_are_local_and_not_duplicated(settings) -> None:
+    import pyspark
+
+    from pipelines.spark import _artifact, extra_jars
+
+    jars = extra_jars(settings)
+    names = {_artifact(j) for j in jars}
+    assert {"delta-spark_4.2_2.13", "delta-storage", "spark-sql-kafka-0-10_2.13", "kafka-clients"} <= names
+    shipped = {_artifact(j) for j in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
+    assert not names & shipped
+    assert all(j.is_file() and j.is_relative_to(settings.platform.state_dir) for j in jars)
+    assert not any("_2.12" in j.name for j in jars)

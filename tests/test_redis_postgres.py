@@ -1,0 +1,81 @@
+"""Redis and PostgreSQL (SQLAlchemy 2 style) round trips against the local servers."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+import redis
+from sqlalchemy import DateTime, Float, String, create_engine, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+pytestmark = pytest.mark.services
+
+
+def test_redis_roundtrip_and_set_nx(services) -> None:
+    cfg = services.platform.redis
+    client = redis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, decode_responses=True)
+    key = f"test:{uuid.uuid4().hex}"
+    try:
+        client.hset(f"{key}:pos", mapping={"qty": "10", "avg_price": "101.5"})
+        assert client.hgetall(f"{key}:pos") == {"qty": "10", "avg_price": "101.5"}
+        # idempotent effects: the first SET NX wins, a replay does nothing
+        assert client.set(f"{key}:order", "v1", nx=True) is True
+        assert client.set(f"{key}:order", "v2", nx=True) is None
+        assert client.get(f"{key}:order") == "v1"
+        assert client.config_get("appendonly")["appendonly"] == "yes"
+    finally:
+        client.delete(f"{key}:pos", f"{key}:order")
+        client.close()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def _fill_model(schema: str):
+    class Fill(Base):
+        __tablename__ = "fills"
+        __table_args__ = {"schema": schema}
+        fill_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+        symbol: Mapped[str] = mapped_column(String(16))
+        qty: Mapped[float] = mapped_column(Float)
+        price: Mapped[float] = mapped_column(Float)
+        ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    return Fill
+
+
+def test_postgres_sqlalchemy2_roundtrip(services) -> None:
+    pg = services.platform.postgres
+    engine = create_engine(pg.url(), future=True)
+    schema = f"t_{uuid.uuid4().hex[:8]}"
+    Fill = _fill_model(schema)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        Base.metadata.create_all(engine)
+        now = datetime(2024, 1, 2, 15, 30, tzinfo=timezone.utc)
+        with Session(engine) as session, session.begin():
+            session.add_all([Fill(fill_id="f1", symbol="AAA", qty=10, price=101.25, ts=now),
+                             Fill(fill_id="f2", symbol="BBB", qty=-5, price=50.0, ts=now)])
+        with Session(engine) as session:
+            rows = session.scalars(select(Fill).where(Fill.qty > 0)).all()
+            assert [(r.fill_id, r.symbol, r.price, r.ts) for r in rows] == [("f1", "AAA", 101.25, now)]
+        # a failed transaction leaves nothing behind
+        with pytest.raises(Exception):
+            with Session(engine) as session, session.begin():
+                session.add(Fill(fill_id="f3", symbol="CCC", qty=1, price=1.0, ts=now))
+                session.flush()
+                session.add(Fill(fill_id="f1", symbol="DUP", qty=1, price=1.0, ts=now))
+        with Session(engine) as session:
+            assert session.scalar(select(Fill).where(Fill.fill_id == "f3")) is None
+        with engine.connect() as conn:
+            dbs = set(conn.execute(text("SELECT datname FROM pg_database")).scalars())
+        assert {pg.database, pg.mlflow_database, pg.dagster_database} <= dbs
+    finally:
+        Base.metadata.remove(Fill.__table__)
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
