@@ -8,9 +8,12 @@ Dagster each get a database of their own.
 
 from __future__ import annotations
 
+import functools
 import glob
+import hashlib
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from infra.services.base import Service, ServiceError, run
@@ -29,6 +32,11 @@ def _bin_dir() -> Path:
 class Postgres(Service):
     name = "postgres"
 
+    def __init__(self, settings) -> None:
+        super().__init__(settings)
+        if self._root() != self.home:  # the server's account must be able to write its log
+            self.log_path = self._root() / "postgres.log"
+
     @property
     def host(self) -> str:
         return self.settings.platform.postgres.host
@@ -39,11 +47,31 @@ class Postgres(Service):
 
     @property
     def data_dir(self) -> Path:
-        return self.home / "data"
+        return self._root() / "data"
 
     @property
     def socket_dir(self) -> Path:
-        return self.home / "run"
+        return self._root() / "run"
+
+    def _root(self) -> Path:
+        """``<state>/postgres``, unless the server's account cannot reach it.
+
+        As root, the server runs as ``os_user``, which needs o+x on every parent folder.
+        A checkout under a private folder (``/root/...``) fails that, so the cluster then
+        lives in a fixed folder under /var/tmp named after the state folder.
+        """
+        if os.geteuid() != 0 or self._reachable_by_owner(self.settings.platform.state_dir):
+            return self.home
+        tag = hashlib.sha1(str(self.settings.platform.state_dir).encode()).hexdigest()[:10]
+        return Path("/var/tmp") / f"quantlake-postgres-{tag}"
+
+    @functools.cache
+    def _reachable_by_owner(self, folder: Path) -> bool:
+        probe = folder
+        while not probe.exists():
+            probe = probe.parent
+        check = subprocess.run(self._as_owner(["test", "-x", str(probe)]), capture_output=True)
+        return check.returncode == 0
 
     def pid(self) -> int | None:
         # postgres writes its own pid file; its first line is the postmaster's pid
@@ -67,9 +95,6 @@ class Postgres(Service):
         self.data_dir.chmod(0o700)
         self.log_path.touch()
         self._chown(self.log_path)
-        if os.geteuid() == 0:
-            run(self._as_owner(["test", "-w", str(self.data_dir)]), "postgres: the data folder must be reachable by "
-                f"'{cfg.os_user}' (every parent folder needs o+x)")
         if not (self.data_dir / "PG_VERSION").exists():
             run(self._as_owner([str(_bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", cfg.user,
                                 "--auth=trust", "-E", "UTF8", "--no-instructions"]), "postgres initdb")
