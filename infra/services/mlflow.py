@@ -41,7 +41,10 @@ class Mlflow(Service):
                     "--backend-store-uri", pg.url(pg.mlflow_database),
                     "--artifacts-destination", str(self.artifacts),
                     "--host", self.host, "--port", str(self.port), "--workers", "1"],
-                   env={"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"})
+                   env={"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true",
+                        # the job runner (7 huey consumers, for GenAI scorers) is not used here; it
+                        # costs ~1 GB of memory and holds up shutdown for a minute
+                        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
 
     def ready(self) -> bool:
         try:
