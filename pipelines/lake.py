@@ -74,3 +74,19 @@ def read(spark: SparkSession, path: TablePath, version: int | None = None) -> Da
     if version is not None:
         reader = reader.option("versionAsOf", version)
     return reader.load(str(path))
+
+
+def replace_range(df: DataFrame, path: TablePath, column: str, start: str, end: str) -> int:
+    """Replace rows with ``start <= column <= end`` by ``df`` (partitioned by ``column``).
+
+    Re-running the same range replaces it; rows of other ranges are untouched. Every row
+    of ``df`` must fall inside the range (Delta checks it).
+    """
+    spark = df.sparkSession
+    if not DeltaTable.isDeltaTable(spark, str(path)):
+        df.write.format("delta").partitionBy(column).save(str(path))
+    else:
+        (df.write.format("delta").mode("overwrite")
+         .option("replaceWhere", f"{column} >= '{start}' AND {column} <= '{end}'")
+         .save(str(path)))
+    return table_version(spark, path)

@@ -7,7 +7,9 @@ first ``getOrCreate()``; nothing is resolved over Ivy at session start.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from pathlib import Path
 
 import pyspark
@@ -43,6 +45,8 @@ def get_spark(settings: Settings) -> SparkSession:
             f"config/platform.yaml: spark.version is {cfg.version} but pyspark {pyspark.__version__} "
             "is installed; the Kafka-source jar must match pyspark exactly"
         )
+    # Python workers must run this interpreter (the virtualenv), not the first python3 on PATH
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     warehouse = settings.platform.state_dir / "spark-warehouse"
     local_dir = settings.platform.state_dir / "spark-tmp"
     local_dir.mkdir(parents=True, exist_ok=True)
@@ -59,6 +63,7 @@ def get_spark(settings: Settings) -> SparkSession:
         .config("spark.local.dir", str(local_dir))
         .config("spark.ui.enabled", str(cfg.ui_enabled).lower())
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.databricks.delta.snapshotPartitions", "2")
         # a local driver binds to loopback; no network lookups of the host name
         .config("spark.driver.host", "127.0.0.1")

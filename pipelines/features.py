@@ -1,0 +1,175 @@
+"""The feature library: written once, used by batch tables, backtests and the streaming job.
+
+Features in the spirit of Qlib's Alpha158, computed per symbol from bars up to and
+including the current one (never later ones):
+
+* k-bar shape (9): body, range, upper and lower shadows, relative and absolute;
+* price ratios (4): open, high, low, vwap over close;
+* per window ``w`` in ``windows`` (19 each): rate of change, moving average, standard
+  deviation, linear-trend slope, R-squared and residual, max, min, 80%/20% quantiles,
+  stochastic position (RSV), correlation of price and log volume, correlation of returns
+  and volume changes, share of up bars, share of up minus down bars, up-move share of total
+  movement (RSI-like), volume moving average and its standard deviation, realized volatility;
+* indicators (6): RSI(14), MACD line, signal and histogram (12/26/9, over close),
+  Bollinger position (20, 2 sigma), average true range (14) over close;
+* cross-sectional ranks (configurable): percentile rank across symbols at each timestamp.
+
+Every ratio is scale-free, so symbols at different prices are comparable. With the default
+windows (5, 10, 20, 30, 60) and four ranks there are 9 + 4 + 5 x 19 + 6 + 4 = 118 features.
+
+:func:`compute_features` takes one symbol's bars sorted by time and is pure pandas, so the
+streaming job can call it on a rolling buffer; :func:`add_cross_sectional_ranks` takes the
+rows of one timestamp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+EPS = 1e-12
+KBAR = ["kmid", "klen", "kmid2", "kup", "kup2", "klow", "klow2", "ksft", "ksft2"]
+PRICE = ["open0", "high0", "low0", "vwap0"]
+INDICATORS = ["rsi_14", "macd", "macd_signal", "macd_hist", "boll_pos", "atr_14"]
+PER_WINDOW = ["roc", "ma", "std", "beta", "rsqr", "resi", "max", "min", "qtlu", "qtld", "rsv",
+              "corr", "cord", "cntp", "cntd", "sump", "vma", "vstd", "volat"]
+
+
+def feature_names(windows: Sequence[int], rank_features: Sequence[str] = ()) -> list[str]:
+    """Column names :func:`compute_features` and :func:`add_cross_sectional_ranks` produce, in order."""
+    names = KBAR + PRICE
+    for w in windows:
+        names += [f"{name}_{w}" for name in PER_WINDOW]
+    names += INDICATORS
+    names += [f"rank_{name}" for name in rank_features]
+    return names
+
+
+def max_lookback(windows: Sequence[int]) -> int:
+    """Bars of history a feature row needs before it is fully defined."""
+    return max([*windows, 26 + 9, 20, 14]) + 1
+
+
+def _rolling_slope_stats(close: pd.Series, w: int) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Slope, R-squared and last residual of an OLS line through the last ``w`` closes."""
+    x = np.arange(w, dtype=float)
+    x_mean = x.mean()
+    sxx = ((x - x_mean) ** 2).sum()
+    y = close.to_numpy(dtype=float)
+    n = len(y)
+    slope = np.full(n, np.nan)
+    rsq = np.full(n, np.nan)
+    resid = np.full(n, np.nan)
+    if n >= w:
+        windows = np.lib.stride_tricks.sliding_window_view(y, w)
+        y_mean = windows.mean(axis=1)
+        sxy = ((windows - y_mean[:, None]) * (x - x_mean)).sum(axis=1)
+        b = sxy / sxx
+        a = y_mean - b * x_mean
+        fitted_last = a + b * (w - 1)
+        ss_tot = ((windows - y_mean[:, None]) ** 2).sum(axis=1)
+        ss_res = ((windows - (a[:, None] + b[:, None] * x)) ** 2).sum(axis=1)
+        slope[w - 1:] = b
+        rsq[w - 1:] = np.where(ss_tot > EPS, 1.0 - ss_res / np.maximum(ss_tot, EPS), 0.0)
+        resid[w - 1:] = windows[:, -1] - fitted_last
+    idx = close.index
+    return pd.Series(slope, idx), pd.Series(rsq, idx), pd.Series(resid, idx)
+
+
+def compute_features(bars: pd.DataFrame, windows: Sequence[int] = (5, 10, 20, 30, 60)) -> pd.DataFrame:
+    """Time-series features of one symbol's bars (sorted by ``ts``); one row per input row.
+
+    Args:
+        bars: columns open, high, low, close, volume, vwap (extra columns are ignored).
+        windows: rolling window lengths in bars.
+
+    Returns:
+        A frame with the same index and :func:`feature_names` ``(windows)`` columns; rows
+        without enough history hold NaN in the features that need it.
+    """
+    o, h, l, c = (bars[k].astype(float) for k in ("open", "high", "low", "close"))
+    v = bars["volume"].astype(float).fillna(0.0)
+    vwap = bars["vwap"].astype(float) if "vwap" in bars else (h + l + c) / 3.0
+    rng = (h - l) + EPS
+    out: dict[str, pd.Series] = {
+        "kmid": (c - o) / o,
+        "klen": (h - l) / o,
+        "kmid2": (c - o) / rng,
+        "kup": (h - np.maximum(o, c)) / o,
+        "kup2": (h - np.maximum(o, c)) / rng,
+        "klow": (np.minimum(o, c) - l) / o,
+        "klow2": (np.minimum(o, c) - l) / rng,
+        "ksft": (2 * c - h - l) / o,
+        "ksft2": (2 * c - h - l) / rng,
+        "open0": o / c,
+        "high0": h / c,
+        "low0": l / c,
+        "vwap0": vwap / c,
+    }
+    ret = np.log(c / c.shift(1))
+    log_v = np.log1p(v)
+    dv = np.log1p(v / (v.shift(1) + EPS))
+    up = (c > c.shift(1)).astype(float).where(c.shift(1).notna())
+    down = (c < c.shift(1)).astype(float).where(c.shift(1).notna())
+    diff = c.diff()
+    for w in windows:
+        roll_c = c.rolling(w, min_periods=w)
+        out[f"roc_{w}"] = c.shift(w) / c
+        out[f"ma_{w}"] = roll_c.mean() / c
+        out[f"std_{w}"] = roll_c.std(ddof=0) / c
+        slope, rsq, resid = _rolling_slope_stats(c, w)
+        out[f"beta_{w}"] = slope / c
+        out[f"rsqr_{w}"] = rsq
+        out[f"resi_{w}"] = resid / c
+        out[f"max_{w}"] = h.rolling(w, min_periods=w).max() / c
+        out[f"min_{w}"] = l.rolling(w, min_periods=w).min() / c
+        out[f"qtlu_{w}"] = roll_c.quantile(0.8) / c
+        out[f"qtld_{w}"] = roll_c.quantile(0.2) / c
+        hh = h.rolling(w, min_periods=w).max()
+        ll = l.rolling(w, min_periods=w).min()
+        out[f"rsv_{w}"] = (c - ll) / (hh - ll + EPS)
+        out[f"corr_{w}"] = c.rolling(w, min_periods=w).corr(log_v).replace([np.inf, -np.inf], np.nan)
+        out[f"cord_{w}"] = ret.rolling(w, min_periods=w).corr(dv).replace([np.inf, -np.inf], np.nan)
+        cntp = up.rolling(w, min_periods=w).mean()
+        out[f"cntp_{w}"] = cntp
+        out[f"cntd_{w}"] = cntp - down.rolling(w, min_periods=w).mean()
+        gains = diff.clip(lower=0).rolling(w, min_periods=w).sum()
+        moves = diff.abs().rolling(w, min_periods=w).sum()
+        out[f"sump_{w}"] = gains / (moves + EPS)
+        roll_v = v.rolling(w, min_periods=w)
+        out[f"vma_{w}"] = roll_v.mean() / (v + EPS)
+        out[f"vstd_{w}"] = roll_v.std(ddof=0) / (v + EPS)
+        out[f"volat_{w}"] = ret.rolling(w, min_periods=w).std(ddof=0)
+
+    gain = diff.clip(lower=0).ewm(alpha=1 / 14, adjust=False, min_periods=14).mean()
+    loss = (-diff.clip(upper=0)).ewm(alpha=1 / 14, adjust=False, min_periods=14).mean()
+    out["rsi_14"] = gain / (gain + loss + EPS)
+    ema12 = c.ewm(span=12, adjust=False, min_periods=12).mean()
+    ema26 = c.ewm(span=26, adjust=False, min_periods=26).mean()
+    macd = (ema12 - ema26) / c
+    signal = macd.ewm(span=9, adjust=False, min_periods=9).mean()
+    out["macd"], out["macd_signal"], out["macd_hist"] = macd, signal, macd - signal
+    ma20, sd20 = c.rolling(20, min_periods=20).mean(), c.rolling(20, min_periods=20).std(ddof=0)
+    out["boll_pos"] = (c - ma20) / (2 * sd20 + EPS)
+    true_range = pd.concat([h - l, (h - c.shift(1)).abs(), (l - c.shift(1)).abs()], axis=1).max(axis=1)
+    out["atr_14"] = true_range.ewm(alpha=1 / 14, adjust=False, min_periods=14).mean() / c
+
+    frame = pd.DataFrame(out, index=bars.index)
+    return frame[feature_names(windows)].astype("float64")
+
+
+def add_cross_sectional_ranks(rows: pd.DataFrame, rank_features: Sequence[str]) -> pd.DataFrame:
+    """Percentile rank (0..1] of each ``rank_features`` column across the rows of one timestamp."""
+    out = rows.copy()
+    for name in rank_features:
+        out[f"rank_{name}"] = rows[name].rank(pct=True)
+    return out
+
+
+def compute_labels(close: pd.Series, horizon: int) -> pd.DataFrame:
+    """Forward log return over ``horizon`` bars and its direction (1 up, 0 not up), NaN at the end."""
+    fwd = np.log(close.shift(-horizon) / close)
+    direction = (fwd > 0).astype(float).where(fwd.notna())
+    return pd.DataFrame({"fwd_return": fwd, "direction": direction}, index=close.index)
