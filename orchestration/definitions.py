@@ -1,18 +1,20 @@
-"""The Dagster code location: assets, checks, resources, jobs and schedules, assembled."""
+"""The Dagster code location: assets, checks, resources, jobs, schedules and sensors, assembled."""
 
 from __future__ import annotations
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
-from orchestration.assets import platform
-from orchestration.jobs import main_job
+from orchestration.assets import platform, research
+from orchestration.jobs import platform_smoke_job, research_job
 from orchestration.resources import default_resources
+from orchestration.sensors import landing_files_sensor
 
-_modules = [platform]
+_modules = [platform, research]
 
 defs = Definitions(
     assets=load_assets_from_modules(_modules),
     asset_checks=load_asset_checks_from_modules(_modules),
     resources=default_resources(),
-    jobs=[main_job],
+    jobs=[platform_smoke_job, research_job],
+    sensors=[landing_files_sensor],
 )

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
 
-# The main job: everything the README's first command runs, in dependency order.
-main_job = define_asset_job(
-    "main_job",
+from orchestration.partitions import daily
+
+platform_smoke_job = define_asset_job(
+    "platform_smoke_job",
     selection=AssetSelection.groups("platform"),
-    description="The platform's main run on the built-in sample data.",
+    description="Checks the services: a Delta table, a Kafka round trip, an MLflow run.",
+)
+
+research_job = define_asset_job(
+    "research_job",
+    selection=AssetSelection.groups("research"),
+    partitions_def=daily,
+    description="Bronze -> silver -> features and labels for a range of days of the configured source.",
 )

@@ -1,8 +1,9 @@
 """The main job from the command line: ``python -m orchestration.main``.
 
-Runs ``main_job`` in this process against the platform's Dagster instance (PostgreSQL
-storage), so the run and its materializations show in the Dagster UI, then prints the
-headline figures and where the UIs are.
+Runs, in this process and against the platform's Dagster instance (PostgreSQL storage, so
+runs and materializations show in the Dagster UI): the platform smoke job, then the
+research job over every day of the configured source. Prints headline figures and where
+the UIs are.
 """
 
 from __future__ import annotations
@@ -10,34 +11,52 @@ from __future__ import annotations
 import sys
 import time
 
-from dagster import DagsterInstance
+from dagster import DagsterInstance, JobDefinition
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from config import load_settings
+from config import Settings, load_settings
 from infra.services.dagster import dagster_home
 from orchestration.definitions import defs
+from pipelines.research import source_date_range
+from pipelines.spark import get_spark
+
+HIDDEN = {"preview", "run_url", "path", "table", "quarantine_table"}
 
 
-def main() -> int:
-    settings = load_settings()
-    instance = DagsterInstance.from_config(str(dagster_home(settings)))
+def _run(job: JobDefinition, instance: DagsterInstance, tags: dict[str, str] | None = None) -> bool:
     started = time.monotonic()
-    result = defs.get_job_def("main_job").execute_in_process(instance=instance, raise_on_error=False)
-    elapsed = time.monotonic() - started
-    print(f"\nmain_job {'succeeded' if result.success else 'FAILED'} in {elapsed:.0f}s (run {result.run_id})")
+    result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    print(f"\n{job.name} {'succeeded' if result.success else 'FAILED'} in {time.monotonic() - started:.0f}s "
+          f"(run {result.run_id})")
+    shown: set[str] = set()
     for event in result.get_asset_materialization_events():
         mat = event.event_specific_data.materialization
-        figures = ", ".join(f"{k}={v.value}" for k, v in mat.metadata.items()
-                            if k not in {"preview", "run_url", "path"} and not isinstance(v.value, dict))
-        print(f"  {mat.asset_key.to_user_string():<28} {figures}")
+        key = mat.asset_key.to_user_string()
+        if key in shown:  # a partition range reports once per day; the figures are the same
+            continue
+        shown.add(key)
+        figures = ", ".join(f"{k}={v.value}" for k, v in mat.metadata.items() if k not in HIDDEN)
+        print(f"  {mat.asset_key.to_user_string():<24} {figures}")
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             check = event.event_specific_data
             print(f"  check {check.check_name:<30} {'passed' if check.passed else 'FAILED'}")
+    return result.success
+
+
+def main(settings: Settings | None = None) -> int:
+    settings = settings or load_settings()
+    instance = DagsterInstance.from_config(str(dagster_home(settings)))
+    ok = _run(defs.get_job_def("platform_smoke_job"), instance)
+    start, end = source_date_range(get_spark(settings), settings)
+    print(f"\nresearch data: source={settings.data.source} dataset={settings.data.dataset} {start}..{end}")
+    tags = {ASSET_PARTITION_RANGE_START_TAG: start.isoformat(), ASSET_PARTITION_RANGE_END_TAG: end.isoformat()}
+    ok = ok and _run(defs.get_job_def("research_job"), instance, tags)
     p = settings.platform
-    print(f"\nDagster UI   {p.dagster.url}/runs/{result.run_id}")
+    print(f"\nDagster UI   {p.dagster.url}")
     print(f"MLflow UI    {p.mlflow.tracking_uri}")
     print(f"Delta lake   {p.lake_root}")
-    return 0 if result.success else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

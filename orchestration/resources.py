@@ -7,6 +7,8 @@ resource at once. Nothing here reads the environment at import time.
 
 from __future__ import annotations
 
+import os
+
 from dagster import ConfigurableResource
 from kafka import KafkaConsumer, KafkaProducer
 from pyspark.sql import SparkSession
@@ -19,12 +21,18 @@ from streaming.kafka_io import make_consumer, make_producer
 
 
 class SettingsResource(ConfigurableResource):
-    """The validated configuration; ``config_dir`` empty means ``$QL_CONFIG_DIR`` or ``config/``."""
+    """The validated configuration.
+
+    ``config_dir`` empty means ``$QL_CONFIG_DIR`` or ``config/``. ``overrides`` take the
+    same ``QL_*`` keys as the environment and win over it, so a run (a sensor's, say) can
+    point every resource at another dataset: ``{"QL_DATA__SOURCE": "files", ...}``.
+    """
 
     config_dir: str = ""
+    overrides: dict[str, str] = {}
 
     def get(self) -> Settings:
-        return load_settings(self.config_dir or None)
+        return load_settings(self.config_dir or None, env={**os.environ, **self.overrides})
 
 
 class SparkResource(ConfigurableResource):

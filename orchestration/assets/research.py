@@ -1,0 +1,127 @@
+"""Research data assets: bronze -> silver (+ quarantine) -> features and labels, by day.
+
+Each body reads like its docstring and calls one function in ``pipelines.research`` that
+replaces exactly the run's date range of its Delta table.
+"""
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
+from pyspark.sql import functions as F
+
+from orchestration.partitions import daily, date_range, single_run
+from orchestration.resources import SparkResource
+from pipelines import lake, research
+from pipelines.expectations import run_bar_suite
+from pipelines.features import feature_names
+from pipelines.research import LayerResult
+
+GROUP = "research"
+KINDS = {"spark", "delta"}
+
+
+def _metadata(result: LayerResult, **extra) -> dict:
+    meta = {"rows": result.rows, "delta_version": result.version, "table": MetadataValue.path(result.table)}
+    for key, value in {**result.extra, **extra}.items():
+        meta[key] = MetadataValue.json(value) if isinstance(value, dict) else value
+    return meta
+
+
+@asset(group_name=GROUP, kinds=KINDS, partitions_def=daily, backfill_policy=single_run,
+       description="Raw ticks or bars from the configured source (data_config.yaml `source`), as received.")
+def bronze_market_data(context: AssetExecutionContext, spark: SparkResource) -> MaterializeResult:
+    start, end = date_range(context)
+    result = research.write_bronze(spark.session(), spark.settings.get(), start, end)
+    context.log.info("bronze %s: %d rows for %s..%s", result.extra["kind"], result.rows, start, end)
+    return MaterializeResult(metadata=_metadata(result))
+
+
+@asset(group_name=GROUP, kinds=KINDS, partitions_def=daily, backfill_policy=single_run, deps=[bronze_market_data],
+       description="Validated, deduplicated, adjusted bars; every rejected row is in the quarantine table with its reason.")
+def silver_bars(context: AssetExecutionContext, spark: SparkResource) -> MaterializeResult:
+    start, end = date_range(context)
+    result = research.write_silver(spark.session(), spark.settings.get(), start, end)
+    context.log.info("silver: %d bars, %d rows quarantined", result.rows, result.extra["quarantined"])
+    return MaterializeResult(metadata=_metadata(result))
+
+
+@asset(group_name=GROUP, kinds=KINDS, partitions_def=daily, backfill_policy=single_run, deps=[silver_bars],
+       description="Point-in-time features (the shared feature library) per symbol and bar.")
+def features(context: AssetExecutionContext, spark: SparkResource) -> MaterializeResult:
+    start, end = date_range(context)
+    result = research.write_features(spark.session(), spark.settings.get(), start, end)
+    return MaterializeResult(metadata=_metadata(result))
+
+
+@asset(group_name=GROUP, kinds=KINDS, partitions_def=daily, backfill_policy=single_run, deps=[silver_bars],
+       description="Forward return over the label horizon and its direction, from later bars only.")
+def labels(context: AssetExecutionContext, spark: SparkResource) -> MaterializeResult:
+    start, end = date_range(context)
+    result = research.write_labels(spark.session(), spark.settings.get(), start, end)
+    return MaterializeResult(metadata=_metadata(result))
+
+
+def _run_range(context: AssetCheckExecutionContext) -> tuple[str, str] | None:
+    tags = context.run.tags
+    if ASSET_PARTITION_RANGE_START_TAG in tags:
+        return tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG]
+    if PARTITION_NAME_TAG in tags:
+        return tags[PARTITION_NAME_TAG], tags[PARTITION_NAME_TAG]
+    return None
+
+
+def _table_for_run(context: AssetCheckExecutionContext, spark: SparkResource, layer, table: str):
+    df = lake.read(spark.session(), research.path(spark.settings.get(), layer, table))
+    bounds = _run_range(context)
+    if bounds:
+        df = df.where((F.col("date") >= bounds[0]) & (F.col("date") <= bounds[1]))
+    return df
+
+
+@asset_check(asset=silver_bars, blocking=True,
+             description="Great Expectations suite: keys, OHLC consistency, positive prices, time increasing per "
+                         "symbol, no future timestamps, sane returns. A failure stops features and labels.")
+def silver_bars_expectations(context: AssetCheckExecutionContext, spark: SparkResource) -> AssetCheckResult:
+    bars = _table_for_run(context, spark, "silver", "bars")
+    result = run_bar_suite(bars, spark.settings.get().data.quality)
+    return AssetCheckResult(passed=result.success, metadata={
+        "expectations": result.evaluated, "failed": MetadataValue.json(result.failed),
+        "success_percent": float(result.statistics.get("success_percent") or 0.0)})
+
+
+@asset_check(asset=features, blocking=True,
+             description="One feature row per silver bar, every feature column present and finite where defined.")
+def features_complete(context: AssetCheckExecutionContext, spark: SparkResource) -> AssetCheckResult:
+    settings = spark.settings.get()
+    feats = _table_for_run(context, spark, "gold", "features")
+    bars = _table_for_run(context, spark, "silver", "bars")
+    names = feature_names(settings.data.features.windows, settings.data.features.rank_features)
+    missing = [n for n in names if n not in feats.columns]
+    rows, bar_rows = feats.count(), bars.count()
+    infinite = feats.select(*[F.sum(F.when(F.col(n).isin(float("inf"), float("-inf")), 1).otherwise(0)).alias(n)
+                              for n in names if n not in missing]).collect()[0].asDict()
+    bad = {k: v for k, v in infinite.items() if v}
+    return AssetCheckResult(passed=not missing and rows == bar_rows and not bad, metadata={
+        "rows": rows, "silver_rows": bar_rows, "features": len(names) - len(missing),
+        "missing_columns": MetadataValue.json(missing), "infinite_values": MetadataValue.json(bad)})
+
+
+@asset_check(asset=labels, description="Labels exist for all but the last horizon bars of each symbol.",
+             blocking=False)
+def labels_coverage(context: AssetCheckExecutionContext, spark: SparkResource) -> AssetCheckResult:
+    df = _table_for_run(context, spark, "gold", "labels")
+    row = df.agg(F.count("*").alias("rows"), F.count("direction").alias("labelled"),
+                 F.countDistinct("symbol").alias("symbols")).collect()[0]
+    horizon = spark.settings.get().model.label_horizon
+    unlabelled = row["rows"] - row["labelled"]
+    return AssetCheckResult(passed=unlabelled <= row["symbols"] * horizon,
+                            severity=AssetCheckSeverity.WARN,
+                            metadata={"rows": row["rows"], "labelled": row["labelled"], "unlabelled": unlabelled})

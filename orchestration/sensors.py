@@ -1,0 +1,63 @@
+"""A sensor that ingests files dropped into the landing folder (data_config.yaml ``landing_dir``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from dagster import RunRequest, SensorEvaluationContext, SkipReason, sensor
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from config import Settings, load_settings
+from orchestration.jobs import research_job
+
+SUFFIXES = {".csv", ".parquet"}
+
+
+def landing_dir(settings: Settings) -> Path:
+    folder = Path(settings.data.landing_dir)
+    return folder if folder.is_absolute() else settings.platform.state_dir / folder
+
+
+def file_dates(path: Path, settings: Settings) -> tuple[str, str]:
+    """First and last date in a landed file, from its timestamp column."""
+    ts_col = settings.data.files.columns.get("ts") or "ts"
+    if path.suffix == ".parquet":
+        ts = pd.read_parquet(path, columns=[ts_col])[ts_col]
+    else:
+        ts = pd.read_csv(path, usecols=[ts_col])[ts_col]
+    ts = pd.to_datetime(ts, utc=True)
+    return ts.min().date().isoformat(), ts.max().date().isoformat()
+
+
+def landing_run_request(path: Path, settings: Settings) -> RunRequest:
+    """A research run over the file's dates that reads this file as the `landing` dataset."""
+    start, end = file_dates(path, settings)
+    overrides = {"QL_DATA__SOURCE": "files", "QL_DATA__FILES__PATH": str(path), "QL_DATA__FILES__NAME": "landing"}
+    return RunRequest(
+        run_key=f"{path.name}:{path.stat().st_mtime_ns}",
+        run_config={"resources": {"settings": {"config": {"overrides": overrides}}}},
+        tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end, "landing_file": path.name},
+    )
+
+
+@sensor(job=research_job, minimum_interval_seconds=30,
+        description="Ingests CSV/Parquet bar files dropped into the landing folder into the `landing` dataset.")
+def landing_files_sensor(context: SensorEvaluationContext):
+    settings = load_settings()
+    folder = landing_dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+    new = [p for p in sorted(folder.iterdir()) if p.suffix in SUFFIXES and seen.get(p.name) != p.stat().st_mtime_ns]
+    if not new:
+        return SkipReason(f"no new files in {folder}")
+    requests = []
+    for path in new:
+        try:
+            requests.append(landing_run_request(path, settings))
+        except (ValueError, KeyError, OSError) as exc:
+            context.log.error("cannot read dates of %s: %s", path, exc)
+        seen[path.name] = path.stat().st_mtime_ns
+    context.update_cursor(json.dumps(seen))
+    return requests

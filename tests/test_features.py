@@ -1,0 +1,81 @@
+"""The feature library: coverage, known values, and the point-in-time proof."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from config.settings import SyntheticSettings
+from pipelines.features import add_cross_sectional_ranks, compute_features, compute_labels, feature_names
+from pipelines.sources.synthetic import generate_market
+
+WINDOWS = [5, 10, 20, 30, 60]
+RANKS = ["roc_5", "roc_20", "volat_20", "vma_5"]
+
+
+@pytest.fixture(scope="module")
+def bars() -> pd.DataFrame:
+    m = generate_market(SyntheticSettings(n_symbols=4, n_days=6, seed=3))
+    b = m.bars.copy()
+    b["vwap"] = (b["high"] + b["low"] + b["close"]) / 3
+    return b
+
+
+def _all_features(bars: pd.DataFrame) -> pd.DataFrame:
+    parts = []
+    for _, g in bars.groupby("symbol"):
+        g = g.sort_values("ts").reset_index(drop=True)
+        parts.append(pd.concat([g[["symbol", "ts"]], compute_features(g, WINDOWS)], axis=1))
+    ts_feats = pd.concat(parts, ignore_index=True)
+    ranked = [add_cross_sectional_ranks(rows, RANKS) for _, rows in ts_feats.groupby("ts")]
+    return pd.concat(ranked).sort_values(["symbol", "ts"]).reset_index(drop=True)
+
+
+def test_at_least_sixty_named_features(bars: pd.DataFrame) -> None:
+    names = feature_names(WINDOWS, RANKS)
+    assert len(names) >= 60 and len(set(names)) == len(names)
+    feats = _all_features(bars)
+    assert list(feats.columns[2:]) == names
+    warm = feats.groupby("symbol").tail(200)
+    assert warm[names].notna().all().all(), warm[names].isna().sum()[lambda s: s > 0]
+
+
+def test_known_values() -> None:
+    bars = pd.DataFrame({"open": [10.0, 11, 12, 13, 14, 15], "high": [11.0, 12, 13, 14, 15, 16],
+                         "low": [9.0, 10, 11, 12, 13, 14], "close": [10.5, 11.5, 12.5, 13.5, 14.5, 15.5],
+                         "volume": [100.0] * 6, "vwap": [10.5, 11.5, 12.5, 13.5, 14.5, 15.5]})
+    f = compute_features(bars, [5])
+    assert f["kmid"].iloc[0] == pytest.approx(0.05)
+    assert f["klen"].iloc[0] == pytest.approx(0.2)
+    assert f["roc_5"].iloc[5] == pytest.approx(10.5 / 15.5)
+    assert f["ma_5"].iloc[5] == pytest.approx(np.mean([11.5, 12.5, 13.5, 14.5, 15.5]) / 15.5)
+    assert f["cntp_5"].iloc[5] == 1.0 and f["cntd_5"].iloc[5] == 1.0 and f["sump_5"].iloc[5] == pytest.approx(1.0)
+    assert f["rsqr_5"].iloc[5] == pytest.approx(1.0) and f["resi_5"].iloc[5] == pytest.approx(0.0, abs=1e-12)
+    assert f["beta_5"].iloc[5] == pytest.approx(1.0 / 15.5)
+    assert np.isnan(f["roc_5"].iloc[4])  # not enough history yet
+
+
+def test_point_in_time_no_feature_sees_the_future(bars: pd.DataFrame) -> None:
+    before = _all_features(bars)
+    cut = bars["ts"].sort_values().unique()[len(bars["ts"].unique()) // 2]
+    later = bars["ts"] > cut
+    rng = np.random.default_rng(0)
+    changed = bars.copy()
+    for col in ["open", "high", "low", "close", "volume", "vwap"]:
+        changed.loc[later, col] = changed.loc[later, col] * rng.uniform(0.5, 2.0, later.sum())
+    after = _all_features(changed)
+    past = before["ts"] <= cut
+    pd.testing.assert_frame_equal(before[past], after[past])
+    assert not before[~past].drop(columns=["symbol", "ts"]).equals(after[~past].drop(columns=["symbol", "ts"]))
+
+
+def test_labels_look_forward_only() -> None:
+    close = pd.Series([100.0, 101.0, 99.0, 102.0, 103.0])
+    lab = compute_labels(close, 2)
+    assert lab["fwd_return"].iloc[0] == pytest.approx(np.log(99.0 / 100.0))
+    assert lab["direction"].tolist()[:3] == [0.0, 1.0, 1.0]
+    assert lab.iloc[3:].isna().all().all()
+    changed = close.copy()
+    changed.iloc[:2] = [1.0, 2.0]  # the past of t=2 does not move its label
+    assert compute_labels(changed, 2)["fwd_return"].iloc[2] == lab["fwd_return"].iloc[2]

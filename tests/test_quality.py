@@ -1,0 +1,106 @@
+"""Silver rules and the Great Expectations suite catch crafted bad data; nothing is lost."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pandas as pd
+import pytest
+
+from config.settings import QualitySettings
+from pipelines.bars import with_bar_defaults
+from pipelines.expectations import run_bar_suite
+from pipelines.feature_tables import with_cross_sectional_ranks
+from pipelines.features import add_cross_sectional_ranks
+from pipelines.quality import adjust_bars, reason_counts, validate_bars, validate_ticks
+
+Q = QualitySettings()
+D = dt.datetime
+SCHEMA = "symbol string, ts timestamp, open double, high double, low double, close double, volume double, adj_close double"
+GOOD = [("A", D(2024, 1, d), 10.0, 11.0, 9.0, 10.5, 100.0, None) for d in (1, 2, 3, 4)]
+BAD = {
+    "missing key": (None, D(2024, 1, 1), 1.0, 1.0, 1.0, 1.0, 1.0, None),
+    "missing price": ("B", D(2024, 1, 1), 10.0, None, 9.0, 10.0, 1.0, None),
+    "non-positive price": ("B", D(2024, 1, 2), 10.0, 11.0, 0.0, 10.0, 1.0, None),
+    "high below open/close": ("B", D(2024, 1, 3), 10.0, 10.2, 9.0, 10.5, 1.0, None),
+    "low above open/close": ("B", D(2024, 1, 4), 10.0, 11.0, 10.2, 10.5, 1.0, None),
+    "negative volume": ("B", D(2024, 1, 5), 10.0, 11.0, 9.0, 10.5, -5.0, None),
+    "timestamp in the future": ("B", D(2099, 1, 1), 10.0, 11.0, 9.0, 10.5, 1.0, None),
+    "duplicate (symbol, ts)": ("A", D(2024, 1, 2), 10.0, 11.0, 9.0, 10.4, 100.0, None),
+}
+
+
+def test_every_rule_quarantines_with_its_reason(spark) -> None:
+    rows = GOOD + list(BAD.values())
+    result = validate_bars(spark.createDataFrame(rows, SCHEMA), Q)
+    assert result.valid.count() + result.quarantine.count() == len(rows)  # nothing silently dropped
+    counts = reason_counts(result.quarantine)
+    assert set(counts) == set(BAD)
+    assert all(n == 1 for n in counts.values())
+    assert result.valid.where("symbol = 'A'").count() == 4
+    record = result.quarantine.where("reason = 'negative volume'").first()["record"]
+    assert '"volume":-5.0' in record
+
+
+def test_price_spike_is_quarantined_but_a_lasting_move_is_kept(spark) -> None:
+    closes = [10.0, 10.1, 40.0, 10.2, 10.1, 10.0, 3.0, 3.1]  # a one-bar spike, then a real crash
+    rows = [("S", D(2024, 1, i + 1), c, c * 1.01, c * 0.99, c, 1.0, None) for i, c in enumerate(closes)]
+    result = validate_bars(spark.createDataFrame(rows, SCHEMA), Q)
+    assert [json.loads(r["record"])["close"] for r in result.quarantine.collect()] == [40.0]
+    assert result.valid.count() == len(closes) - 1
+
+
+def test_tick_rules(spark) -> None:
+    schema = "symbol string, ts timestamp, seq long, price double, size double, bid double, ask double, side string"
+    t = D(2024, 1, 2, 15, 0)
+    rows = [("A", t, 1, 10.0, 5.0, 9.99, 10.01, "buy"), ("A", t, 2, -1.0, 5.0, 9.99, 10.01, "buy"),
+            ("A", t, 3, 10.0, 0.0, 9.99, 10.01, "buy"), ("A", t, 4, 10.0, 5.0, 10.02, 10.01, "sell"),
+            ("A", t, 1, 10.0, 5.0, 9.99, 10.01, "buy"), ("A", None, 5, 10.0, 5.0, 9.99, 10.01, "buy")]
+    result = validate_ticks(spark.createDataFrame(rows, schema), Q)
+    assert result.valid.count() == 1
+    assert reason_counts(result.quarantine) == {
+        "missing or non-positive price": 1, "non-positive size": 1, "crossed quote": 1,
+        "duplicate (symbol, seq)": 1, "missing key": 1}
+
+
+def test_adjusted_close_scales_ohlc(spark) -> None:
+    df = spark.createDataFrame([("A", D(2024, 1, 1), 100.0, 110.0, 90.0, 100.0, 1.0, 50.0)], SCHEMA)
+    row = adjust_bars(df).first()
+    assert (row["open"], row["high"], row["low"], row["close"]) == (50.0, 55.0, 45.0, 50.0)
+
+
+def test_expectation_suite_passes_clean_and_names_each_failure(spark) -> None:
+    clean = with_bar_defaults(spark.createDataFrame(GOOD, SCHEMA), "1d")
+    assert run_bar_suite(clean, Q).success
+    bad_rows = GOOD + [BAD["missing key"], BAD["high below open/close"], BAD["timestamp in the future"],
+                       BAD["negative volume"]]
+    bad = with_bar_defaults(spark.createDataFrame(bad_rows, SCHEMA), "1d")
+    result = run_bar_suite(bad, Q)
+    assert not result.success
+    failed = " | ".join(result.failed)
+    for expected in ["not_be_null(symbol)", "high>max_open_close", "be_between(ts_epoch)", "be_between(volume)"]:
+        assert expected in failed, failed
+
+
+def test_spark_ranks_equal_the_library_ranks(spark) -> None:
+    pdf = pd.DataFrame({"symbol": list("ABCDE") * 2, "ts": [D(2024, 1, 1)] * 5 + [D(2024, 1, 2)] * 5,
+                        "x": [3.0, 1.0, 3.0, None, 2.0, 5.0, 4.0, 3.0, 2.0, 1.0]})
+    expected = pd.concat(add_cross_sectional_ranks(g, ["x"]) for _, g in pdf.groupby("ts"))
+    got = with_cross_sectional_ranks(spark.createDataFrame(pdf.astype({"x": "float64"})), ["x"]).toPandas()
+    merged = expected.merge(got, on=["symbol", "ts"], suffixes=("_pd", "_spark"))
+    pd.testing.assert_series_equal(merged["rank_x_pd"], merged["rank_x_spark"], check_names=False)
+
+
+def test_time_must_increase_per_symbol(spark) -> None:
+    rows = GOOD + [("A", D(2024, 1, 2), 10.0, 11.0, 9.0, 10.5, 100.0, None)]  # repeated timestamp
+    result = run_bar_suite(with_bar_defaults(spark.createDataFrame(rows, SCHEMA), "1d"), Q)
+    assert any("ts_increasing" in f for f in result.failed), result.failed
+
+
+@pytest.mark.parametrize("ret", [3.0, 0.2])
+def test_return_magnitude_expectation(spark, ret: float) -> None:
+    closes = [10.0] * 5 + [10.0 * (1 + ret)] * 5
+    rows = [("R", D(2024, 1, i + 1), c, c, c, c, 1.0, None) for i, c in enumerate(closes)]
+    result = run_bar_suite(with_bar_defaults(spark.createDataFrame(rows, SCHEMA), "1d"), Q)
+    assert result.success == (ret < 1.0)
