@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -256,7 +257,7 @@ class TradingSettings(_Frozen):
 class SyntheticSettings(_Frozen):
     name: str = "synthetic"
     n_symbols: int = Field(8, ge=1)
-    start_date: str = "2024-01-02"
+    start_date: date = date(2024, 1, 2)
     n_days: int = Field(20, ge=1)
     bar_minutes: int = Field(5, ge=1)
     bars_per_day: int = Field(78, ge=1)

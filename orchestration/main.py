@@ -47,11 +47,11 @@ def _run(job: JobDefinition, instance: DagsterInstance, tags: dict[str, str] | N
 def main(settings: Settings | None = None) -> int:
     settings = settings or load_settings()
     instance = DagsterInstance.from_config(str(dagster_home(settings)))
-    ok = _run(defs.get_job_def("platform_smoke_job"), instance)
+    ok = _run(defs.resolve_job_def("platform_smoke_job"), instance)
     start, end = source_date_range(get_spark(settings), settings)
     print(f"\nresearch data: source={settings.data.source} dataset={settings.data.dataset} {start}..{end}")
     tags = {ASSET_PARTITION_RANGE_START_TAG: start.isoformat(), ASSET_PARTITION_RANGE_END_TAG: end.isoformat()}
-    ok = ok and _run(defs.get_job_def("research_job"), instance, tags)
+    ok = ok and _run(defs.resolve_job_def("research_job"), instance, tags)
     p = settings.platform
     print(f"\nDagster UI   {p.dagster.url}")
     print(f"MLflow UI    {p.mlflow.tracking_uri}")

@@ -73,9 +73,9 @@ class MlflowResource(ConfigurableResource):
         return configure_mlflow(self.settings.get())
 
 
-def default_resources(config_dir: str = "") -> dict[str, ConfigurableResource]:
-    """The resource set every job uses."""
-    settings = SettingsResource(config_dir=config_dir)
+def default_resources(config_dir: str = "", overrides: dict[str, str] | None = None) -> dict[str, ConfigurableResource]:
+    """The resource set every job uses (``overrides``: ``QL_*`` keys, as in the environment)."""
+    settings = SettingsResource(config_dir=config_dir, overrides=overrides or {})
     return {
         "settings": settings,
         "spark": SparkResource(settings=settings),

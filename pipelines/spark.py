@@ -65,6 +65,8 @@ def get_spark(settings: Settings) -> SparkSession:
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.databricks.delta.snapshotPartitions", "2")
+        # nanosecond Parquet timestamps (pandas' default) load as longs; the file source converts them
+        .config("spark.sql.legacy.parquet.nanosAsLong", "true")
         # a local driver binds to loopback; no network lookups of the host name
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -51,9 +53,16 @@ def _format(file: Path, configured: str) -> str:
 
 
 def _read_one(spark: SparkSession, file: Path, fmt: str) -> DataFrame:
-    if fmt == "parquet":
-        return spark.read.parquet(str(file))
-    return spark.read.option("header", True).option("inferSchema", True).csv(str(file))
+    if fmt != "parquet":
+        return spark.read.option("header", True).option("inferSchema", True).csv(str(file))
+    # pandas writes nanosecond timestamps, which Spark cannot read as timestamps; the session
+    # reads them as longs (spark.sql.legacy.parquet.nanosAsLong) and they are converted here
+    schema = pq.read_schema(file)
+    nanos = [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
+    df = spark.read.parquet(str(file))
+    for name in nanos:
+        df = df.withColumn(name, F.timestamp_micros(F.floor(F.col(name) / 1000).cast("long")))
+    return df
 
 
 def read_files(spark: SparkSession, cfg: FileSourceSettings, files: list[Path] | None = None) -> DataFrame:
