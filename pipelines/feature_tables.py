@@ -12,6 +12,7 @@ import math
 from datetime import date, timedelta
 
 import pandas as pd
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType, TimestampType
@@ -42,7 +43,19 @@ def time_series_features(bars: DataFrame, windows: list[int]) -> DataFrame:
 
 
 def with_cross_sectional_ranks(features: DataFrame, rank_features: list[str]) -> DataFrame:
-    """Add ``rank_<name>``: percentile rank across symbols at each ts (ties share their average rank)."""
+    """Add ``rank_<name>``: percentile rank across symbols at each ts (ties share their average rank).
+
+    The ranks are computed on a narrow projection and joined back: sorting the full-width
+    rows once per ranked column cost twice as much as the features themselves on the
+    S&P 500 panel. ``features`` is read twice, so pass a persisted frame.
+    """
+    if not rank_features:
+        return features
+    narrow = _ranks(features.select("symbol", "ts", *rank_features), rank_features).drop(*rank_features)
+    return features.join(narrow, on=["symbol", "ts"], how="left")
+
+
+def _ranks(features: DataFrame, rank_features: list[str]) -> DataFrame:
     out = features
     for name in rank_features:
         by_ts = Window.partitionBy("ts")
@@ -55,10 +68,21 @@ def with_cross_sectional_ranks(features: DataFrame, rank_features: list[str]) ->
 
 
 def feature_table(bars: DataFrame, windows: list[int], rank_features: list[str]) -> DataFrame:
-    """The gold feature table: symbol, ts, date and all features."""
-    feats = with_cross_sectional_ranks(time_series_features(bars, windows), rank_features)
+    """The gold feature table: symbol, ts, date and all features.
+
+    The per-symbol features are persisted (memory, spilling to disk) so the Python UDF runs
+    once although the ranks read them twice; call ``.unpersist()`` on the result's source
+    via :func:`release` once the table is written.
+    """
+    series = time_series_features(bars, windows).persist(StorageLevel.MEMORY_AND_DISK)
+    feats = with_cross_sectional_ranks(series, rank_features)
     return feats.withColumn("date", F.date_format("ts", "yyyy-MM-dd")).select(
         "symbol", "ts", "date", *feature_names(windows, rank_features))
+
+
+def release(spark) -> None:
+    """Drop every persisted frame of this session (the per-symbol features after a write)."""
+    spark.catalog.clearCache()
 
 
 def label_table(bars: DataFrame, horizon: int) -> DataFrame:

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints its figures and writes JSON with the machine it ran on to benchmarks/results/."""
