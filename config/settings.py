@@ -274,6 +274,7 @@ class SyntheticSettings(_Frozen):
     regime_switch_prob: float = Field(0.002, ge=0, le=1)
     regime_vol_mult: float = Field(2.0, ge=1)
     half_spread_bps: float = Field(2.0, ge=0)
+    bad_tick_rate: float = Field(0.0005, ge=0, lt=1)
 
     @field_validator("garch_beta")
     @classmethod

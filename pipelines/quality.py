@@ -74,15 +74,10 @@ def validate_bars(df: DataFrame, cfg: QualitySettings, now: datetime | None = No
     timestamp not in the future, one row per (symbol, ts), no isolated price spike (a move
     beyond ``max_abs_log_return`` that reverses on the next bar).
     """
-    by_key = Window.partitionBy(*BAR_KEYS).orderBy(F.col("close").desc_nulls_last(), F.col("volume").desc_nulls_last())
     by_symbol = Window.partitionBy("symbol").orderBy("ts")
     lim = cfg.max_abs_log_return
     price_ok = F.col("open").isNotNull() & F.col("high").isNotNull() & F.col("low").isNotNull() & F.col("close").isNotNull()
-    staged = (df.withColumn("_dup", F.row_number().over(by_key) > 1)
-              .withColumn("_r_in", F.log(F.col("close") / F.lag("close").over(by_symbol)))
-              .withColumn("_r_out", F.log(F.lead("close").over(by_symbol) / F.col("close"))))
-    spike = (F.abs("_r_in") > lim) & (F.abs("_r_out") > lim) & (F.signum("_r_in") != F.signum("_r_out"))
-    reason = _reasons(
+    rules = [
         (F.col("symbol").isNull() | F.col("ts").isNull(), "missing key"),
         (~price_ok, "missing price"),
         (price_ok & (F.least("open", "high", "low", "close") <= 0), "non-positive price"),
@@ -90,9 +85,13 @@ def validate_bars(df: DataFrame, cfg: QualitySettings, now: datetime | None = No
         (price_ok & (F.col("low") > F.least("open", "close")), "low above open/close"),
         (F.col("volume") < 0, "negative volume"),
         (F.col("ts") > _future_limit(cfg, now), "timestamp in the future"),
-        (F.col("_dup"), "duplicate (symbol, ts)"),
-        (F.coalesce(spike, F.lit(False)), f"price spike beyond |log return| {lim}"),
-    )
+    ]
+    staged = (_flag_duplicates(df, rules, BAR_KEYS, [F.col("volume").desc_nulls_last()])
+              .withColumn("_r_in", F.log(F.col("close") / F.lag("close").over(by_symbol)))
+              .withColumn("_r_out", F.log(F.lead("close").over(by_symbol) / F.col("close"))))
+    spike = (F.abs("_r_in") > lim) & (F.abs("_r_out") > lim) & (F.signum("_r_in") != F.signum("_r_out"))
+    reason = _reasons(*rules, (F.col("_dup"), "duplicate (symbol, ts)"),
+                      (F.coalesce(spike, F.lit(False)), f"price spike beyond |log return| {lim}"))
     return _split(staged, reason, "bars")
 
 
@@ -102,17 +101,25 @@ def validate_ticks(df: DataFrame, cfg: QualitySettings, now: datetime | None = N
     Rules: key present, price positive, size positive, quote not crossed, timestamp not in
     the future, one row per (symbol, seq).
     """
-    by_key = Window.partitionBy(*TICK_KEYS).orderBy("ts")
-    staged = df.withColumn("_dup", F.row_number().over(by_key) > 1)
-    reason = _reasons(
+    rules = [
         (F.col("symbol").isNull() | F.col("ts").isNull() | F.col("seq").isNull(), "missing key"),
         (F.col("price").isNull() | (F.col("price") <= 0), "missing or non-positive price"),
         (F.col("size").isNotNull() & (F.col("size") <= 0), "non-positive size"),
         (F.col("bid").isNotNull() & F.col("ask").isNotNull() & (F.col("bid") > F.col("ask")), "crossed quote"),
         (F.col("ts") > _future_limit(cfg, now), "timestamp in the future"),
-        (F.col("_dup"), "duplicate (symbol, seq)"),
-    )
-    return _split(staged, reason, "ticks")
+    ]
+    staged = _flag_duplicates(df, rules, TICK_KEYS, [F.col("ts")])
+    return _split(staged, _reasons(*rules, (F.col("_dup"), "duplicate (symbol, seq)")), "ticks")
+
+
+def _flag_duplicates(df: DataFrame, rules: list[tuple[Column, str]], keys, order: list[Column]) -> DataFrame:
+    """``_dup``: a later row of its key. Rows that break no other rule come first, so a clean
+    original is kept and its corrupted resend is the one quarantined."""
+    broken = F.lit(False)
+    for cond, _ in rules:
+        broken = broken | F.coalesce(cond, F.lit(False))
+    by_key = Window.partitionBy(*keys).orderBy(broken.asc(), *order)
+    return df.withColumn("_dup", F.row_number().over(by_key) > 1)
 
 
 def reason_counts(quarantine: DataFrame) -> dict[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from orchestration.assets import research as research_assets
 from orchestration.jobs import research_job
 from orchestration.resources import default_resources
 from orchestration.sensors import landing_files_sensor
+from config import load_settings
 from pipelines import lake, research
+from pipelines.sources.synthetic import generate_market, generate_ticks
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -51,12 +54,18 @@ def test_synthetic_range_materializes_and_reruns_idempotently(spark, small_synth
     assert _meta(result, "labels")["labelled"] == silver["rows"] - 3
     assert _checks(result) == {"silver_bars_expectations": True, "features_complete": True, "labels_coverage": True}
 
+    settings = load_settings(env={**os.environ, **small_synthetic})
+    market = generate_market(settings.data.synthetic)
+    ticks = generate_ticks(market, settings.data.synthetic)
+    assert silver["quarantined"] == ticks.duplicated(["symbol", "seq"]).sum() > 0
+    # what survives validation is the clean feed: silver closes are the generator's closes
+    closes = lake.read(spark, research.path(settings, "silver", "bars")).select("symbol", "ts", "close").toPandas()
+    closes["ts"] = closes["ts"].dt.tz_localize("UTC")  # Spark hands back naive UTC
+    merged = closes.merge(market.bars[["symbol", "ts", "close"]], on=["symbol", "ts"], suffixes=("", "_true"))
+    assert len(merged) == len(market.bars) and (merged["close"] == merged["close_true"]).all()
+
     again = _run(small_synthetic, "2024-03-06", "2024-03-07")  # re-run of two days replaces them
     assert again.success
-    from config import load_settings
-    import os
-
-    settings = load_settings(env={**os.environ, **small_synthetic})
     feats = lake.read(spark, research.path(settings, "gold", "features"))
     assert feats.count() == 3 * 4 * 78
     assert feats.groupBy("symbol", "ts").count().where("count > 1").count() == 0
@@ -87,7 +96,8 @@ def test_crafted_bad_rows_are_quarantined_and_counted(spark, crafted_files) -> N
     result = _run(crafted_files, "2024-02-05", "2024-02-09")
     assert result.success
     meta = _meta(result, "silver_bars")
-    assert meta["quarantined"] == 4 and meta["rows"] == 5 and meta["source_rows"] == 9
+    # the clean AAA 2024-02-07 row is kept; its broken twin is quarantined for both reasons
+    assert meta["quarantined"] == 3 and meta["rows"] == 6 and meta["source_rows"] == 9
     assert meta["quarantine_reasons"] == {"high below open/close": 1, "negative volume": 1,
                                           "non-positive price": 1, "duplicate (symbol, ts)": 1}
 

@@ -57,7 +57,7 @@ def test_stylized_facts() -> None:
 
 def test_ticks_rebuild_the_bars() -> None:
     m = generate_market(SMALL)
-    ticks = generate_ticks(m, SMALL)
+    ticks = generate_ticks(m, SMALL.model_copy(update={"bad_tick_rate": 0.0}))
     assert list(ticks.columns) == ["symbol", "ts", "seq", "price", "size", "bid", "ask", "side", "source"]
     assert (ticks.groupby("symbol")["seq"].diff().dropna() == 1).all()
     assert (ticks["bid"] < ticks["ask"]).all() and (ticks["size"] > 0).all()
@@ -71,3 +71,14 @@ def test_ticks_rebuild_the_bars() -> None:
 def test_invalid_parameters_are_rejected(bad: dict) -> None:
     with pytest.raises(ValueError):
         SyntheticSettings(**bad)
+
+
+def test_corrupted_ticks_are_copies_that_validation_removes() -> None:
+    cfg = SMALL.model_copy(update={"bad_tick_rate": 0.01})
+    market = generate_market(cfg)
+    ticks = generate_ticks(market, cfg)
+    clean = generate_ticks(market, cfg.model_copy(update={"bad_tick_rate": 0.0}))
+    extra = len(ticks) - len(clean)
+    assert extra == round(len(clean) * 0.01)
+    assert (ticks["price"] <= 0).sum() == (extra + 3) // 4
+    assert ticks.duplicated(["symbol", "seq"]).sum() == extra

@@ -208,5 +208,25 @@ def generate_ticks(market: SyntheticMarket, cfg: SyntheticSettings, progress: bo
     ticks["ts"] = pd.to_datetime(ticks["ts"], utc=True).dt.floor("us")  # Spark keeps microseconds
     ticks = ticks.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
     ticks["seq"] = ticks.groupby("symbol").cumcount().astype("int64")
-    return ticks[["symbol", "ts", "seq", "price", "size", "bid", "ask", "side", "source"]]
+    ticks = ticks[["symbol", "ts", "seq", "price", "size", "bid", "ask", "side", "source"]]
+    return _with_bad_ticks(ticks, cfg.bad_tick_rate, rng)
+
+
+def _with_bad_ticks(ticks: pd.DataFrame, rate: float, rng: np.random.Generator) -> pd.DataFrame:
+    """Append corrupted copies of ``rate`` of the ticks, as a real feed delivers them.
+
+    Each copy repeats its original's seq and breaks one rule: a negative price, a crossed
+    quote, a zero size, or nothing (an exact resend). The originals are untouched, so the
+    clean feed (and the Bayes bound) is what is left after validation.
+    """
+    n = int(round(len(ticks) * rate))
+    if n == 0:
+        return ticks
+    bad = ticks.iloc[rng.choice(len(ticks), n, replace=False)].copy()
+    kind = np.arange(n) % 4
+    bad.loc[kind == 0, "price"] = -bad.loc[kind == 0, "price"]
+    bad.loc[kind == 1, ["bid", "ask"]] = bad.loc[kind == 1, ["ask", "bid"]].to_numpy()
+    bad.loc[kind == 2, "size"] = 0.0
+    out = pd.concat([ticks, bad], ignore_index=True)
+    return out.sort_values(["symbol", "ts", "seq"], kind="stable").reset_index(drop=True)
 
