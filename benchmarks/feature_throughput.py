@@ -18,7 +18,7 @@ from tqdm import tqdm
 from benchmarks.common import Timer, write_result
 from config import load_settings
 from config.settings import PROJECT_ROOT, FileSourceSettings
-from pipelines.feature_tables import feature_table, release
+from pipelines.feature_tables import feature_table
 from pipelines.bars import with_bar_defaults
 from pipelines.features import compute_features, feature_names
 from pipelines.quality import adjust_bars
@@ -43,7 +43,6 @@ def _pandas_reference(bars: pd.DataFrame, windows: list[int], max_symbols: int |
 def _spark_rate(spark, bars_df, windows, ranks, label: str) -> dict:
     with Timer() as t:
         feature_table(bars_df, windows, ranks).write.format("noop").mode("overwrite").save()
-        release(spark)
     rows = bars_df.count()
     print(f"{label}: {rows:,} rows in {t.seconds:.1f}s = {rows / t.seconds:,.0f} rows/s (Spark, "
           f"{spark.sparkContext.defaultParallelism} cores)")

@@ -12,7 +12,6 @@ import math
 from datetime import date, timedelta
 
 import pandas as pd
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType, TimestampType
@@ -28,34 +27,27 @@ def _nan_to_null(df: DataFrame, columns: list[str]) -> DataFrame:
                        for c in df.columns])
 
 
-def time_series_features(bars: DataFrame, windows: list[int]) -> DataFrame:
-    """symbol, ts and every per-symbol feature, computed from each symbol's full history in ``bars``."""
-    names = feature_names(windows)
-    schema = StructType(KEYS + [StructField(n, DoubleType()) for n in names])
+def time_series_features(bars: DataFrame, windows: list[int], keep: list[str] | None = None,
+                         passthrough: list[str] | None = None) -> DataFrame:
+    """symbol, ts and the per-symbol features (or only ``keep``), from each symbol's history in ``bars``.
+
+    ``passthrough`` columns of ``bars`` (double) are carried to the output unchanged.
+    """
+    names = keep or feature_names(windows)
+    passthrough = passthrough or []
+    schema = StructType(KEYS + [StructField(n, DoubleType()) for n in names + passthrough])
 
     def per_symbol(pdf: pd.DataFrame) -> pd.DataFrame:
         pdf = pdf.sort_values("ts", kind="stable").reset_index(drop=True)
-        feats = compute_features(pdf, windows)
-        return pd.concat([pdf[["symbol", "ts"]], feats], axis=1)
+        feats = compute_features(pdf, windows)[names]
+        return pd.concat([pdf[["symbol", "ts"]], feats, pdf[passthrough]], axis=1)
 
-    cols = ["symbol", "ts", "open", "high", "low", "close", "volume", "vwap"]
+    cols = ["symbol", "ts", "open", "high", "low", "close", "volume", "vwap", *passthrough]
     return _nan_to_null(bars.select(*cols).groupBy("symbol").applyInPandas(per_symbol, schema), names)
 
 
 def with_cross_sectional_ranks(features: DataFrame, rank_features: list[str]) -> DataFrame:
-    """Add ``rank_<name>``: percentile rank across symbols at each ts (ties share their average rank).
-
-    The ranks are computed on a narrow projection and joined back: sorting the full-width
-    rows once per ranked column cost twice as much as the features themselves on the
-    S&P 500 panel. ``features`` is read twice, so pass a persisted frame.
-    """
-    if not rank_features:
-        return features
-    narrow = _ranks(features.select("symbol", "ts", *rank_features), rank_features).drop(*rank_features)
-    return features.join(narrow, on=["symbol", "ts"], how="left")
-
-
-def _ranks(features: DataFrame, rank_features: list[str]) -> DataFrame:
+    """Add ``rank_<name>``: percentile rank across symbols at each ts (ties share their average rank)."""
     out = features
     for name in rank_features:
         by_ts = Window.partitionBy("ts")
@@ -67,22 +59,29 @@ def _ranks(features: DataFrame, rank_features: list[str]) -> DataFrame:
     return out
 
 
+def _windows_for(names: list[str], windows: list[int]) -> list[int]:
+    """The rolling windows that ``names`` need (the smallest one if they need none)."""
+    needed = {int(n.rsplit("_", 1)[1]) for n in names if n.rsplit("_", 1)[-1].isdigit()} & set(windows)
+    return sorted(needed) or [min(windows)]
+
+
 def feature_table(bars: DataFrame, windows: list[int], rank_features: list[str]) -> DataFrame:
     """The gold feature table: symbol, ts, date and all features.
 
-    The per-symbol features are persisted (memory, spilling to disk) so the Python UDF runs
-    once although the ranks read them twice; call ``.unpersist()`` on the result's source
-    via :func:`release` once the table is written.
+    Ranks need every symbol at a timestamp, the rest one symbol's history. So a narrow
+    first pass computes just the ranked columns (same library, only the windows they
+    need), ranks them across symbols, and joins the ranks onto the bars; the full
+    per-symbol pass then carries them through. Wide feature rows are never shuffled:
+    sorting or joining them cost more than computing them (see benchmarks/).
     """
-    series = time_series_features(bars, windows).persist(StorageLevel.MEMORY_AND_DISK)
-    feats = with_cross_sectional_ranks(series, rank_features)
+    rank_cols = [f"rank_{n}" for n in rank_features]
+    if rank_features:
+        sources = time_series_features(bars, _windows_for(rank_features, windows), keep=rank_features)
+        ranks = with_cross_sectional_ranks(sources, rank_features).drop(*rank_features)
+        bars = bars.join(ranks, on=["symbol", "ts"], how="left")
+    feats = time_series_features(bars, windows, passthrough=rank_cols)
     return feats.withColumn("date", F.date_format("ts", "yyyy-MM-dd")).select(
         "symbol", "ts", "date", *feature_names(windows, rank_features))
-
-
-def release(spark) -> None:
-    """Drop every persisted frame of this session (the per-symbol features after a write)."""
-    spark.catalog.clearCache()
 
 
 def label_table(bars: DataFrame, horizon: int) -> DataFrame:

@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from config import Settings
 from pipelines import lake
 from pipelines.bars import ticks_to_bars, with_bar_defaults
-from pipelines.feature_tables import feature_table, label_table, release, with_future, with_history
+from pipelines.feature_tables import feature_table, label_table, with_future, with_history
 from pipelines.quality import adjust_bars, reason_counts, validate_bars, validate_ticks
 from pipelines.sources.arch_sample import load_arch_bars
 from pipelines.sources.files import read_files
@@ -155,7 +155,6 @@ def write_features(spark: SparkSession, settings: Settings, start: date, end: da
     table = table.where(_range_filter(start, end))
     target = path(settings, "gold", "features")
     version = lake.replace_range(table, target, "date", start.isoformat(), end.isoformat())
-    release(spark)
     written = lake.read(spark, target).where(_range_filter(start, end))
     return LayerResult(target, written.count(), version, {"features": len(table.columns) - 3})
 
