@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs are `make demo` and `make test`.
 PY := .venv/bin/python
 
-.PHONY: setup up status down demo test clean
+.PHONY: setup up status down demo demo-sp500 bench test clean
 
 setup:            ## install system packages, the virtualenv and the JVM jars (idempotent)
 	bash infra/setup.sh
@@ -17,6 +17,16 @@ down:             ## stop the services that `up` started
 
 demo: up          ## the main job on the built-in sample data
 	$(PY) -m orchestration.main
+
+# the research pipeline on the real S&P 500 panel in ../shared/data (2.4M daily bars, 504 symbols)
+SP500 := $(abspath ../shared/data/sp500_pooksoft_alphavantage_daily_1999_2021.parquet)
+demo-sp500: up    ## the main job on the real S&P 500 panel instead of the synthetic market
+	QL_DATA__SOURCE=files QL_DATA__FILES__NAME=sp500 QL_DATA__FILES__PATH=$(SP500) \
+	QL_DATA__FILES__COLUMNS='{"symbol": "ticker", "ts": "date", "adj_close": "adjusted_close"}' \
+	$(PY) -m orchestration.main
+
+bench: up         ## benchmarks (writes benchmarks/results/*.json)
+	$(PY) -m benchmarks
 
 test: up          ## the whole test suite against the real services (CI stops them afterwards)
 	$(PY) -m pytest; status=$$?; \

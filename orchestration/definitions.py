@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
+from dagster import Definitions, in_process_executor, load_asset_checks_from_modules, load_assets_from_modules
 
 from orchestration.assets import platform, research
 from orchestration.jobs import platform_smoke_job, research_job
@@ -17,4 +17,7 @@ defs = Definitions(
     resources=default_resources(),
     jobs=[platform_smoke_job, research_job],
     sensors=[landing_files_sensor],
+    # one process per run: every step shares one SparkSession (a JVM per step cost ~10 s each,
+    # and a Great Expectations step in its own process exited early)
+    executor=in_process_executor,
 )

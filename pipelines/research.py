@@ -54,21 +54,24 @@ def _in_range(df: DataFrame, start: date, end: date) -> DataFrame:
     return df.where(inside | F.col("ts").isNull() | (day > F.current_date()))
 
 
-def read_source(spark: SparkSession, settings: Settings, start: date, end: date) -> DataFrame:
-    """The configured source's records in ``[start, end]``, as received."""
+def read_source(spark: SparkSession, settings: Settings, start: date, end: date) -> tuple[DataFrame, dict]:
+    """The configured source's records in ``[start, end]``, as received, and facts about the source
+    (for the synthetic market: the best directional accuracy any model can reach on it)."""
     d = settings.data
+    facts: dict = {}
     if d.source == "synthetic":
         market = generate_market(d.synthetic, progress=True)
         ticks = generate_ticks(market, d.synthetic)
         days = ticks["ts"].dt.date
         df = spark.createDataFrame(ticks[(days >= start) & (days <= end)].reset_index(drop=True))
+        facts = {"mode": d.synthetic.mode, "bayes_accuracy": round(market.bayes_accuracy, 4)}
     elif d.source == "arch":
         bars = load_arch_bars(list(d.arch.series))
         days = bars["ts"].dt.date
         df = spark.createDataFrame(bars[(days >= start) & (days <= end)].reset_index(drop=True))
     else:
         df = _in_range(read_files(spark, d.files), start, end)
-    return df
+    return df, facts
 
 
 def source_date_range(spark: SparkSession, settings: Settings) -> tuple[date, date]:
@@ -87,12 +90,13 @@ def source_date_range(spark: SparkSession, settings: Settings) -> tuple[date, da
 def write_bronze(spark: SparkSession, settings: Settings, start: date, end: date) -> LayerResult:
     """Bronze: the source's records for the range, with ingest time and date, as received."""
     kind = source_kind(settings)
-    df = _dated(read_source(spark, settings, start, end).withColumn(
-        "date", F.date_format("ts", "yyyy-MM-dd")), start, end).withColumn("ingested_at", F.current_timestamp())
+    raw, facts = read_source(spark, settings, start, end)
+    df = _dated(raw.withColumn("date", F.date_format("ts", "yyyy-MM-dd")), start, end).withColumn(
+        "ingested_at", F.current_timestamp())
     target = path(settings, "bronze", kind)
     version = lake.replace_range(df, target, "date", start.isoformat(), end.isoformat())
     rows = lake.read(spark, target).where(_range_filter(start, end)).count()
-    return LayerResult(target, rows, version, {"kind": kind, "source": settings.data.source})
+    return LayerResult(target, rows, version, {"kind": kind, "source": settings.data.source, **facts})
 
 
 def _dated(df: DataFrame, start: date, end: date) -> DataFrame:

@@ -21,10 +21,13 @@ def test_definitions_load() -> None:
     repo = defs.get_repository_def()
     assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} >= {
         "smoke_prices", "smoke_kafka_roundtrip", "smoke_mlflow_run"}
-    assert repo.has_job("main_job")
+    assert repo.has_job("platform_smoke_job") and repo.has_job("research_job")
     checks = {key.name for key in repo.asset_graph.asset_check_keys}
     assert {"smoke_prices_complete", "smoke_kafka_lossless"} <= checks
     assert set(defs.resources) >= {"settings", "spark", "kafka", "tracking"}
+    # runs launched from the UI must keep every step in one process (one SparkSession)
+    for job in ("research_job", "platform_smoke_job"):
+        assert defs.resolve_job_def(job).executor_def.name == "in_process"
 
 
 def test_asset_materializes_into_delta(spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,4 +66,4 @@ def test_webserver_serves_the_code_location(services) -> None:
     assert entry["name"] == "quantlake" and entry["loadStatus"] == "LOADED", entry
     location = entry["locationOrLoadError"]
     assert location["__typename"] == "RepositoryLocation", location
-    assert "main_job" in {j["name"] for r in location["repositories"] for j in r["jobs"]}
+    assert {"platform_smoke_job", "research_job"} <= {j["name"] for r in location["repositories"] for j in r["jobs"]}

@@ -15,14 +15,20 @@ pytestmark = pytest.mark.services
 
 
 def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) -> None:
-    env = {**os.environ, "QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake")}
+    env = {**os.environ, "QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"),
+           "QL_DATA__SYNTHETIC__N_SYMBOLS": "4", "QL_DATA__SYNTHETIC__N_DAYS": "5"}
     proc = subprocess.run([sys.executable, "-m", "orchestration.main"], capture_output=True, text=True,
                           cwd=PROJECT_ROOT, env=env, timeout=600)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
-    assert "main_job succeeded" in out
+    assert "platform_smoke_job succeeded" in out and "research_job succeeded" in out
     assert "produced=1000, consumed=1000, spark_read=1000" in out
-    assert "check smoke_prices_complete          passed" in out
+    assert "research data: source=synthetic dataset=synthetic 2024-01-02..2024-01-08" in out
+    assert "bayes_accuracy=0.5" in out or "bayes_accuracy=0.6" in out
+    assert f"rows={4 * 5 * 78}, delta_version=0" in out  # silver bars, features and labels of 4 symbols x 5 days
+    for check in ("smoke_prices_complete", "silver_bars_expectations", "features_complete"):
+        assert f"check {check:<30} passed" in out
     assert f"MLflow UI    {services.platform.mlflow.tracking_uri}" in out
-    assert f"Dagster UI   {services.platform.dagster.url}/runs/" in out
-    assert (tmp_path / "lake" / "bronze" / "smoke_prices" / "_delta_log").is_dir()
+    assert f"Dagster UI   {services.platform.dagster.url}" in out
+    for table in ("bronze/smoke_prices", "silver/synthetic/bars", "gold/synthetic/features", "gold/synthetic/labels"):
+        assert (tmp_path / "lake" / table / "_delta_log").is_dir(), table

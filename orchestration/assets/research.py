@@ -28,6 +28,14 @@ GROUP = "research"
 KINDS = {"spark", "delta"}
 
 
+def _write_layer(context: AssetExecutionContext, spark: SparkResource, write) -> MaterializeResult:
+    """Run ``write`` (a ``pipelines.research.write_*``) for the run's days; its result becomes metadata."""
+    start, end = date_range(context)
+    result = write(spark.session(), spark.settings.get(), start, end)
+    context.log.info("%s: %d rows for %s..%s (Delta version %d)", result.table, result.rows, start, end, result.version)
+    return MaterializeResult(metadata=_metadata(result))
+
+
 def _metadata(result: LayerResult, **extra) -> dict:
     meta = {"rows": result.rows, "delta_version": result.version, "table": MetadataValue.path(result.table)}
     for key, value in {**result.extra, **extra}.items():
@@ -38,35 +46,25 @@ def _metadata(result: LayerResult, **extra) -> dict:
 @asset(group_name=GROUP, kinds=KINDS, partitions_def=daily, backfill_policy=single_run,
        description="Raw ticks or bars from the configured source (data_config.yaml `source`), as received.")
 def bronze_market_data(context: AssetExecutionContext, spark: SparkResource) -> MaterializeResult:
-    start, end = date_range(context)
-    result = research.write_bronze(spark.session(), spark.settings.get(), start, end)
-    context.log.info("bronze %s: %d rows for %s..%s", result.extra["kind"], result.rows, start, end)
-    return MaterializeResult(metadata=_metadata(result))
+    return _write_layer(context, spark, research.write_bronze)
 
 
 @asset(group_name=GROUP, kinds=KINDS, partitions_def=daily, backfill_policy=single_run, deps=[bronze_market_data],
        description="Validated, deduplicated, adjusted bars; every rejected row is in the quarantine table with its reason.")
 def silver_bars(context: AssetExecutionContext, spark: SparkResource) -> MaterializeResult:
-    start, end = date_range(context)
-    result = research.write_silver(spark.session(), spark.settings.get(), start, end)
-    context.log.info("silver: %d bars, %d rows quarantined", result.rows, result.extra["quarantined"])
-    return MaterializeResult(metadata=_metadata(result))
+    return _write_layer(context, spark, research.write_silver)
 
 
 @asset(group_name=GROUP, kinds=KINDS, partitions_def=daily, backfill_policy=single_run, deps=[silver_bars],
        description="Point-in-time features (the shared feature library) per symbol and bar.")
 def features(context: AssetExecutionContext, spark: SparkResource) -> MaterializeResult:
-    start, end = date_range(context)
-    result = research.write_features(spark.session(), spark.settings.get(), start, end)
-    return MaterializeResult(metadata=_metadata(result))
+    return _write_layer(context, spark, research.write_features)
 
 
 @asset(group_name=GROUP, kinds=KINDS, partitions_def=daily, backfill_policy=single_run, deps=[silver_bars],
        description="Forward return over the label horizon and its direction, from later bars only.")
 def labels(context: AssetExecutionContext, spark: SparkResource) -> MaterializeResult:
-    start, end = date_range(context)
-    result = research.write_labels(spark.session(), spark.settings.get(), start, end)
-    return MaterializeResult(metadata=_metadata(result))
+    return _write_layer(context, spark, research.write_labels)
 
 
 def _run_range(context: AssetCheckExecutionContext) -> tuple[str, str] | None:
