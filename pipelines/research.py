@@ -24,6 +24,12 @@ from pipelines.sources.files import read_files
 from pipelines.sources.synthetic import bar_timestamps, generate_market, generate_ticks
 
 
+# explicit schemas: an empty date range (a weekend) must write nothing, not fail on inference
+TICK_SCHEMA = ("symbol string, ts timestamp, seq long, price double, size double, bid double, ask double, "
+               "side string, source string")
+BAR_SCHEMA = "symbol string, ts timestamp, open double, high double, low double, close double, volume double, adj_close double"
+
+
 @dataclass(frozen=True)
 class LayerResult:
     """What a layer wrote: rows, table version and anything worth showing as metadata."""
@@ -63,12 +69,12 @@ def read_source(spark: SparkSession, settings: Settings, start: date, end: date)
         market = generate_market(d.synthetic, progress=True)
         ticks = generate_ticks(market, d.synthetic)
         days = ticks["ts"].dt.date
-        df = spark.createDataFrame(ticks[(days >= start) & (days <= end)].reset_index(drop=True))
+        df = spark.createDataFrame(ticks[(days >= start) & (days <= end)].reset_index(drop=True), TICK_SCHEMA)
         facts = {"mode": d.synthetic.mode, "bayes_accuracy": round(market.bayes_accuracy, 4)}
     elif d.source == "arch":
         bars = load_arch_bars(list(d.arch.series))
         days = bars["ts"].dt.date
-        df = spark.createDataFrame(bars[(days >= start) & (days <= end)].reset_index(drop=True))
+        df = spark.createDataFrame(bars[(days >= start) & (days <= end)].reset_index(drop=True), BAR_SCHEMA)
     else:
         df = _in_range(read_files(spark, d.files), start, end)
     return df, facts

@@ -149,3 +149,9 @@ def test_landing_sensor_requests_one_run_per_new_file(tmp_path: Path, monkeypatc
         assert overrides["QL_DATA__FILES__PATH"] == str(landing / "bars.csv")
         again = landing_files_sensor(build_sensor_context(instance=instance, cursor=context.cursor))
         assert "no new files" in again.skip_message
+
+
+def test_a_range_without_data_writes_nothing_and_passes(spark, small_synthetic) -> None:
+    result = _run(small_synthetic, "2024-03-09", "2024-03-10")  # a weekend: no bars
+    assert result.success, _checks(result)
+    assert _meta(result, "bronze_market_data")["rows"] == 0 and _meta(result, "features")["rows"] == 0

@@ -43,7 +43,7 @@ def smoke_prices_complete(spark: SparkResource) -> AssetCheckResult:
 @asset(group_name=GROUP, deps=[smoke_prices],
        description="1,000 messages through the Kafka broker, read back by kafka-python and Spark's Kafka source.")
 def smoke_kafka_roundtrip(spark: SparkResource, kafka: KafkaResource) -> MaterializeResult:
-    trip = kafka_roundtrip(spark.settings.get(), spark.session())
+    trip = kafka_roundtrip(kafka.settings.get(), spark.session())
     return MaterializeResult(metadata={
         "topic": trip.topic, "produced": trip.produced, "consumed": trip.consumed,
         "spark_read": trip.spark_read, "seconds": round(trip.seconds, 2), "bootstrap": kafka.bootstrap,

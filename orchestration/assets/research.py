@@ -18,7 +18,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from pyspark.sql import functions as F
 
 from orchestration.partitions import daily, date_range, single_run
-from orchestration.resources import SparkResource
+from orchestration.resources import SettingsResource, SparkResource
 from pipelines import lake, research
 from pipelines.expectations import run_bar_suite
 from pipelines.features import feature_names
@@ -28,10 +28,11 @@ GROUP = "research"
 KINDS = {"spark", "delta"}
 
 
-def _write_layer(context: AssetExecutionContext, spark: SparkResource, write) -> MaterializeResult:
+def _write_layer(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource,
+                 write) -> MaterializeResult:
     """Run ``write`` (a ``pipelines.research.write_*``) for the run's days; its result becomes metadata."""
     start, end = date_range(context)
-    result = write(spark.session(), spark.settings.get(), start, end)
+    result = write(spark.session(), settings.get(), start, end)
     context.log.info("%s: %d rows for %s..%s (Delta version %d)", result.table, result.rows, start, end, result.version)
     return MaterializeResult(metadata=_metadata(result))
 
@@ -45,26 +46,26 @@ def _metadata(result: LayerResult, **extra) -> dict:
 
 @asset(group_name=GROUP, kinds=KINDS, partitions_def=daily, backfill_policy=single_run,
        description="Raw ticks or bars from the configured source (data_config.yaml `source`), as received.")
-def bronze_market_data(context: AssetExecutionContext, spark: SparkResource) -> MaterializeResult:
-    return _write_layer(context, spark, research.write_bronze)
+def bronze_market_data(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
+    return _write_layer(context, spark, settings, research.write_bronze)
 
 
 @asset(group_name=GROUP, kinds=KINDS, partitions_def=daily, backfill_policy=single_run, deps=[bronze_market_data],
        description="Validated, deduplicated, adjusted bars; every rejected row is in the quarantine table with its reason.")
-def silver_bars(context: AssetExecutionContext, spark: SparkResource) -> MaterializeResult:
-    return _write_layer(context, spark, research.write_silver)
+def silver_bars(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
+    return _write_layer(context, spark, settings, research.write_silver)
 
 
 @asset(group_name=GROUP, kinds=KINDS, partitions_def=daily, backfill_policy=single_run, deps=[silver_bars],
        description="Point-in-time features (the shared feature library) per symbol and bar.")
-def features(context: AssetExecutionContext, spark: SparkResource) -> MaterializeResult:
-    return _write_layer(context, spark, research.write_features)
+def features(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
+    return _write_layer(context, spark, settings, research.write_features)
 
 
 @asset(group_name=GROUP, kinds=KINDS, partitions_def=daily, backfill_policy=single_run, deps=[silver_bars],
        description="Forward return over the label horizon and its direction, from later bars only.")
-def labels(context: AssetExecutionContext, spark: SparkResource) -> MaterializeResult:
-    return _write_layer(context, spark, research.write_labels)
+def labels(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
+    return _write_layer(context, spark, settings, research.write_labels)
 
 
 def _run_range(context: AssetCheckExecutionContext) -> tuple[str, str] | None:
@@ -76,8 +77,9 @@ def _run_range(context: AssetCheckExecutionContext) -> tuple[str, str] | None:
     return None
 
 
-def _table_for_run(context: AssetCheckExecutionContext, spark: SparkResource, layer, table: str):
-    df = lake.read(spark.session(), research.path(spark.settings.get(), layer, table))
+def _table_for_run(context: AssetCheckExecutionContext, spark: SparkResource, settings: SettingsResource,
+                   layer, table: str):
+    df = lake.read(spark.session(), research.path(settings.get(), layer, table))
     bounds = _run_range(context)
     if bounds:
         df = df.where((F.col("date") >= bounds[0]) & (F.col("date") <= bounds[1]))
@@ -87,9 +89,10 @@ def _table_for_run(context: AssetCheckExecutionContext, spark: SparkResource, la
 @asset_check(asset=silver_bars, blocking=True,
              description="Great Expectations suite: keys, OHLC consistency, positive prices, time increasing per "
                          "symbol, no future timestamps, sane returns. A failure stops features and labels.")
-def silver_bars_expectations(context: AssetCheckExecutionContext, spark: SparkResource) -> AssetCheckResult:
-    bars = _table_for_run(context, spark, "silver", "bars")
-    result = run_bar_suite(bars, spark.settings.get().data.quality)
+def silver_bars_expectations(context: AssetCheckExecutionContext, spark: SparkResource,
+                             settings: SettingsResource) -> AssetCheckResult:
+    bars = _table_for_run(context, spark, settings, "silver", "bars")
+    result = run_bar_suite(bars, settings.get().data.quality)
     return AssetCheckResult(passed=result.success, metadata={
         "expectations": result.evaluated, "failed": MetadataValue.json(result.failed),
         "success_percent": float(result.statistics.get("success_percent") or 0.0)})
@@ -97,11 +100,12 @@ def silver_bars_expectations(context: AssetCheckExecutionContext, spark: SparkRe
 
 @asset_check(asset=features, blocking=True,
              description="One feature row per silver bar, every feature column present and finite where defined.")
-def features_complete(context: AssetCheckExecutionContext, spark: SparkResource) -> AssetCheckResult:
-    settings = spark.settings.get()
-    feats = _table_for_run(context, spark, "gold", "features")
-    bars = _table_for_run(context, spark, "silver", "bars")
-    names = feature_names(settings.data.features.windows, settings.data.features.rank_features)
+def features_complete(context: AssetCheckExecutionContext, spark: SparkResource,
+                      settings: SettingsResource) -> AssetCheckResult:
+    feats = _table_for_run(context, spark, settings, "gold", "features")
+    bars = _table_for_run(context, spark, settings, "silver", "bars")
+    f = settings.get().data.features
+    names = feature_names(f.windows, f.rank_features)
     missing = [n for n in names if n not in feats.columns]
     rows, bar_rows = feats.count(), bars.count()
     infinite = feats.select(*[F.sum(F.when(F.col(n).isin(float("inf"), float("-inf")), 1).otherwise(0)).alias(n)
@@ -114,11 +118,12 @@ def features_complete(context: AssetCheckExecutionContext, spark: SparkResource)
 
 @asset_check(asset=labels, description="Labels exist for all but the last horizon bars of each symbol.",
              blocking=False)
-def labels_coverage(context: AssetCheckExecutionContext, spark: SparkResource) -> AssetCheckResult:
-    df = _table_for_run(context, spark, "gold", "labels")
+def labels_coverage(context: AssetCheckExecutionContext, spark: SparkResource,
+                    settings: SettingsResource) -> AssetCheckResult:
+    df = _table_for_run(context, spark, settings, "gold", "labels")
     row = df.agg(F.count("*").alias("rows"), F.count("direction").alias("labelled"),
                  F.countDistinct("symbol").alias("symbols")).collect()[0]
-    horizon = spark.settings.get().model.label_horizon
+    horizon = settings.get().model.label_horizon
     unlabelled = row["rows"] - row["labelled"]
     return AssetCheckResult(passed=unlabelled <= row["symbols"] * horizon,
                             severity=AssetCheckSeverity.WARN,
