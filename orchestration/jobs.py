@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
 
-from orchestration.partitions import daily
+from orchestration.partitions import monthly
 
 platform_smoke_job = define_asset_job(
     "platform_smoke_job",
@@ -15,6 +15,6 @@ platform_smoke_job = define_asset_job(
 research_job = define_asset_job(
     "research_job",
     selection=AssetSelection.groups("research"),
-    partitions_def=daily,
-    description="Bronze -> silver -> features and labels for a range of days of the configured source.",
+    partitions_def=monthly,
+    description="Bronze -> silver -> features and labels for a range of months of the configured source.",
 )

@@ -17,6 +17,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from config import Settings, load_settings
 from infra.services.dagster import dagster_home
 from orchestration.definitions import defs
+from orchestration.partitions import month_key
 from pipelines.research import source_date_range
 from pipelines.spark import get_spark
 
@@ -50,7 +51,7 @@ def main(settings: Settings | None = None) -> int:
     ok = _run(defs.resolve_job_def("platform_smoke_job"), instance)
     start, end = source_date_range(get_spark(settings), settings)
     print(f"\nresearch data: source={settings.data.source} dataset={settings.data.dataset} {start}..{end}")
-    tags = {ASSET_PARTITION_RANGE_START_TAG: start.isoformat(), ASSET_PARTITION_RANGE_END_TAG: end.isoformat()}
+    tags = {ASSET_PARTITION_RANGE_START_TAG: month_key(start), ASSET_PARTITION_RANGE_END_TAG: month_key(end)}
     ok = ok and _run(defs.resolve_job_def("research_job"), instance, tags)
     p = settings.platform
     print(f"\nDagster UI   {p.dagster.url}")

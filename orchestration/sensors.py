@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from config import Settings, load_settings
 from orchestration.jobs import research_job
+from orchestration.partitions import month_key
 
 SUFFIXES = {".csv", ".parquet"}
 
@@ -32,8 +34,9 @@ def file_dates(path: Path, settings: Settings) -> tuple[str, str]:
 
 
 def landing_run_request(path: Path, settings: Settings) -> RunRequest:
-    """A research run over the file's dates that reads this file as the `landing` dataset."""
-    start, end = file_dates(path, settings)
+    """A research run over the file's months that reads this file as the `landing` dataset."""
+    first, last = file_dates(path, settings)
+    start, end = month_key(date.fromisoformat(first)), month_key(date.fromisoformat(last))
     overrides = {"QL_DATA__SOURCE": "files", "QL_DATA__FILES__PATH": str(path), "QL_DATA__FILES__NAME": "landing"}
     return RunRequest(
         run_key=f"{path.name}:{path.stat().st_mtime_ns}",

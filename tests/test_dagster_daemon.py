@@ -38,8 +38,8 @@ def test_daemon_runs_the_research_job(services, tmp_path: Path) -> None:
     params = {
         "selector": {"repositoryLocationName": "quantlake", "repositoryName": "__repository__", "jobName": "research_job"},
         "runConfigData": {"resources": {"settings": {"config": {"overrides": overrides}}}},
-        "executionMetadata": {"tags": [{"key": "dagster/asset_partition_range_start", "value": "2024-05-06"},
-                                       {"key": "dagster/asset_partition_range_end", "value": "2024-05-07"}]},
+        "executionMetadata": {"tags": [{"key": "dagster/asset_partition_range_start", "value": "2024-05-01"},
+                                       {"key": "dagster/asset_partition_range_end", "value": "2024-05-01"}]},
     }
     launched = _graphql(url, LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched

@@ -46,7 +46,7 @@ def small_synthetic(tmp_path: Path) -> dict[str, str]:
 
 
 def test_synthetic_range_materializes_and_reruns_idempotently(spark, small_synthetic) -> None:
-    result = _run(small_synthetic, "2024-03-04", "2024-03-07")
+    result = _run(small_synthetic, "2024-03-01", "2024-03-01")
     assert result.success
     silver = _meta(result, "silver_bars")
     assert silver["rows"] == 3 * 4 * 78 and "quarantined" in silver
@@ -64,7 +64,7 @@ def test_synthetic_range_materializes_and_reruns_idempotently(spark, small_synth
     merged = closes.merge(market.bars[["symbol", "ts", "close"]], on=["symbol", "ts"], suffixes=("", "_true"))
     assert len(merged) == len(market.bars) and (merged["close"] == merged["close_true"]).all()
 
-    again = _run(small_synthetic, "2024-03-06", "2024-03-07")  # re-run of two days replaces them
+    again = _run(small_synthetic, "2024-03-01", "2024-03-01")  # re-running the month replaces it
     assert again.success
     feats = lake.read(spark, research.path(settings, "gold", "features"))
     assert feats.count() == 3 * 4 * 78
@@ -93,7 +93,7 @@ def crafted_files(tmp_path: Path) -> dict[str, str]:
 
 
 def test_crafted_bad_rows_are_quarantined_and_counted(spark, crafted_files) -> None:
-    result = _run(crafted_files, "2024-02-05", "2024-02-09")
+    result = _run(crafted_files, "2024-02-01", "2024-02-01")
     assert result.success
     meta = _meta(result, "silver_bars")
     # the clean AAA 2024-02-07 row is kept; its broken twin is quarantined for both reasons
@@ -110,7 +110,7 @@ def test_failing_expectations_block_features(spark, crafted_files, monkeypatch: 
                                                      "'x' AS reason", "'x' AS record", "current_timestamp() AS quarantined_at"))
 
     monkeypatch.setattr(research, "validate_bars", let_everything_through)
-    result = _run(crafted_files, "2024-02-05", "2024-02-09")
+    result = _run(crafted_files, "2024-02-01", "2024-02-01")
     assert not result.success
     assert _checks(result)["silver_bars_expectations"] is False
     assert result.asset_materializations_for_node("features") == []
@@ -126,7 +126,7 @@ def test_real_sp500_panel_through_the_assets(spark, tmp_path: Path) -> None:
         "QL_DATA__FILES__COLUMNS": json.dumps({"symbol": "ticker", "ts": "date", "adj_close": "adjusted_close"}),
         "QL_DATA__FILES__SYMBOLS": json.dumps(["AAPL", "MSFT", "XOM", "JPM"]),
     }
-    result = _run(overrides, "2019-01-01", "2020-12-31")
+    result = _run(overrides, "2019-01-01", "2020-12-01")
     assert result.success, _checks(result)
     silver = _meta(result, "silver_bars")
     assert silver["rows"] == 4 * 505 and silver["quarantined"] == 0  # 505 NYSE sessions in 2019-2020
@@ -143,8 +143,8 @@ def test_landing_sensor_requests_one_run_per_new_file(tmp_path: Path, monkeypatc
     with DagsterInstance.ephemeral() as instance:
         context = build_sensor_context(instance=instance)
         [request] = landing_files_sensor(context)
-        assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == "2024-02-05"
-        assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == "2024-02-09"
+        assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == "2024-02-01"  # the file's month
+        assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == "2024-02-01"
         overrides = request.run_config["resources"]["settings"]["config"]["overrides"]
         assert overrides["QL_DATA__FILES__PATH"] == str(landing / "bars.csv")
         again = landing_files_sensor(build_sensor_context(instance=instance, cursor=context.cursor))
@@ -152,6 +152,6 @@ def test_landing_sensor_requests_one_run_per_new_file(tmp_path: Path, monkeypatc
 
 
 def test_a_range_without_data_writes_nothing_and_passes(spark, small_synthetic) -> None:
-    result = _run(small_synthetic, "2024-03-09", "2024-03-10")  # a weekend: no bars
+    result = _run(small_synthetic, "2024-04-01", "2024-04-01")  # the market ends in March
     assert result.success, _checks(result)
     assert _meta(result, "bronze_market_data")["rows"] == 0 and _meta(result, "features")["rows"] == 0

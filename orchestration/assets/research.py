@@ -1,4 +1,4 @@
-"""Research data assets: bronze -> silver (+ quarantine) -> features and labels, by day.
+"""Research data assets: bronze -> silver (+ quarantine) -> features and labels, by month.
 
 Each body reads like its docstring and calls one function in ``pipelines.research`` that
 replaces exactly the run's date range of its Delta table.
@@ -17,7 +17,7 @@ from dagster import (
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG, PARTITION_NAME_TAG
 from pyspark.sql import functions as F
 
-from orchestration.partitions import daily, date_range, single_run
+from orchestration.partitions import date_range, days_of, monthly, single_run
 from orchestration.resources import SettingsResource, SparkResource
 from pipelines import lake, research
 from pipelines.expectations import run_bar_suite
@@ -44,37 +44,38 @@ def _metadata(result: LayerResult, **extra) -> dict:
     return meta
 
 
-@asset(group_name=GROUP, kinds=KINDS, partitions_def=daily, backfill_policy=single_run,
+@asset(group_name=GROUP, kinds=KINDS, partitions_def=monthly, backfill_policy=single_run,
        description="Raw ticks or bars from the configured source (data_config.yaml `source`), as received.")
 def bronze_market_data(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
     return _write_layer(context, spark, settings, research.write_bronze)
 
 
-@asset(group_name=GROUP, kinds=KINDS, partitions_def=daily, backfill_policy=single_run, deps=[bronze_market_data],
+@asset(group_name=GROUP, kinds=KINDS, partitions_def=monthly, backfill_policy=single_run, deps=[bronze_market_data],
        description="Validated, deduplicated, adjusted bars; every rejected row is in the quarantine table with its reason.")
 def silver_bars(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
     return _write_layer(context, spark, settings, research.write_silver)
 
 
-@asset(group_name=GROUP, kinds=KINDS, partitions_def=daily, backfill_policy=single_run, deps=[silver_bars],
+@asset(group_name=GROUP, kinds=KINDS, partitions_def=monthly, backfill_policy=single_run, deps=[silver_bars],
        description="Point-in-time features (the shared feature library) per symbol and bar.")
 def features(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
     return _write_layer(context, spark, settings, research.write_features)
 
 
-@asset(group_name=GROUP, kinds=KINDS, partitions_def=daily, backfill_policy=single_run, deps=[silver_bars],
+@asset(group_name=GROUP, kinds=KINDS, partitions_def=monthly, backfill_policy=single_run, deps=[silver_bars],
        description="Forward return over the label horizon and its direction, from later bars only.")
 def labels(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
     return _write_layer(context, spark, settings, research.write_labels)
 
 
 def _run_range(context: AssetCheckExecutionContext) -> tuple[str, str] | None:
+    """The days of the months the check's run materialized (None: not a partitioned run)."""
     tags = context.run.tags
-    if ASSET_PARTITION_RANGE_START_TAG in tags:
-        return tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG]
-    if PARTITION_NAME_TAG in tags:
-        return tags[PARTITION_NAME_TAG], tags[PARTITION_NAME_TAG]
-    return None
+    start = tags.get(ASSET_PARTITION_RANGE_START_TAG) or tags.get(PARTITION_NAME_TAG)
+    if start is None:
+        return None
+    first, last = days_of(start, tags.get(ASSET_PARTITION_RANGE_END_TAG) or start)
+    return first.isoformat(), last.isoformat()
 
 
 def _table_for_run(context: AssetCheckExecutionContext, spark: SparkResource, settings: SettingsResource,
