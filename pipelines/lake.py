@@ -1,8 +1,8 @@
 """The Delta lake: one root, three layers, and idempotent writes.
 
 Tables live at ``<lake root>/<layer>/<name>``. Writes either replace a whole table,
-replace one date partition (``replaceWhere``, so re-running a partition never appends
-twice) or MERGE on a key.
+replace a date range (``replaceWhere``, so re-running a range never appends twice) or
+MERGE on a key.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Literal, Union
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from config import Settings
 
@@ -35,17 +36,6 @@ def overwrite(df: DataFrame, path: TablePath, partition_by: list[str] | None = N
         writer = writer.partitionBy(*partition_by)
     writer.save(str(path))
     return table_version(df.sparkSession, path)
-
-
-def replace_partition(df: DataFrame, path: TablePath, column: str, value: str) -> int:
-    """Replace rows where ``column == value`` with ``df`` (a re-run replaces, never appends)."""
-    spark = df.sparkSession
-    if not DeltaTable.isDeltaTable(spark, str(path)):
-        df.write.format("delta").partitionBy(column).save(str(path))
-    else:
-        (df.write.format("delta").mode("overwrite")
-         .option("replaceWhere", f"{column} = '{value}'").save(str(path)))
-    return table_version(spark, path)
 
 
 def merge(df: DataFrame, path: TablePath, keys: list[str]) -> int:
@@ -77,14 +67,17 @@ def read(spark: SparkSession, path: TablePath, version: int | None = None) -> Da
 
 
 def replace_range(df: DataFrame, path: TablePath, column: str, start: str, end: str) -> int:
-    """Replace rows with ``start <= column <= end`` by ``df`` (partitioned by ``column``).
+    """Replace rows with ``start <= column <= end`` (``yyyy-MM-dd`` strings) by ``df``.
 
-    Re-running the same range replaces it; rows of other ranges are untouched. Every row
-    of ``df`` must fall inside the range (Delta checks it).
+    Re-running the same range replaces it; rows outside it are untouched. Files are
+    partitioned by ``month`` (``yyyy-MM``, added from ``column``): daily bars partitioned by
+    day made ~5,400 folders of ~450 rows for the S&P 500 history and writes crawled; Delta
+    replaces the exact day range on the data column all the same.
     """
     spark = df.sparkSession
+    df = df.withColumn("month", F.substring(F.col(column), 1, 7))
     if not DeltaTable.isDeltaTable(spark, str(path)):
-        df.write.format("delta").partitionBy(column).save(str(path))
+        df.write.format("delta").partitionBy("month").save(str(path))
     else:
         (df.write.format("delta").mode("overwrite")
          .option("replaceWhere", f"{column} >= '{start}' AND {column} <= '{end}'")

@@ -33,16 +33,17 @@ def test_merge_is_idempotent(spark, lake_dir: Path) -> None:
     assert lake.read(spark, path).count() == 2
 
 
-def test_replace_partition_replaces_instead_of_appending(spark, lake_dir: Path) -> None:
+def test_replace_range_replaces_exactly_its_days(spark, lake_dir: Path) -> None:
     path = lake_dir / "daily"
-    day1 = spark.createDataFrame([("2024-01-01", 1.0), ("2024-01-01", 2.0)], "date STRING, x DOUBLE")
-    day2 = spark.createDataFrame([("2024-01-02", 3.0)], "date STRING, x DOUBLE")
-    lake.replace_partition(day1, path, "date", "2024-01-01")
-    lake.replace_partition(day2, path, "date", "2024-01-02")
-    lake.replace_partition(day1.where("x > 1.5"), path, "date", "2024-01-01")  # re-run of day 1
+    schema = "date STRING, x DOUBLE"
+    lake.replace_range(spark.createDataFrame([("2024-01-01", 1.0), ("2024-01-02", 2.0), ("2024-01-03", 3.0),
+                                              ("2024-02-01", 4.0)], schema), path, "date", "2024-01-01", "2024-02-01")
+    # re-run of one day inside January: its neighbours in the same month file stay
+    lake.replace_range(spark.createDataFrame([("2024-01-02", 20.0)], schema), path, "date", "2024-01-02", "2024-01-02")
+    lake.replace_range(spark.createDataFrame([("2024-01-02", 20.0)], schema), path, "date", "2024-01-02", "2024-01-02")
     got = sorted((r["date"], r["x"]) for r in lake.read(spark, path).collect())
-    assert got == [("2024-01-01", 2.0), ("2024-01-02", 3.0)]
-    assert (path / "date=2024-01-02").is_dir()  # time-partitioned by date on disk
+    assert got == [("2024-01-01", 1.0), ("2024-01-02", 20.0), ("2024-01-03", 3.0), ("2024-02-01", 4.0)]
+    assert sorted(p.name for p in path.glob("month=*")) == ["month=2024-01", "month=2024-02"]
 
 
 def test_table_path_layers(settings) -> None:
