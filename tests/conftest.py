@@ -9,6 +9,19 @@ from pathlib import Path
 import pytest
 
 from config import Settings, load_settings
+from config.settings import PROJECT_ROOT
+
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``; skips outside CI when it is absent, fails in CI (where it must be)."""
+    if not SHARED_DATA.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{SHARED_DATA} is missing: CI runs with ../shared beside the project")
+        pytest.skip("../shared/data is not beside the project")
+    return SHARED_DATA
 
 
 @pytest.fixture(scope="session")

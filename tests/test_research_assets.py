@@ -18,7 +18,6 @@ from config import load_settings
 from pipelines import lake, research
 from pipelines.sources.synthetic import generate_market, generate_ticks
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _run(overrides: dict[str, str], start: str, end: str):
@@ -117,8 +116,8 @@ def test_failing_expectations_block_features(spark, crafted_files, monkeypatch: 
     assert result.asset_materializations_for_node("labels") == []
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the project")
-def test_real_sp500_panel_through_the_assets(spark, tmp_path: Path) -> None:
+def test_real_sp500_panel_through_the_assets(spark, tmp_path: Path, shared_data: Path) -> None:
+    DATA = shared_data
     overrides = {
         "QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"), "QL_DATA__SOURCE": "files",
         "QL_DATA__FILES__NAME": "sp500",

@@ -7,19 +7,16 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from config.settings import PROJECT_ROOT, FileSourceSettings
+from config.settings import FileSourceSettings
 from pipelines.quality import adjust_bars, validate_bars, QualitySettings
 from pipelines.sources.arch_sample import load_arch_bars
 from pipelines.sources.files import SourceError, read_files
 
-DATA = PROJECT_ROOT.parent / "shared" / "data"
-SP500 = DATA / "sp500_pooksoft_alphavantage_daily_1999_2021.parquet"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not beside the project")
+SP500_FILE = "sp500_pooksoft_alphavantage_daily_1999_2021.parquet"
 
 
-@needs_data
-def test_sp500_panel_long_format_with_adjusted_close(spark) -> None:
-    cfg = FileSourceSettings(path=str(SP500), columns={"symbol": "ticker", "ts": "date", "adj_close": "adjusted_close"},
+def test_sp500_panel_long_format_with_adjusted_close(spark, shared_data: Path) -> None:
+    cfg = FileSourceSettings(path=str(shared_data / SP500_FILE), columns={"symbol": "ticker", "ts": "date", "adj_close": "adjusted_close"},
                              symbols=["AAPL", "MSFT", "AIG"])
     bars = read_files(spark, cfg)
     counts = {r["symbol"]: r["count"] for r in bars.groupBy("symbol").count().collect()}
@@ -34,8 +31,8 @@ def test_sp500_panel_long_format_with_adjusted_close(spark) -> None:
     assert result.quarantine.count() == 0  # the manifest reports no inconsistent rows
 
 
-@needs_data
-def test_crypto_hourly_and_one_minute_bars(spark) -> None:
+def test_crypto_hourly_and_one_minute_bars(spark, shared_data: Path) -> None:
+    DATA = shared_data
     crypto = read_files(spark, FileSourceSettings(
         path=str(DATA / "crypto_binance_1h_cryptodatadownload_2017_2021.parquet"), columns={"volume": "volume_base"}))
     assert crypto.count() == 81_782
@@ -49,10 +46,9 @@ def test_crypto_hourly_and_one_minute_bars(spark) -> None:
     assert result.valid.count() + result.quarantine.count() == 81_782
 
 
-@needs_data
-def test_tick_file_with_expression_mapping(spark) -> None:
+def test_tick_file_with_expression_mapping(spark, shared_data: Path) -> None:
     cfg = FileSourceSettings(
-        path=str(DATA / "binance_usdm_btcusdt_20240808" / "trades.parquet"), kind="ticks",
+        path=str(shared_data / "binance_usdm_btcusdt_20240808" / "trades.parquet"), kind="ticks",
         columns={"symbol": "'BTCUSDT'", "ts": "timestamp_millis(trade_ms)", "seq": "trade_id", "size": "qty",
                  "side": "CASE WHEN buyer_is_maker THEN 'sell' ELSE 'buy' END"})
     ticks = read_files(spark, cfg)
