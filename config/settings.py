@@ -265,7 +265,7 @@ class SyntheticSettings(_Frozen):
     seed: int = 7
     mode: Literal["planted", "random_walk"] = "planted"
     signal_strength: float = Field(0.25, ge=0)
-    signal_lookback: int = Field(3, ge=1)
+    signal_lookback: int = Field(5, ge=1)
     annual_vol: float = Field(0.25, gt=0)
     n_factors: int = Field(2, ge=0)
     df_tails: float = Field(5.0, gt=2)

@@ -1,0 +1,57 @@
+"""Walk-forward splits by time with a purge and an embargo.
+
+Folds are expanding windows over the sorted unique timestamps: fold k trains on
+everything before its test block, minus the ``purge`` timestamps right before the block
+(their labels look into it), and the ``embargo`` timestamps right after each earlier test
+block stay out of training too. Both are at least the label horizon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Fold:
+    number: int
+    train: np.ndarray  # row positions
+    test: np.ndarray
+    test_start: pd.Timestamp
+    test_end: pd.Timestamp
+
+
+def walk_forward(ts: pd.Series, n_folds: int, horizon: int, purge: int = 0, embargo: int = 0,
+                 min_train_fraction: float = 0.3) -> Iterator[Fold]:
+    """Yield ``n_folds`` expanding-window folds over the timestamps in ``ts``.
+
+    Args:
+        ts: the timestamp of each row (several rows may share one: a cross-section).
+        n_folds: number of test blocks after the first ``min_train_fraction`` of time.
+        horizon: label horizon in bars; purge and embargo are raised to at least this.
+        purge, embargo: timestamps removed before each test block / after each past block.
+
+    Raises:
+        ValueError: too few timestamps for the folds asked.
+    """
+    purge, embargo = max(purge, horizon), max(embargo, horizon)
+    times = np.sort(ts.unique())
+    first_test = int(len(times) * min_train_fraction)
+    block = (len(times) - first_test) // n_folds
+    if block <= purge or first_test <= purge:
+        raise ValueError(f"{len(times)} timestamps are too few for {n_folds} folds with purge {purge}")
+    index = pd.Index(times)
+    pos = index.get_indexer(ts.to_numpy())
+    for k in range(n_folds):
+        start = first_test + k * block
+        end = len(times) if k == n_folds - 1 else start + block
+        train_mask = pos < start - purge
+        for j in range(k):  # embargo after each earlier test block (it is training data now)
+            past_end = first_test + (j + 1) * block
+            train_mask &= ~((pos >= past_end) & (pos < past_end + embargo))
+        test_mask = (pos >= start) & (pos < end)
+        yield Fold(k, np.flatnonzero(train_mask), np.flatnonzero(test_mask),
+                   pd.Timestamp(times[start]), pd.Timestamp(times[end - 1]))
