@@ -21,7 +21,7 @@ from orchestration.partitions import month_key
 from pipelines.research import source_date_range
 from pipelines.spark import get_spark
 
-HIDDEN = {"preview", "run_url", "path", "table", "quarantine_table"}
+HIDDEN = {"preview", "run_url", "path", "table", "quarantine_table", "seconds"}
 
 
 def _run(job: JobDefinition, instance: DagsterInstance, tags: dict[str, str] | None = None) -> bool:

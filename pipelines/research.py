@@ -182,5 +182,7 @@ def write_labels(spark: SparkSession, settings: Settings, start: date, end: date
         "horizon_bars": horizon, "labelled": int(stats["n"]), "share_up": float(stats["up"] or 0.0)})
 
 
-def preview(df: DataFrame, n: int = 5) -> pd.DataFrame:
-    return df.limit(n).toPandas()
+def preview(spark: SparkSession, table: str, start: date, end: date, n: int = 5, columns: int = 10) -> pd.DataFrame:
+    """The first ``n`` rows (and ``columns`` columns) of ``table`` in ``[start, end]``, for asset metadata."""
+    df = lake.read(spark, table).where(_range_filter(start, end))
+    return df.select(*df.columns[:columns]).limit(n).toPandas()

@@ -8,7 +8,7 @@ import pytest
 
 from config.settings import SyntheticSettings
 from models.baselines import AlwaysUp, LinearModel, MomentumSign
-from models.evaluation import evaluate, feature_frame
+from models.evaluation import evaluate, feature_frame, gap_closed
 from pipelines.features import feature_names
 from pipelines.metrics import score
 from pipelines.splits import walk_forward
@@ -75,3 +75,4 @@ def test_planted_signal_is_found_out_of_sample_and_not_beyond_the_bound() -> Non
     assert linear.accuracy > always.accuracy + 5 * linear.accuracy_se
     assert linear.accuracy < market.bayes_accuracy + 3 * linear.accuracy_se
     assert linear.rank_ic > 0.1
+    assert gap_closed(linear.accuracy, market.bayes_accuracy) > 0.7

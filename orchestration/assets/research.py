@@ -4,6 +4,8 @@ Each body reads like its docstring and calls one function in ``pipelines.researc
 replaces exactly the run's date range of its Delta table.
 """
 
+import time
+
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -32,9 +34,14 @@ def _write_layer(context: AssetExecutionContext, spark: SparkResource, settings:
                  write) -> MaterializeResult:
     """Run ``write`` (a ``pipelines.research.write_*``) for the run's days; its result becomes metadata."""
     start, end = date_range(context)
+    started = time.monotonic()
     result = write(spark.session(), settings.get(), start, end)
-    context.log.info("%s: %d rows for %s..%s (Delta version %d)", result.table, result.rows, start, end, result.version)
-    return MaterializeResult(metadata=_metadata(result))
+    seconds = round(time.monotonic() - started, 1)
+    context.log.info("%s: %d rows for %s..%s (Delta version %d, %.1fs)", result.table, result.rows, start, end,
+                     result.version, seconds)
+    sample = research.preview(spark.session(), result.table, start, end)
+    return MaterializeResult(metadata={**_metadata(result), "seconds": seconds,
+                                       "preview": MetadataValue.md(sample.to_markdown(index=False))})
 
 
 def _metadata(result: LayerResult, **extra) -> dict:
