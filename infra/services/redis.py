@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 
-from infra.services.base import Service, ServiceError, run
+from infra.services.base import Service, ServiceError
 
 
 class Redis(Service):
@@ -22,13 +24,11 @@ class Redis(Service):
         binary = shutil.which("redis-server")
         if binary is None:
             raise ServiceError("redis: redis-server not found (install the Debian package 'redis-server')")
-        run([binary, "--port", str(self.port), "--bind", self.host, "--dir", str(self.home),
-             "--daemonize", "yes", "--pidfile", str(self.pid_path), "--logfile", str(self.log_path),
-             "--appendonly", "yes", "--save", "60 1000"], "redis start")
-        # the pid file is written by the daemonized child, a moment after the parent returns
+        # run in the foreground under our own spawn: the pid file is then written before the
+        # port opens (a daemonized redis writes it a moment *after* listening, which made a
+        # quick second `up` mistake our own server for an external one)
+        self.spawn([binary, "--port", str(self.port), "--bind", self.host, "--dir", str(self.home),
+                    "--daemonize", "no", "--logfile", "", "--appendonly", "yes", "--save", "60 1000"])
 
     def stop(self, pid: int) -> None:
-        import signal
-        import os
-
         os.kill(pid, signal.SIGTERM)  # redis saves and exits on SIGTERM
