@@ -15,11 +15,15 @@ status:
 down:             ## stop the services that `up` started
 	$(PY) -m infra down
 
+# the main job (and the services `up` starts for it) use the model sizes of
+# config/profiles/demo.yaml; `make demo QL_PROFILE=` runs the seed's sizes instead
+demo: export QL_PROFILE ?= demo
 demo: up          ## the main job on the built-in sample data
 	$(PY) -m orchestration.main
 
 # the research pipeline on the real S&P 500 panel in ../shared/data (2.4M daily bars, 504 symbols)
 SP500 := $(abspath ../shared/data/sp500_pooksoft_alphavantage_daily_1999_2021.parquet)
+demo-sp500: export QL_PROFILE ?= sp500
 demo-sp500: up    ## the main job on the real S&P 500 panel instead of the synthetic market
 	QL_DATA__SOURCE=files QL_DATA__FILES__NAME=sp500 QL_DATA__FILES__PATH=$(SP500) \
 	QL_DATA__FILES__COLUMNS='{"symbol": "ticker", "ts": "date", "adj_close": "adjusted_close"}' \

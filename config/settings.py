@@ -192,6 +192,15 @@ class TrainingSettings(_Frozen):
     max_epochs: int = Field(50, ge=1)
     early_stopping_patience: int = Field(5, ge=1)
     seed: int = 42
+    validation_fraction: float = Field(0.2, gt=0, lt=0.5)
+    return_loss_weight: float = Field(0.5, ge=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    history_days: int | None = Field(None, ge=1)
+    distributed: bool = False
+    num_processes: int = Field(2, ge=1)
+
+
+ModelFamily = Literal["always_up", "momentum_sign", "linear", "lstm", "transformer", "ensemble"]
 
 
 class WalkForwardSettings(_Frozen):
@@ -208,6 +217,7 @@ class PromotionSettings(_Frozen):
 class ModelSettings(_Frozen):
     label_horizon: int = Field(1, ge=1)
     sequence_length: int = Field(60, ge=1)
+    families: list[ModelFamily] = ["always_up", "momentum_sign", "linear", "lstm", "transformer", "ensemble"]
     lstm: LstmSettings = LstmSettings()
     transformer: TransformerSettings = TransformerSettings()
     training: TrainingSettings = TrainingSettings()
@@ -398,10 +408,35 @@ def _format_error(path: Path, exc: ValidationError, overrides: dict[str, str]) -
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
+def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> None:
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _read_profile(folder: Path, name: str) -> tuple[Path, dict[str, Any]]:
+    """``profiles/<name>.yaml``: per-section values laid over the files (``model: {...}``)."""
+    path = folder / "profiles" / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in (folder / "profiles").glob("*.yaml"))
+        raise ConfigError(f"{path}: no such profile ${ENV_PREFIX}PROFILE={name!r} (known: {', '.join(known) or 'none'})")
+    data = _read_yaml(path)
+    unknown = sorted(set(data) - set(FILES))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {unknown}; expected some of {sorted(FILES)}")
+    return path, data
+
+
 def load_settings(
     config_dir: Path | str | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
     """Read, override and validate all configuration files.
+
+    Precedence, lowest first: the YAML files, the profile named by ``$QL_PROFILE``
+    (``profiles/<name>.yaml``, e.g. the main job's ``demo`` sizes), ``QL_<FILE>__A__B``
+    variables.
 
     Args:
         config_dir: folder holding the YAML files; default ``$QL_CONFIG_DIR`` or ``config/``.
@@ -413,15 +448,20 @@ def load_settings(
     """
     env = os.environ if env is None else env
     folder = Path(config_dir or env.get(f"{ENV_PREFIX}CONFIG_DIR") or CONFIG_DIR)
+    profile_path, profile = (_read_profile(folder, env[f"{ENV_PREFIX}PROFILE"])
+                             if env.get(f"{ENV_PREFIX}PROFILE") else (None, {}))
     sections: dict[str, _Frozen] = {}
     for section, (filename, model) in FILES.items():
         path = folder / filename
         data = _read_yaml(path)
+        if section in profile:
+            _deep_merge(data, profile[section])
         overrides = _apply_overrides(data, section, env)
         try:
             sections[section] = model.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(_format_error(path, exc, overrides)) from None
+            shown = Path(f"{path} + {profile_path}") if section in profile else path
+            raise ConfigError(_format_error(shown, exc, overrides)) from None
     settings = Settings(**sections)
     signal = settings.trading.signal
     if settings.data.source == "files" and not settings.data.files.path:

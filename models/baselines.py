@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression, Ridge
 
+from models.panel import Panel
+
 
 class AlwaysUp:
     """Predicts up every time, with the training up-rate as its confidence (floored above 0.5)."""
@@ -75,3 +77,19 @@ class LinearModel:
 
 
 BASELINES = (AlwaysUp, MomentumSign, LinearModel)
+
+
+class Tabular:
+    """Runs a row-wise model (the baselines above) on panel rows: it sees only each row's features."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.name = model.name
+
+    def fit(self, panel: Panel, train: np.ndarray, valid: np.ndarray | None = None) -> "Tabular":
+        frame = panel.frame.iloc[train]
+        self.model.fit(frame[panel.features], frame["direction"].to_numpy(), frame["fwd_return"].to_numpy())
+        return self
+
+    def predict(self, panel: Panel, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.model.predict(panel.frame.iloc[rows][panel.features])

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from config.settings import ModelSettings
+from models.baselines import AlwaysUp, LinearModel, MomentumSign, Tabular
+from models.ensemble import Ensemble
+from models.panel import Panel, time_split
+from models.sequence import SequenceModel
 from pipelines.metrics import Scores, score
 from pipelines.splits import walk_forward
 
@@ -18,30 +24,100 @@ class Evaluation:
     folds: list[Scores]
     pooled: Scores
     predictions: pd.DataFrame  # symbol, ts, fold, p_up, expected_return, direction, fwd_return
+    fit_seconds: float = 0.0
+    details: dict = field(default_factory=dict)  # e.g. the ensemble's weights per fold
 
 
-def evaluate(frame: pd.DataFrame, features: list[str], make_model: Callable[[], object], n_folds: int,
-             horizon: int, purge: int = 0, embargo: int = 0, progress: bool = False) -> Evaluation:
-    """Fit ``make_model()`` on each fold's training rows and score it on the fold's test rows.
+def make_members(cfg: ModelSettings, progress: bool = False) -> list:
+    """Fresh, unfitted models for the configured families (the ensemble is built on top of them)."""
+    makers = {
+        "always_up": lambda: Tabular(AlwaysUp()),
+        "momentum_sign": lambda: Tabular(MomentumSign()),
+        "linear": lambda: Tabular(LinearModel()),
+        "lstm": lambda: SequenceModel("lstm", cfg, progress),
+        "transformer": lambda: SequenceModel("transformer", cfg, progress),
+    }
+    return [makers[f]() for f in cfg.families if f != "ensemble"]
 
-    ``frame`` has symbol, ts, the ``features`` and the labels direction and fwd_return;
-    unlabelled rows are dropped first.
+
+def fit_models(panel: Panel, train: np.ndarray, cfg: ModelSettings, progress: bool = False,
+               predict_rows: np.ndarray | None = None) -> tuple[dict[str, object], dict[str, tuple], dict[str, float]]:
+    """Fit every configured family on ``train``: members on its earlier part, the ensemble's
+    weights on the later ``validation_fraction`` (which also stops the networks early).
+
+    Returns the fitted models by name, their predictions for ``predict_rows`` (if given) and
+    the seconds each took to fit.
     """
-    data = frame.dropna(subset=["direction", "fwd_return"]).sort_values(["ts", "symbol"]).reset_index(drop=True)
-    name = getattr(make_model(), "name", "model")
-    folds, parts = [], []
-    splits = list(walk_forward(data["ts"], n_folds, horizon, purge, embargo))
-    for fold in tqdm(splits, desc=f"walk-forward {name}", unit="fold", disable=not progress):
-        train, test = data.iloc[fold.train], data.iloc[fold.test]
-        model = make_model().fit(train[features], train["direction"].to_numpy(), train["fwd_return"].to_numpy())
-        p_up, expected = model.predict(test[features])
-        folds.append(score(test["ts"], p_up, test["direction"].to_numpy(), test["fwd_return"].to_numpy(), expected))
-        parts.append(test[["symbol", "ts", "direction", "fwd_return"]].assign(
-            fold=fold.number, p_up=p_up, expected_return=expected))
-    oos = pd.concat(parts, ignore_index=True)
-    pooled = score(oos["ts"], oos["p_up"].to_numpy(), oos["direction"].to_numpy(), oos["fwd_return"].to_numpy(),
-                   oos["expected_return"].to_numpy())
-    return Evaluation(name, folds, pooled, oos)
+    fit, valid = time_split(panel, train, cfg.training.validation_fraction, cfg.label_horizon)
+    members = make_members(cfg, progress)
+    fitted, preds, seconds, valid_preds = {}, {}, {}, {}
+    for model in members:
+        started = time.perf_counter()
+        model.fit(panel, fit, valid)
+        seconds[model.name] = time.perf_counter() - started
+        fitted[model.name] = model
+        if "ensemble" in cfg.families:
+            valid_preds[model.name] = model.predict(panel, valid)
+        if predict_rows is not None:
+            preds[model.name] = model.predict(panel, predict_rows)
+    if "ensemble" in cfg.families:
+        started = time.perf_counter()
+        ensemble = Ensemble(members).fit(panel, None, valid, valid_preds)
+        seconds["ensemble"] = time.perf_counter() - started
+        fitted["ensemble"] = ensemble
+        if predict_rows is not None:
+            preds["ensemble"] = ensemble.combine(preds)
+    return fitted, preds, seconds
+
+
+def walk_forward_models(panel: Panel, cfg: ModelSettings, progress: bool = False) -> dict[str, Evaluation]:
+    """Walk-forward evaluation of every configured family on the panel's labelled rows.
+
+    Each fold trains on the past only (purge and embargo at least the label horizon) and
+    scores the next block of time; all figures are out-of-sample, per fold and pooled.
+    """
+    labelled = panel.labelled()
+    wf = cfg.walk_forward
+    splits = list(walk_forward(panel.ts.iloc[labelled].reset_index(drop=True), wf.n_folds, cfg.label_horizon,
+                               wf.purge_bars, wf.embargo_bars))
+    folds: dict[str, list[Scores]] = {}
+    parts: dict[str, list[pd.DataFrame]] = {}
+    seconds: dict[str, float] = {}
+    weights: list[dict[str, float]] = []
+    for fold in tqdm(splits, desc="walk-forward", unit="fold", disable=not progress):
+        train, test = labelled[fold.train], labelled[fold.test]
+        fitted, preds, took = fit_models(panel, train, cfg, progress, predict_rows=test)
+        if "ensemble" in fitted:
+            weights.append(fitted["ensemble"].weight_table())
+        keys = panel.tail(test)
+        for name, (p_up, expected) in preds.items():
+            folds.setdefault(name, []).append(score(keys["ts"], p_up, keys["direction"].to_numpy(),
+                                                    keys["fwd_return"].to_numpy(), expected))
+            parts.setdefault(name, []).append(keys.assign(fold=fold.number, p_up=p_up, expected_return=expected))
+            seconds[name] = seconds.get(name, 0.0) + took.get(name, 0.0)
+    out = {}
+    for name, frames in parts.items():
+        oos = pd.concat(frames, ignore_index=True)
+        pooled = score(oos["ts"], oos["p_up"].to_numpy(), oos["direction"].to_numpy(), oos["fwd_return"].to_numpy(),
+                       oos["expected_return"].to_numpy())
+        details = {"weights_per_fold": weights} if name == "ensemble" else {}
+        out[name] = Evaluation(name, folds[name], pooled, oos, round(seconds[name], 2), details)
+    return out
+
+
+def comparison_table(evaluations: dict[str, Evaluation], bayes: float | None = None) -> pd.DataFrame:
+    """One row per model: pooled out-of-sample metrics with the accuracy's 95% interval."""
+    rows = []
+    for name, ev in evaluations.items():
+        s = ev.pooled
+        low, high = s.accuracy_ci
+        row = {"model": name, "n": s.n, "accuracy": round(s.accuracy, 4), "acc_ci95": f"[{low:.4f}, {high:.4f}]",
+               "log_loss": round(s.log_loss, 4), "ic": round(s.ic, 4), "ic_ir": round(s.ic_ir, 3),
+               "rank_ic": round(s.rank_ic, 4), "rank_ic_ir": round(s.rank_ic_ir, 3), "fit_s": ev.fit_seconds}
+        if bayes is not None:
+            row["gap_closed"] = round(gap_closed(s.accuracy, bayes), 3)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def feature_frame(bars: pd.DataFrame, windows: list[int], rank_features: list[str], horizon: int) -> pd.DataFrame:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job
 
-from orchestration.partitions import monthly
+from orchestration.assets.models import promote_model_job
 
 platform_smoke_job = define_asset_job(
     "platform_smoke_job",
@@ -15,6 +15,20 @@ platform_smoke_job = define_asset_job(
 research_job = define_asset_job(
     "research_job",
     selection=AssetSelection.groups("research"),
-    partitions_def=monthly,
     description="Bronze -> silver -> features and labels for a range of months of the configured source.",
 )
+
+training_job = define_asset_job(
+    "training_job",
+    selection=AssetSelection.groups("models"),
+    description="Train and register every model family on history up to the run's last month, evaluate the "
+                "challenger against @champion, promote it if it wins.",
+)
+
+nightly_retrain_job = define_asset_job(
+    "nightly_retrain_job",
+    selection=AssetSelection.groups("research", "models"),
+    description="Ingest -> features -> train -> evaluate -> promote for one month (the schedule's newest).",
+)
+
+__all__ = ["platform_smoke_job", "research_job", "training_job", "nightly_retrain_job", "promote_model_job"]

@@ -1,0 +1,82 @@
+"""A panel of bars: features and labels for many symbols, sorted by symbol then time.
+
+Every model takes a :class:`Panel` and row positions, so a sequence model can look back
+over the rows before a test row (its features only: they are known at that time) while
+tabular models just take those rows. Rows without labels stay in the panel as history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+KEYS = ["symbol", "ts"]
+LABELS = ["direction", "fwd_return"]
+
+
+@dataclass
+class Panel:
+    """Rows sorted by ``symbol, ts`` with the ``features`` as a float32 matrix."""
+
+    frame: pd.DataFrame
+    features: list[str]
+    X: np.ndarray = field(init=False, repr=False)
+    first_of_symbol: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in KEYS + self.features if c not in self.frame.columns]
+        if missing:
+            raise ValueError(f"panel is missing columns {missing}")
+        self.frame = self.frame.sort_values(KEYS, kind="stable").reset_index(drop=True)
+        self.X = self.frame[self.features].to_numpy(dtype=np.float32, na_value=np.nan)
+        codes = pd.factorize(self.frame["symbol"])[0]
+        starts = np.r_[0, np.flatnonzero(np.diff(codes)) + 1]
+        self.first_of_symbol = np.repeat(starts, np.diff(np.r_[starts, len(codes)]))
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def ts(self) -> pd.Series:
+        return self.frame["ts"]
+
+    @property
+    def direction(self) -> np.ndarray:
+        return self.frame["direction"].to_numpy(dtype=float)
+
+    @property
+    def fwd_return(self) -> np.ndarray:
+        return self.frame["fwd_return"].to_numpy(dtype=float)
+
+    def labelled(self) -> np.ndarray:
+        """Positions of rows that have both labels."""
+        if not set(LABELS) <= set(self.frame.columns):
+            return np.empty(0, dtype=np.int64)
+        return np.flatnonzero(self.frame[LABELS].notna().all(axis=1).to_numpy())
+
+    def windows(self, rows: np.ndarray, length: int) -> np.ndarray:
+        """Positions of the ``length`` rows ending at each of ``rows`` (same symbol, oldest
+        first); ``-1`` where a symbol's history is shorter than the window."""
+        rows = np.asarray(rows, dtype=np.int64)
+        idx = rows[:, None] - np.arange(length - 1, -1, -1)[None, :]
+        return np.where(idx >= self.first_of_symbol[rows][:, None], idx, -1)
+
+    def tail(self, rows: np.ndarray) -> pd.DataFrame:
+        """Keys and labels of ``rows`` (for prediction tables)."""
+        cols = KEYS + [c for c in LABELS if c in self.frame.columns]
+        return self.frame.iloc[rows][cols].reset_index(drop=True)
+
+
+def time_split(panel: Panel, rows: np.ndarray, fraction: float, gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``rows`` by time: the last ``fraction`` of their timestamps is validation, and the
+    ``gap`` timestamps before it are dropped (their labels look into the validation block)."""
+    ts = panel.ts.to_numpy()[rows]
+    times = np.unique(ts)
+    cut = int(len(times) * (1 - fraction))
+    if cut - gap < 1 or cut >= len(times):
+        raise ValueError(f"{len(times)} timestamps are too few to hold out {fraction:.0%} for validation")
+    fit = rows[ts < times[cut - gap]]
+    valid = rows[ts >= times[cut]]
+    return fit, valid

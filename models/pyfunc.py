@@ -1,0 +1,40 @@
+"""The one inference wrapper every registered model goes through.
+
+``mlflow.pyfunc.load_model("models:/<name>@champion").predict(frame)`` takes rows of
+``symbol, ts`` and the model's feature columns (raw, unscaled: the fitted scaling is inside)
+and returns ``symbol, ts, p_up, expected_return`` in the input's order. Sequence models read
+the rows before each row of the same symbol in the frame as its history, so pass at least
+``sequence_length`` bars per symbol to score the last one with a full window.
+"""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from models.panel import Panel
+
+OUTPUT_COLUMNS = ["symbol", "ts", "p_up", "expected_return"]
+
+
+class DirectionModel(mlflow.pyfunc.PythonModel):
+    """A fitted model (baseline, sequence network or ensemble) with its feature list."""
+
+    def __init__(self, model, features: list[str], family: str, sequence_length: int = 1) -> None:
+        self.model = model
+        self.features = list(features)
+        self.family = family
+        self.sequence_length = sequence_length
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        missing = [c for c in ["symbol", "ts", *self.features] if c not in model_input.columns]
+        if missing:
+            raise ValueError(f"{self.family} model input is missing columns: {missing[:10]}"
+                             f"{' ...' if len(missing) > 10 else ''}")
+        frame = model_input[["symbol", "ts", *self.features]].copy()
+        frame["_row"] = np.arange(len(frame))
+        panel = Panel(frame, self.features)
+        p_up, expected = self.model.predict(panel, np.arange(len(panel)))
+        out = panel.frame[["symbol", "ts", "_row"]].assign(p_up=p_up, expected_return=expected)
+        return out.sort_values("_row")[OUTPUT_COLUMNS].reset_index(drop=True)

@@ -1,0 +1,155 @@
+"""Model assets: train (walk-forward + final fit + MLflow) -> evaluate against @champion -> promote.
+
+The gate is a blocking asset check on ``model_evaluation``: when the challenger does not
+beat the champion by ``promotion.min_improvement`` out-of-sample, ``champion_model`` does
+not run and the version stays ``@challenger``.
+"""
+
+
+import time
+
+import pandas as pd
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    OpExecutionContext,
+    asset,
+    asset_check,
+    job,
+    op,
+)
+from mlflow import MlflowClient
+
+from models import registry, training
+from models.tracking import configure_mlflow
+from orchestration.assets.research import features, labels
+from orchestration.partitions import date_range, monthly, single_run
+from orchestration.resources import MlflowResource, SettingsResource, SparkResource
+from pipelines import lake, research
+
+GROUP = "models"
+
+
+@asset(group_name=GROUP, kinds={"pytorch", "mlflow", "delta"}, partitions_def=monthly, backfill_policy=single_run,
+       deps=[features, labels],
+       description="Every configured family (baselines, LSTM, Transformer, ensemble) evaluated walk-forward on all "
+                   "history up to the run's last day, fitted, logged to MLflow and registered; the best version is "
+                   "@challenger. Out-of-sample predictions land in gold/<dataset>/predictions.")
+def trained_models(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource,
+                   tracking: MlflowResource) -> MaterializeResult:
+    _, end = date_range(context)
+    cfg = settings.get()
+    outcome = training.train_and_register(spark.session(), cfg, end, progress=True)
+    context.log.info("trained %s in %.0fs; challenger: %s v%s", ", ".join(outcome.versions), outcome.seconds,
+                     outcome.candidate, outcome.candidate_version)
+    data = outcome.data
+    return MaterializeResult(metadata={
+        "comparison": MetadataValue.md(outcome.table.to_markdown(index=False)),
+        "challenger": outcome.candidate, "challenger_version": outcome.candidate_version,
+        "versions": MetadataValue.json(outcome.versions),
+        "mlflow_run": MetadataValue.url(f"{cfg.platform.mlflow.tracking_uri}/#/experiments/"
+                                        f"{configure_mlflow(cfg)}/runs/{outcome.run_id}"),
+        "rows": len(data.panel), "labelled_rows": len(data.panel.labelled()),
+        "table_versions": MetadataValue.json(data.table_versions),
+        "predictions_table": MetadataValue.path(outcome.predictions_table),
+        **({"bayes_accuracy": round(data.bayes_accuracy, 4)} if data.bayes_accuracy else {}),
+        "seconds": round(outcome.seconds, 1)})
+
+
+def _challenger(cfg):
+    configure_mlflow(cfg)
+    client = MlflowClient()
+    version = registry._alias(client, cfg.platform.mlflow.registered_model, training.CHALLENGER)
+    return client, version
+
+
+@asset(group_name=GROUP, kinds={"mlflow"}, partitions_def=monthly, backfill_policy=single_run, deps=[trained_models],
+       description="The @challenger against the @champion on the same out-of-sample rows (bars the champion "
+                   "never saw); the decision is written to the challenger's version tags.")
+def model_evaluation(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
+    cfg = settings.get()
+    _, challenger = _challenger(cfg)
+    if challenger is None:
+        decision = registry.Decision(False, "no @challenger to evaluate", "none", cfg.model.promotion.metric, "", None)
+    else:
+        started = time.monotonic()
+        family = challenger.tags["family"]
+        oos = (lake.read(spark.session(), research.path(cfg, "gold", "predictions"))
+               .where(f"model = '{family}'").toPandas())
+        champion = registry._alias(MlflowClient(), cfg.platform.mlflow.registered_model, registry.CHAMPION)
+        panel = None
+        if champion is not None and champion.version != challenger.version and not oos.empty:
+            end = pd.Timestamp(oos["ts"].max()).date()
+            panel = training.load_training_data(spark.session(), cfg, end).panel
+        decision = registry.compare_with_champion(cfg, challenger.version, oos, panel)
+        registry.record_decision(cfg, decision)
+        context.log.info("gate: %s (%s) in %.0fs", "promote" if decision.promote else "keep champion",
+                         decision.reason, time.monotonic() - started)
+    return MaterializeResult(metadata={
+        "promote": decision.promote, "reason": decision.reason, "basis": decision.basis, "metric": decision.metric,
+        "challenger_version": decision.candidate_version, "challenger_score": decision.candidate_score,
+        "champion_version": decision.champion_version or "none", "champion_score": decision.champion_score,
+        "rows_compared": decision.rows})
+
+
+@asset_check(asset=model_evaluation, blocking=True,
+             description="The challenger beats the champion out-of-sample by the configured margin "
+                         "(model_config.yaml promotion). Failing keeps the champion and skips champion_model.")
+def beats_champion(context: AssetCheckExecutionContext, settings: SettingsResource) -> AssetCheckResult:
+    cfg = settings.get()
+    _, challenger = _challenger(cfg)
+    if challenger is None:
+        return AssetCheckResult(passed=False, metadata={"reason": "no @challenger"})
+    tags = challenger.tags
+    return AssetCheckResult(passed=tags.get("gate_promote") == "True", metadata={
+        "reason": tags.get("gate_reason", "not evaluated"), "basis": tags.get("gate_basis", ""),
+        "challenger_version": challenger.version})
+
+
+@asset(group_name=GROUP, kinds={"mlflow"}, partitions_def=monthly, backfill_policy=single_run, deps=[model_evaluation],
+       description="models:/<name>@champion: the challenger that passed the gate.")
+def champion_model(context: AssetExecutionContext, settings: SettingsResource) -> MaterializeResult:
+    cfg = settings.get()
+    _, challenger = _challenger(cfg)
+    if challenger is None:
+        raise RuntimeError("no @challenger to promote")
+    entry = registry.promote(cfg, challenger.version, challenger.tags.get("gate_reason", "passed the gate"))
+    context.log.info("@champion -> v%s (was %s)", entry["version"], entry["previous"])
+    return MaterializeResult(metadata={"champion_version": entry["version"], "family": challenger.tags.get("family"),
+                                       "previous": entry["previous"] or "none", "reason": entry["reason"],
+                                       "model_uri": f"models:/{cfg.platform.mlflow.registered_model}@champion"})
+
+
+class PromoteConfig(Config):
+    """``version``: the version to make champion (empty: the current @challenger).
+    ``rollback``: give @champion back to the previous champion instead."""
+
+    version: str = ""
+    rollback: bool = False
+    reason: str = "manual"
+
+
+@op(description="Move @champion by hand: promote a version, or roll back to the previous champion.")
+def set_champion(context: OpExecutionContext, config: PromoteConfig, settings: SettingsResource) -> dict:
+    cfg = settings.get()
+    if config.rollback:
+        entry = registry.rollback(cfg, config.reason)
+    else:
+        version = config.version
+        if not version:
+            _, challenger = _challenger(cfg)
+            if challenger is None:
+                raise ValueError("no version given and no @challenger")
+            version = challenger.version
+        entry = registry.promote(cfg, version, config.reason)
+    context.log.info("@champion -> v%s (was %s): %s", entry["version"], entry["previous"], entry["reason"])
+    return entry
+
+
+@job(description="Manual promotion or roll-back of models:/<name>@champion (config: version, rollback, reason).")
+def promote_model_job():
+    set_champion()
