@@ -24,6 +24,7 @@ class Panel:
     features: list[str]
     X: np.ndarray = field(init=False, repr=False)
     first_of_symbol: np.ndarray = field(init=False, repr=False)
+    times: np.ndarray = field(init=False, repr=False)  # ts as UTC datetime64[ns], for fast comparisons
 
     def __post_init__(self) -> None:
         missing = [c for c in KEYS + self.features if c not in self.frame.columns]
@@ -31,6 +32,7 @@ class Panel:
             raise ValueError(f"panel is missing columns {missing}")
         self.frame = self.frame.sort_values(KEYS, kind="stable").reset_index(drop=True)
         self.X = self.frame[self.features].to_numpy(dtype=np.float32, na_value=np.nan)
+        self.times = pd.to_datetime(self.frame["ts"], utc=True).dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
         codes = pd.factorize(self.frame["symbol"])[0]
         starts = np.r_[0, np.flatnonzero(np.diff(codes)) + 1]
         self.first_of_symbol = np.repeat(starts, np.diff(np.r_[starts, len(codes)]))
@@ -72,7 +74,7 @@ class Panel:
 def time_split(panel: Panel, rows: np.ndarray, fraction: float, gap: int) -> tuple[np.ndarray, np.ndarray]:
     """Split ``rows`` by time: the last ``fraction`` of their timestamps is validation, and the
     ``gap`` timestamps before it are dropped (their labels look into the validation block)."""
-    ts = panel.ts.to_numpy()[rows]
+    ts = panel.times[rows]
     times = np.unique(ts)
     cut = int(len(times) * (1 - fraction))
     if cut - gap < 1 or cut >= len(times):

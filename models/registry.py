@@ -131,7 +131,7 @@ def _history(client: MlflowClient, name: str) -> list[dict]:
     return json.loads(client.get_registered_model(name).tags.get(HISTORY_TAG, "[]"))
 
 
-def promote(settings: Settings, version: str | int, reason: str) -> dict:
+def promote(settings: Settings, version: str | int, reason: str, _rollback: bool = False) -> dict:
     """Point ``@champion`` at ``version`` (dropping ``@challenger`` if it was that version); the
     previous champion is remembered for :func:`rollback`."""
     configure_mlflow(settings)
@@ -144,7 +144,7 @@ def promote(settings: Settings, version: str | int, reason: str) -> dict:
     if challenger is not None and challenger.version == version:
         client.delete_registered_model_alias(name, CHALLENGER)
     entry = {"version": version, "previous": previous.version if previous else None, "reason": reason,
-             "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "rollback": _rollback}
     history = (_history(client, name) + [entry])[-50:]
     client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
     client.set_model_version_tag(name, version, "promoted_at", entry["at"])
@@ -152,7 +152,8 @@ def promote(settings: Settings, version: str | int, reason: str) -> dict:
 
 
 def rollback(settings: Settings, reason: str = "rollback") -> dict:
-    """Give ``@champion`` back to the version it replaced last."""
+    """Give ``@champion`` back to the version the current champion replaced when it was promoted
+    (repeated roll-backs walk further back; a roll-back is never itself undone by one)."""
     configure_mlflow(settings)
     client = MlflowClient()
     name = settings.platform.mlflow.registered_model
@@ -160,8 +161,10 @@ def rollback(settings: Settings, reason: str = "rollback") -> dict:
     if champion is None:
         raise ValueError(f"{name} has no @champion to roll back")
     for entry in reversed(_history(client, name)):
-        if entry["version"] == champion.version and entry["previous"]:
-            return promote(settings, entry["previous"], f"{reason} (from v{champion.version})")
+        if entry["version"] == champion.version and not entry.get("rollback"):
+            if entry["previous"]:
+                return promote(settings, entry["previous"], f"{reason} (from v{champion.version})", _rollback=True)
+            break
     raise ValueError(f"{name}@champion (v{champion.version}) has no earlier champion recorded")
 
 

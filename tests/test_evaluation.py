@@ -95,4 +95,4 @@ def test_planted_signal_ensemble_closes_the_gap_to_the_bayes_bound() -> None:
     assert evaluations["linear"].pooled.rank_ic > 0.1
     assert evaluations["lstm"].pooled.accuracy > always.accuracy + 3 * always.accuracy_se
     weights = evaluations["ensemble"].details["weights_per_fold"]
-    assert len(weights) == 3 and all(abs(sum(w.values()) - 1) < 1e-3 for w in weights  # rounded to 4 places)
+    assert len(weights) == 3 and all(abs(sum(w.values()) - 1) < 1e-3 for w in weights)  # rounded to 4 places

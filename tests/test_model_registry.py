@@ -1,0 +1,191 @@
+"""Training from the Delta tables into MLflow, the promotion gate, roll-back, and the model assets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from dagster import (
+    DagsterInstance,
+    Definitions,
+    build_schedule_context,
+    load_asset_checks_from_modules,
+    load_assets_from_modules,
+)
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from mlflow import MlflowClient
+
+from config import Settings, load_settings
+from config.settings import PROJECT_ROOT
+from models import registry, training
+from models.registry import CHAMPION
+from orchestration.assets import models as model_assets
+from orchestration.assets import research as research_assets
+from orchestration.jobs import promote_model_job, training_job
+from orchestration.resources import default_resources
+from orchestration.schedules import nightly_retrain
+from pipelines import research
+from pipelines.metrics import score
+
+pytestmark = pytest.mark.services
+
+TINY = {  # every family, at a size that trains in seconds
+    "QL_MODEL__SEQUENCE_LENGTH": "8", "QL_MODEL__LSTM__HIDDEN_SIZE": "8", "QL_MODEL__LSTM__NUM_LAYERS": "1",
+    "QL_MODEL__TRANSFORMER__D_MODEL": "8", "QL_MODEL__TRANSFORMER__N_HEADS": "2",
+    "QL_MODEL__TRANSFORMER__N_LAYERS": "1", "QL_MODEL__TRANSFORMER__DIM_FEEDFORWARD": "16",
+    "QL_MODEL__TRAINING__MAX_EPOCHS": "3", "QL_MODEL__WALK_FORWARD__N_FOLDS": "2",
+}
+
+
+@pytest.fixture(scope="module")
+def lake_env(services, tmp_path_factory) -> dict[str, str]:
+    """Features and labels of 4 synthetic symbols x 8 days in a fresh lake, and a fresh model name."""
+    root = tmp_path_factory.mktemp("models_lake")
+    env = {**TINY, "QL_PLATFORM__LAKE__ROOT": str(root), "QL_DATA__SYNTHETIC__N_SYMBOLS": "4",
+           "QL_DATA__SYNTHETIC__N_DAYS": "8", "QL_DATA__SYNTHETIC__START_DATE": "2024-03-04",
+           "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": f"test-direction-{uuid.uuid4().hex[:8]}"}
+    return env
+
+
+def _settings(env: dict[str, str]) -> Settings:
+    return load_settings(env={**os.environ, **env})
+
+
+@pytest.fixture(scope="module")
+def built(spark, lake_env) -> Settings:
+    settings = _settings(lake_env)
+    start, end = date(2024, 3, 1), date(2024, 3, 31)
+    for write in (research.write_bronze, research.write_silver, research.write_features, research.write_labels):
+        write(spark, settings, start, end)
+    return settings
+
+
+def test_training_logs_registers_and_gates_on_unseen_rows(spark, built: Settings) -> None:
+    settings = built
+    name = settings.platform.mlflow.registered_model
+    first = training.train_and_register(spark, settings, date(2024, 3, 8), progress=False)  # 5 of the 8 days
+
+    # every family registered, with its run's parameters, per-fold metrics, features and table versions
+    assert set(first.versions) == {"always_up", "momentum_sign", "linear", "lstm", "transformer", "ensemble"}
+    client = MlflowClient()
+    parent = client.get_run(first.run_id)
+    assert parent.data.params["features_table_version"] == str(first.data.table_versions["features"])
+    assert parent.data.params["data_end"].startswith("2024-03-08")
+    lstm = client.get_model_version(name, first.versions["lstm"])
+    run = client.get_run(lstm.run_id)
+    assert run.data.params["lstm.hidden_size"] == "8" and run.data.params["sequence_length"] == "8"
+    assert len(client.get_metric_history(run.info.run_id, "fold_accuracy")) == 2
+    assert float(lstm.tags["oos_accuracy"]) == pytest.approx(first.evaluations["lstm"].pooled.accuracy, abs=1e-6)
+    features = json.loads(mlflow.artifacts.load_text(f"runs:/{first.run_id}/features.json"))["features"]
+    assert features == first.data.panel.features and len(features) == 118
+
+    # the challenger loads by alias through the one wrapper and predicts like the in-memory model
+    assert client.get_model_version_by_alias(name, "challenger").version == first.candidate_version
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}@challenger")
+    assert loaded.metadata.get_input_schema().input_names()[:3] == ["symbol", "ts", features[0]]
+    panel = first.data.panel
+    out = loaded.predict(panel.frame[["symbol", "ts", *features]])
+    rows = np.arange(len(panel))
+    expected = loaded.unwrap_python_model().model.predict(panel, rows)[0]
+    np.testing.assert_allclose(out["p_up"].to_numpy(), expected, rtol=1e-6)
+
+    # no champion yet: the first candidate is promoted
+    decision = registry.compare_with_champion(settings, first.candidate_version)
+    assert decision.promote and decision.basis == "no champion"
+    registry.promote(settings, first.candidate_version, decision.reason)
+    champion = client.get_model_version_by_alias(name, CHAMPION)
+    assert champion.version == first.candidate_version
+
+    # three more days: the new challenger is compared with the champion on bars it never saw
+    second = training.train_and_register(spark, settings, date(2024, 3, 31), progress=False)
+    oos = second.evaluations[second.candidate].predictions
+    decision = registry.compare_with_champion(settings, second.candidate_version, oos, second.data.panel)
+    assert decision.basis == "unseen rows" and decision.rows >= 200, decision
+    unseen = oos[oos["ts"] > champion.tags["data_end"]]
+    assert decision.rows == len(unseen)
+    champ_model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    scored = unseen.merge(champ_model.predict(second.data.panel.frame), on=["symbol", "ts"], suffixes=("_c", ""))
+    own = score(scored["ts"], scored["p_up"].to_numpy(), scored["direction"].to_numpy(),
+                scored["fwd_return"].to_numpy(), scored["expected_return"].to_numpy()).accuracy
+    assert decision.champion_score == pytest.approx(own)
+    margin = settings.model.promotion.min_improvement
+    assert decision.promote == (decision.candidate_score - decision.champion_score >= margin)
+
+    # manual promotion and roll-back
+    registry.promote(settings, second.versions["linear"], "by hand")
+    assert client.get_model_version_by_alias(name, CHAMPION).version == second.versions["linear"]
+    registry.rollback(settings)
+    assert client.get_model_version_by_alias(name, CHAMPION).version == first.candidate_version
+    with pytest.raises(ValueError, match="no earlier champion"):
+        registry.rollback(settings)
+
+    proc = subprocess.run([sys.executable, "-m", "models.registry", "status"], capture_output=True, text=True,
+                          cwd=PROJECT_ROOT, env={**os.environ, **{k: v for k, v in os.environ.items()},
+                                                 "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": name}, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["champion"]["version"] == first.candidate_version
+
+
+def _defs(env: dict[str, str]) -> Definitions:
+    modules = [research_assets, model_assets]
+    return Definitions(assets=load_assets_from_modules(modules), asset_checks=load_asset_checks_from_modules(modules),
+                       resources=default_resources(overrides=env), jobs=[training_job, promote_model_job])
+
+
+def test_training_job_promotes_once_then_the_gate_holds(spark, lake_env, built: Settings) -> None:
+    env = {**lake_env, "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": f"test-job-{uuid.uuid4().hex[:8]}"}
+    defs, instance = _defs(env), DagsterInstance.ephemeral()
+    tags = {ASSET_PARTITION_RANGE_START_TAG: "2024-03-01", ASSET_PARTITION_RANGE_END_TAG: "2024-03-01"}
+    job = defs.resolve_job_def("training_job")
+
+    first = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    assert first.success
+    meta = {k: v.value for k, v in first.asset_materializations_for_node("trained_models")[0].metadata.items()}
+    assert "| ensemble" in meta["comparison"] and meta["bayes_accuracy"] > 0.5
+    champion_meta = first.asset_materializations_for_node("champion_model")[0].metadata
+    assert champion_meta["previous"].value == "none"
+
+    # the same data again: an identical challenger does not beat the champion, so the blocking
+    # check fails, champion_model does not run and the new version stays @challenger
+    second = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    checks = {e.check_name: e.passed for e in second.get_asset_check_evaluations()}
+    assert checks == {"beats_champion": False}
+    assert not second.asset_materializations_for_node("champion_model")
+    client = MlflowClient()
+    name = env["QL_PLATFORM__MLFLOW__REGISTERED_MODEL"]
+    champion = client.get_model_version_by_alias(name, CHAMPION).version
+    challenger = client.get_model_version_by_alias(name, "challenger")
+    assert champion == champion_meta["champion_version"].value and challenger.version != champion
+    assert challenger.tags["gate_basis"] == "stored walk-forward" and challenger.tags["gate_promote"] == "False"
+
+    # the manual job: promote the challenger, then roll back
+    run_config = {"ops": {"set_champion": {"config": {"reason": "reviewed"}}}}
+    assert defs.resolve_job_def("promote_model_job").execute_in_process(run_config=run_config, instance=instance).success
+    assert client.get_model_version_by_alias(name, CHAMPION).version == challenger.version
+    run_config = {"ops": {"set_champion": {"config": {"rollback": True}}}}
+    assert defs.resolve_job_def("promote_model_job").execute_in_process(run_config=run_config, instance=instance).success
+    assert client.get_model_version_by_alias(name, CHAMPION).version == champion
+
+
+def test_nightly_schedule_targets_the_newest_month_at_two_utc() -> None:
+    assert nightly_retrain.cron_schedule == "0 2 * * *" and nightly_retrain.execution_timezone == "UTC"
+    assert nightly_retrain.job_name == "nightly_retrain_job"
+    from orchestration.definitions import defs
+
+    context = build_schedule_context(scheduled_execution_time=datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc),
+                                     repository_def=defs.get_repository_def())
+    request = nightly_retrain.evaluate_tick(context).run_requests[0]
+    assert request.partition_key == "2026-11-01"  # 02:00 on the 1st retrains on the month that just ended
+    assert request.run_key == "nightly-2026-11-30"
+    job = defs.resolve_job_def("nightly_retrain_job")
+    assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} >= {
+        "bronze_market_data", "silver_bars", "features", "labels", "trained_models", "model_evaluation",
+        "champion_model"}
