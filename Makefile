@@ -27,7 +27,8 @@ demo-sp500: export QL_PROFILE ?= sp500
 demo-sp500: up    ## the main job on the real S&P 500 panel instead of the synthetic market
 	QL_DATA__SOURCE=files QL_DATA__FILES__NAME=sp500 QL_DATA__FILES__PATH=$(SP500) \
 	QL_DATA__FILES__COLUMNS='{"symbol": "ticker", "ts": "date", "adj_close": "adjusted_close"}' \
-	$(PY) -m orchestration.main
+	QL_PLATFORM__MLFLOW__REGISTERED_MODEL=quantlake-direction-sp500 \
+	$(PY) -m orchestration.main $(STAGES)
 
 bench: up         ## benchmarks (writes benchmarks/results/*.json)
 	$(PY) -m benchmarks

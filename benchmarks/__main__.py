@@ -1,6 +1,10 @@
 """Run every benchmark: ``python -m benchmarks``."""
 
-from benchmarks import feature_throughput
+from benchmarks import feature_throughput, model_quality, model_speed
 
 if __name__ == "__main__":
-    raise SystemExit(feature_throughput.main([]))
+    status = feature_throughput.main([])
+    status |= model_speed.main([])
+    status |= model_speed.main(["--profile", "demo"])
+    status |= model_quality.main([])
+    raise SystemExit(status)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(__file__).resolve().parent
@@ -184,6 +184,12 @@ class TransformerSettings(_Frozen):
     n_layers: int = Field(6, ge=1)
     dim_feedforward: int = Field(1024, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "TransformerSettings":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        return self
 
 
 class TrainingSettings(_Frozen):

@@ -50,9 +50,7 @@ def build_net(family: str, n_features: int, cfg: ModelSettings) -> nn.Module:
         c = cfg.lstm
         return LSTMNet(n_features, c.hidden_size, c.num_layers, c.dropout)
     if family == "transformer":
-        t = cfg.transformer
-        if t.d_model % t.n_heads:
-            raise ValueError(f"transformer.d_model ({t.d_model}) must be a multiple of n_heads ({t.n_heads})")
+        t = cfg.transformer  # d_model % n_heads == 0 is checked when the config loads
         return TransformerNet(n_features, cfg.sequence_length, t.d_model, t.n_heads, t.n_layers,
                               t.dim_feedforward, t.dropout)
     raise ValueError(f"unknown sequence family {family!r}")

@@ -42,7 +42,7 @@ MIN_UNSEEN_ROWS = 200
 class Decision:
     promote: bool
     reason: str
-    basis: str  # "no champion", "unseen rows", "stored walk-forward", "same version"
+    basis: str  # "no champion", "unseen rows", "stored walk-forward", "same version", "different dataset"
     metric: str
     candidate_version: str
     candidate_score: float | None
@@ -92,6 +92,11 @@ def compare_with_champion(settings: Settings, candidate_version: str, oos: pd.Da
     if champion.version == candidate.version:
         return Decision(False, "candidate is already the champion", "same version", metric, candidate_version,
                         cand_stored, champion.version, cand_stored)
+    if champion.tags.get("dataset") != candidate.tags.get("dataset"):
+        return Decision(False, f"champion v{champion.version} was trained on dataset {champion.tags.get('dataset')!r}, "
+                               f"the candidate on {candidate.tags.get('dataset')!r}: not comparable; promote by hand "
+                               "to switch datasets", "different dataset", metric, candidate_version, cand_stored,
+                        champion.version, None)
     champ_end = pd.Timestamp(champion.tags.get("data_end", "1970-01-01"))
     if oos is not None and panel is not None:
         unseen = oos[pd.to_datetime(oos["ts"]) > champ_end].dropna(subset=["direction"]).reset_index(drop=True)

@@ -9,6 +9,7 @@ headline figures, the out-of-sample comparison table and where the UIs are.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -56,15 +57,29 @@ def _run(job: JobDefinition, instance: DagsterInstance, tags: dict[str, str] | N
     return ok
 
 
-def main(settings: Settings | None = None) -> int:
+STAGES = {"smoke": "platform_smoke_job", "research": "research_job", "training": "training_job"}
+
+
+def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestration.main", description=__doc__.split("\n")[0])
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated subset of {','.join(STAGES)} (default: all, in that order)")
+    args = parser.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        parser.error(f"unknown stage(s) {unknown}; expected some of {list(STAGES)}")
     settings = settings or load_settings()
     instance = DagsterInstance.from_config(str(dagster_home(settings)))
-    ok = _run(defs.resolve_job_def("platform_smoke_job"), instance)
+    ok = True
+    if "smoke" in stages:
+        ok = _run(defs.resolve_job_def("platform_smoke_job"), instance)
     start, end = source_date_range(get_spark(settings), settings)
     print(f"\nresearch data: source={settings.data.source} dataset={settings.data.dataset} {start}..{end}")
     tags = {ASSET_PARTITION_RANGE_START_TAG: month_key(start), ASSET_PARTITION_RANGE_END_TAG: month_key(end)}
-    ok = ok and _run(defs.resolve_job_def("research_job"), instance, tags)
-    ok = ok and _run(defs.resolve_job_def("training_job"), instance, tags)
+    for stage in ("research", "training"):
+        if stage in stages:
+            ok = ok and _run(defs.resolve_job_def(STAGES[stage]), instance, tags)
     p = settings.platform
     print(f"\nDagster UI   {p.dagster.url}")
     print(f"MLflow UI    {p.mlflow.tracking_uri}")

@@ -90,3 +90,24 @@ def test_config_dir_from_environment(config_copy: Path) -> None:
     path = config_copy / "model_config.yaml"
     path.write_text(path.read_text().replace("sequence_length: 60", "sequence_length: 30"))
     assert load_settings(env={"QL_CONFIG_DIR": str(config_copy)}).model.sequence_length == 30
+
+
+def test_profile_lays_its_values_over_the_files_and_env_wins() -> None:
+    s = load_settings(env={"QL_PROFILE": "demo", "QL_MODEL__LSTM__NUM_LAYERS": "3"})
+    assert s.model.sequence_length == 20 and s.model.transformer.d_model == 32  # from profiles/demo.yaml
+    assert s.model.transformer.dropout == 0.2  # untouched keys keep the file's value
+    assert s.model.lstm.num_layers == 3  # the environment wins over the profile
+    with pytest.raises(ConfigError, match=r"no such profile.*known: demo"):
+        load_settings(env={"QL_PROFILE": "nosuch"})
+
+
+def test_bad_profile_value_names_profile_and_key(config_copy: Path) -> None:
+    (config_copy / "profiles").mkdir()
+    (config_copy / "profiles" / "p.yaml").write_text("model:\n  transformer: {d_model: 30, n_heads: 8}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(config_copy, env={"QL_PROFILE": "p"})
+    assert "profiles/p.yaml" in str(err.value) and "transformer" in str(err.value)
+    assert "multiple of n_heads" in str(err.value)
+    (config_copy / "profiles" / "q.yaml").write_text("modle: {}\n")
+    with pytest.raises(ConfigError, match=r"q\.yaml: unknown section"):
+        load_settings(config_copy, env={"QL_PROFILE": "q"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 import sys
 from pathlib import Path
 
@@ -15,20 +16,34 @@ pytestmark = pytest.mark.services
 
 
 def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) -> None:
-    env = {**os.environ, "QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"),
-           "QL_DATA__SYNTHETIC__N_SYMBOLS": "4", "QL_DATA__SYNTHETIC__N_DAYS": "5"}
+    model = f"main-job-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "QL_PROFILE": "demo", "QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"),
+           "QL_DATA__SYNTHETIC__N_SYMBOLS": "4", "QL_DATA__SYNTHETIC__N_DAYS": "5",
+           "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": model}
     proc = subprocess.run([sys.executable, "-m", "orchestration.main"], capture_output=True, text=True,
                           cwd=PROJECT_ROOT, env=env, timeout=600)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     assert "platform_smoke_job succeeded" in out and "research_job succeeded" in out
+    assert "training_job succeeded" in out
     assert "produced=1000, consumed=1000, spark_read=1000" in out
     assert "research data: source=synthetic dataset=synthetic 2024-01-02..2024-01-08" in out
     assert "bayes_accuracy=0.5" in out or "bayes_accuracy=0.6" in out
     assert f"rows={4 * 5 * 78}, delta_version=0" in out  # silver bars, features and labels of 4 symbols x 5 days
-    for check in ("smoke_prices_complete", "silver_bars_expectations", "features_complete"):
+    # every model out-of-sample in one table, the first challenger promoted (no champion before)
+    for family in ("always_up", "momentum_sign", "linear", "lstm", "transformer", "ensemble"):
+        assert f"| {family}" in out
+    assert "reason=no champion yet" in out and "champion_model           champion_version=" in out
+    for check in ("smoke_prices_complete", "silver_bars_expectations", "features_complete", "beats_champion"):
         assert f"check {check:<30} passed" in out
     assert f"MLflow UI    {services.platform.mlflow.tracking_uri}" in out
+    from mlflow import MlflowClient
+
+    from models.tracking import configure_mlflow
+
+    configure_mlflow(services)
+    assert MlflowClient().get_model_version_by_alias(model, "champion").tags["dataset"] == "synthetic"
     assert f"Dagster UI   {services.platform.dagster.url}" in out
-    for table in ("bronze/smoke_prices", "silver/synthetic/bars", "gold/synthetic/features", "gold/synthetic/labels"):
+    for table in ("bronze/smoke_prices", "silver/synthetic/bars", "gold/synthetic/features", "gold/synthetic/labels",
+                  "gold/synthetic/predictions"):
         assert (tmp_path / "lake" / table / "_delta_log").is_dir(), table

@@ -189,3 +189,38 @@ def test_nightly_schedule_targets_the_newest_month_at_two_utc() -> None:
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} >= {
         "bronze_market_data", "silver_bars", "features", "labels", "trained_models", "model_evaluation",
         "champion_model"}
+
+
+class _Constant(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input.assign(p_up=0.5, expected_return=0.0)[["symbol", "ts", "p_up", "expected_return"]]
+
+
+def test_gate_compares_like_with_like_only(services) -> None:
+    """Stored figures decide only within one dataset; across datasets the gate refuses."""
+    name = f"test-gate-{uuid.uuid4().hex[:8]}"
+    settings = load_settings(env={**os.environ, "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": name})
+    from models.tracking import configure_mlflow
+
+    configure_mlflow(settings, experiment="tests")
+    client = MlflowClient()
+
+    def register(dataset: str, accuracy: float) -> str:
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(name="model", python_model=_Constant(), registered_model_name=name,
+                                           pip_requirements=["mlflow"])
+        version = str(info.registered_model_version)
+        for key, value in {"dataset": dataset, "oos_accuracy": str(accuracy), "data_end": "2024-01-31"}.items():
+            client.set_model_version_tag(name, version, key, value)
+        return version
+
+    champion = register("synthetic", 0.55)
+    registry.promote(settings, champion, "first")
+    margin = settings.model.promotion.min_improvement
+    small = registry.compare_with_champion(settings, register("synthetic", 0.55 + margin / 2))
+    assert not small.promote and small.basis == "stored walk-forward" and "margin" in small.reason
+    enough = registry.compare_with_champion(settings, register("synthetic", 0.55 + 2 * margin))
+    assert enough.promote and enough.champion_version == champion
+    other = registry.compare_with_champion(settings, register("sp500", 0.60))
+    assert not other.promote and other.basis == "different dataset" and "promote by hand" in other.reason
+    client.delete_registered_model(name)
