@@ -56,3 +56,28 @@ def test_daemon_runs_the_research_job(services, tmp_path: Path) -> None:
     steps = {s["stepKey"]: s["status"] for s in run["stepStats"]}
     assert steps["silver_bars_silver_bars_expectations"] == "SUCCESS"
     assert (tmp_path / "lake" / "gold" / "synthetic" / "features" / "_delta_log").is_dir()
+
+
+def test_daemon_start_fails_runs_its_predecessor_left_behind(services) -> None:
+    """A run left STARTED by a daemon that died would hold the queue's only slot forever."""
+    import uuid
+
+    from dagster import DagsterInstance, DagsterRunStatus
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from infra.services.dagster import dagster_home, fail_orphaned_runs
+
+    instance = DagsterInstance.from_config(str(dagster_home(services)))
+    launched = DagsterRun(job_name="research_job", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED,
+                          tags={"dagster/code_location": "quantlake"})
+    in_process = DagsterRun(job_name="research_job", run_id=str(uuid.uuid4()), status=DagsterRunStatus.STARTED)
+    try:
+        for run in (launched, in_process):
+            instance.add_run(run)
+        assert launched.run_id in fail_orphaned_runs(services)
+        assert instance.get_run_by_id(launched.run_id).status == DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(in_process.run_id).status == DagsterRunStatus.STARTED  # main job's: not ours
+    finally:
+        for run in (launched, in_process):
+            instance.delete_run(run.run_id)
+        instance.dispose()

@@ -98,8 +98,31 @@ class DagsterDaemon(_DagsterProcess):
             return "running"
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        fail_orphaned_runs(self.settings)
         self.start()
         return "started"
 
     def start(self) -> None:
         self.spawn([venv_script("dagster-daemon"), "run", "-w", self.workspace], env=self._env(), cwd=PROJECT_ROOT)
+
+
+def fail_orphaned_runs(settings: Settings) -> list[str]:
+    """Mark runs the previous daemon launched and never finished as failed; return their ids.
+
+    Run workers are children of the daemon's code server, so when the daemon is not running
+    none of its runs can be. Left STARTED (a machine restart, a killed daemon), such a run
+    holds the queue's only slot and every later run waits forever. Runs executed in-process
+    (``python -m orchestration.main``) carry no code-location tag and are left alone.
+    """
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    instance = DagsterInstance.from_config(str(dagster_home(settings)))
+    try:
+        stuck = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING,
+                                                       DagsterRunStatus.CANCELING]))
+        orphans = [run for run in stuck if "dagster/code_location" in run.tags]
+        for run in orphans:
+            instance.report_run_failed(run, "its run worker is gone: the Dagster daemon was restarted")
+        return [run.run_id for run in orphans]
+    finally:
+        instance.dispose()
