@@ -61,3 +61,50 @@ def test_the_random_cases_exercise_stops_breaker_and_volume_caps() -> None:
         capped += int(np.isclose(np.abs(f["quantity"]), rules.max_participation * vol).sum())
         stopped += int((f["quantity"].abs() > 0).sum())
     assert halted >= 2 and capped >= 10 and stopped > 0
+
+
+def _one_symbol(open_, close, p_up, volume=1e9) -> Market:
+    T = len(close)
+    arr = lambda x: np.asarray(x, dtype=float).reshape(T, 1)  # noqa: E731
+    return Market(pd.date_range("2024-01-01", periods=T, freq="D"), ["A"], arr(open_), arr(close),
+                  np.full((T, 1), volume), arr(p_up), np.full((T, 1), 0.2), 252.0)
+
+
+def _rules(**risk) -> Rules:
+    return Rules.from_settings(TradingSettings(
+        costs={"commission_bps": 0, "half_spread_bps": 0, "slippage_bps_per_pct_volume": 0, "max_participation": 1},
+        risk={"max_position_size": 0.5, "stop_loss": 0.02, "take_profit": 0.04, "max_drawdown": 0.5, **risk}))
+
+
+def test_a_signal_fills_at_the_next_open_never_its_own_bar() -> None:
+    m = _one_symbol(open_=[100, 102, 103], close=[101, 102.5, 103], p_up=[0.9, 0.5, 0.5])
+    r = run_backtest(m, _rules(take_profit=0.5), 1000.0)
+    fill, exit_ = r.fills.itertuples()
+    assert exit_.t == 2 and exit_.quantity == -fill.quantity  # p_up 0.5 at bar 1: flat from bar 2's open
+    assert fill.t == 1 and fill.price == 102  # decided at the close of bar 0, filled at bar 1's open
+    assert fill.quantity == pytest.approx(0.5 * 1000 / 102)  # half the equity at bar 0's close
+    assert r.equity[0] == 1000 and r.equity[1] == pytest.approx(1000 + fill.quantity * 0.5)
+
+
+def test_stop_loss_exits_at_the_next_open_and_costs_are_charged() -> None:
+    m = _one_symbol(open_=[100, 100, 96, 97], close=[100, 97.9, 96, 97], p_up=[0.9, 0.9, 0.9, 0.9], volume=1000)
+    rules = Rules.from_settings(TradingSettings(
+        costs={"commission_bps": 1, "half_spread_bps": 2, "slippage_bps_per_pct_volume": 5, "max_participation": 1},
+        risk={"max_position_size": 0.5, "stop_loss": 0.02, "take_profit": 0.04, "max_drawdown": 0.5}))
+    r = run_backtest(m, rules, 10_000.0)
+    f = r.fills
+    assert f["t"].tolist()[:2] == [1, 2]
+    assert f["quantity"].iloc[1] == pytest.approx(-f["quantity"].iloc[0])  # -2.1% close: stopped out at bar 2's open
+    q = f["quantity"].iloc[0]
+    assert q == pytest.approx(50.0)
+    # 1 + 2 bps + 5 bps per % of the bar's volume (50 of 1,000 shares = 5%)
+    assert f["cost"].iloc[0] == pytest.approx(50 * 100 * (3 + 5 * 5) / 1e4)
+    assert f["t"].iloc[2] == 3  # the signal is still long: it re-enters a bar later
+
+
+def test_drawdown_breaker_flattens_and_halts_for_good() -> None:
+    m = _one_symbol(open_=[100, 100, 60, 60, 70], close=[100, 60, 60, 65, 70], p_up=[0.9] * 5)
+    r = run_backtest(m, _rules(max_drawdown=0.1, stop_loss=0.9), 1000.0)
+    assert r.halted_at == 1  # -20% of equity at bar 1's close
+    assert r.fills["t"].tolist() == [1, 2]  # in at bar 1's open, flattened at bar 2's open, then nothing
+    assert r.positions[-1, 0] == 0
