@@ -83,3 +83,15 @@ def replace_range(df: DataFrame, path: TablePath, column: str, start: str, end: 
          .option("replaceWhere", f"{column} >= '{start}' AND {column} <= '{end}'")
          .save(str(path)))
     return table_version(spark, path)
+
+
+def replace_partition(df: DataFrame, path: TablePath, column: str, value: str) -> int:
+    """Replace the rows whose ``column`` equals ``value`` (a partition column) by ``df``."""
+    spark = df.sparkSession
+    if not DeltaTable.isDeltaTable(spark, str(path)):
+        df.write.format("delta").partitionBy(column).save(str(path))
+    else:
+        escaped = value.replace("'", "''")
+        (df.write.format("delta").mode("overwrite").option("replaceWhere", f"{column} = '{escaped}'")
+         .save(str(path)))
+    return table_version(spark, path)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from pipelines.backtest import rules as R
 from pipelines.backtest.rules import Rules
@@ -87,7 +88,7 @@ def _marks(close: np.ndarray) -> np.ndarray:
     return pd.DataFrame(close).ffill().to_numpy()
 
 
-def run_backtest(market: Market, rules: Rules, initial_capital: float) -> Result:
+def run_backtest(market: Market, rules: Rules, initial_capital: float, progress: bool = False) -> Result:
     """Simulate the strategy over ``market``; see the module docstring for the timing."""
     T, N = market.close.shape
     marks = _marks(market.close)
@@ -100,7 +101,7 @@ def run_backtest(market: Market, rules: Rules, initial_capital: float) -> Result
     equity = np.empty(T)
     positions = np.empty((T, N))
     fills: list[tuple] = []
-    for t in range(T):
+    for t in tqdm(range(T), desc="backtest", unit="bar", disable=not progress, mininterval=0.5):
         if pending:
             price = market.open[t]
             tradable = np.isfinite(price) & (price > 0)

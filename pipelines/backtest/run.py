@@ -1,0 +1,130 @@
+"""One backtest of a model's out-of-sample predictions, a parameter sweep on Spark, and the figures.
+
+The predictions come from the walk-forward folds (every bar was predicted by a model
+trained before it), so the backtest covers the folds' test blocks; figures are reported for
+the whole span and per fold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from config import Settings
+from config.settings import ModelFamily
+from pipelines.backtest.engine import Market, Result, run_backtest
+from pipelines.backtest.metrics import deflated_sharpe, performance, probability_of_backtest_overfitting
+from pipelines.backtest.rules import Rules
+
+FAMILIES = set(ModelFamily.__args__)
+
+
+def model_of(strategy: str) -> str:
+    """The model family a strategy trades: its name (``lstm``) or its last part (``momentum_lstm``)."""
+    if strategy in FAMILIES:
+        return strategy
+    tail = strategy.rsplit("_", 1)[-1]
+    if tail in FAMILIES:
+        return tail
+    raise ValueError(f"strategy {strategy!r} names no model family; expected one of {sorted(FAMILIES)} "
+                     "or '<name>_<family>'")
+
+
+@dataclass
+class Backtest:
+    strategy: str
+    result: Result
+    metrics: dict
+    per_fold: pd.DataFrame
+    sweep: pd.DataFrame | None = None
+
+    def metrics_frame(self) -> pd.DataFrame:
+        rows = [{"scope": "all", "metric": k, "value": float(v)} for k, v in self.metrics.items()]
+        for rec in self.per_fold.to_dict(orient="records"):
+            fold = rec.pop("fold")
+            rows += [{"scope": f"fold {fold}", "metric": k, "value": float(v)} for k, v in rec.items()]
+        return pd.DataFrame(rows)
+
+
+def _last_marks(result: Result) -> dict[str, float]:
+    last = pd.DataFrame(result.market.close).ffill().to_numpy()[-1]
+    return dict(zip(result.market.symbols, last.tolist()))
+
+
+def figures(result: Result) -> dict:
+    m = result.market
+    frame = result.equity_frame()
+    return performance(result.equity, result.initial_capital, m.periods_per_year, result.fills,
+                       frame["gross_exposure"].to_numpy(), _last_marks(result))
+
+
+def per_fold(result: Result, folds: pd.DataFrame) -> pd.DataFrame:
+    """Figures of each fold's test block (the equity curve cut at the fold's first and last bar)."""
+    rows = []
+    ts = result.market.ts
+    for fold, g in folds.groupby("fold"):
+        mask = (ts >= g["ts"].min()) & (ts <= g["ts"].max())
+        idx = np.flatnonzero(mask)
+        if len(idx) < 3:
+            continue
+        start_equity = result.equity[idx[0] - 1] if idx[0] > 0 else result.initial_capital
+        perf = performance(result.equity[idx], start_equity, result.market.periods_per_year)
+        rows.append({"fold": int(fold), **{k: perf[k] for k in ("total_return", "sharpe", "max_drawdown", "volatility")}})
+    return pd.DataFrame(rows)
+
+
+def run(market: Market, folds: pd.DataFrame, settings: Settings, strategy: str, initial_capital: float,
+        progress: bool = False) -> Backtest:
+    result = run_backtest(market, Rules.from_settings(settings.trading), initial_capital, progress=progress)
+    return Backtest(strategy, result, figures(result), per_fold(result, folds))
+
+
+def sweep_grid(settings: Settings) -> list[dict]:
+    """Symmetric signal thresholds around 0.5 x the three sizing methods (12 configurations)."""
+    return [{"long_threshold": 0.5 + width, "short_threshold": 0.5 - width, "sizing": method}
+            for width, method in itertools.product((0.0, 0.02, 0.05, 0.1), ("fixed_fraction", "vol_target", "kelly"))]
+
+
+def sweep(spark, market: Market, settings: Settings, initial_capital: float, grid: list[dict] | None = None,
+          seeds: int = 1) -> tuple[pd.DataFrame, np.ndarray]:
+    """Backtest every configuration of ``grid`` on Spark (one task each); with ``seeds > 1``, each
+    also on that many copies of the predictions perturbed by small noise (robustness). Returns
+    the figures per run and the per-bar returns matrix (time x run) for PBO."""
+    base = Rules.from_settings(settings.trading)
+    grid = grid or sweep_grid(settings)
+    jobs = [(i, g, s) for i, g in enumerate(grid) for s in range(seeds)]
+    bc = spark.sparkContext.broadcast(market)
+
+    def one(job):
+        i, g, seed = job
+        m = bc.value
+        if seed:
+            rng = np.random.default_rng(seed)
+            m = dataclasses.replace(m, p_up=np.clip(m.p_up + rng.normal(0, 0.01, m.p_up.shape), 0, 1))
+        rules = dataclasses.replace(base, **g)
+        res = run_backtest(m, rules, initial_capital)
+        perf = performance(res.equity, initial_capital, m.periods_per_year)
+        return i, seed, g, {k: perf[k] for k in ("total_return", "sharpe", "max_drawdown", "volatility")}, res.returns
+
+    results = spark.sparkContext.parallelize(jobs, numSlices=min(len(jobs), 64)).map(one).collect()
+    bc.unpersist()
+    rows = [{"config": i, "seed": seed, **g, **perf} for i, seed, g, perf, _ in results]
+    returns = np.column_stack([r for *_, r in results])
+    return pd.DataFrame(rows), returns
+
+
+def overfitting(sweep_frame: pd.DataFrame, returns: np.ndarray, chosen: Backtest) -> dict:
+    """Deflated Sharpe of the chosen run against the sweep's trials, and PBO over the sweep."""
+    r = chosen.result.returns
+    per_bar = r.mean() / r.std(ddof=1) if r.std(ddof=1) > 0 else 0.0
+    sd = returns.std(axis=0, ddof=1)
+    trials = np.where(sd > 0, returns.mean(axis=0) / np.where(sd > 0, sd, 1), 0.0)
+    return {"deflated_sharpe": deflated_sharpe(per_bar, len(r), chosen.metrics["skew"], chosen.metrics["kurtosis"],
+                                               trials),
+            "pbo": probability_of_backtest_overfitting(returns, n_blocks=min(10, max(2, len(r) // 20))),
+            "sweep_runs": int(returns.shape[1])}

@@ -1,0 +1,84 @@
+"""The backtest and Monte Carlo command lines on a small lake: gold tables, tear sheet, errors."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from config import load_settings
+from pipelines import lake, research
+from pipelines.backtest.__main__ import main as backtest_main
+from pipelines.montecarlo import main as montecarlo_main
+
+ENV = {"QL_DATA__SYNTHETIC__N_SYMBOLS": "4", "QL_DATA__SYNTHETIC__N_DAYS": "5",
+       "QL_DATA__SYNTHETIC__START_DATE": "2024-06-03", "QL_TRADING__RISK__MAX_POSITION_SIZE": "0.2"}
+
+
+@pytest.fixture(scope="module")
+def lake_with_predictions(spark, tmp_path_factory) -> dict[str, str]:
+    """Silver bars of 4 synthetic symbols x 5 days and a clairvoyant 'lstm' prediction table
+    (p_up from the next bar's actual move): the engine must turn it into profit after costs."""
+    env = {**ENV, "QL_PLATFORM__LAKE__ROOT": str(tmp_path_factory.mktemp("bt_lake")),
+           "QL_PLATFORM__STATE_DIR": str(tmp_path_factory.mktemp("bt_state"))}
+    settings = load_settings(env={**os.environ, **env})
+    for write in (research.write_bronze, research.write_silver):
+        write(spark, settings, date(2024, 6, 1), date(2024, 6, 30))
+    bars = lake.read(spark, research.path(settings, "silver", "bars")).select("symbol", "ts", "open", "close").toPandas()
+    bars = bars.sort_values(["symbol", "ts"])
+    nxt = bars.groupby("symbol")["open"].shift(-2) / bars.groupby("symbol")["open"].shift(-1) - 1
+    preds = bars[["symbol", "ts"]].assign(
+        p_up=np.where(nxt > 0, 0.8, 0.2), expected_return=nxt.fillna(0.0), direction=(nxt > 0).astype(float),
+        fwd_return=nxt, fold=np.where(bars["ts"] < bars["ts"].quantile(0.5), 0, 1), model="lstm", run_id="test")
+    preds = preds.dropna(subset=["fwd_return"])
+    df = spark.createDataFrame(preds).withColumn("date", F.date_format("ts", "yyyy-MM-dd"))
+    lake.overwrite(df, research.path(settings, "gold", "predictions"), partition_by=["model"])
+    return env
+
+
+def test_backtest_cli_writes_gold_tables_and_a_tear_sheet(spark, lake_with_predictions, monkeypatch, capsys) -> None:
+    for key, value in lake_with_predictions.items():
+        monkeypatch.setenv(key, value)
+    assert backtest_main(["--strategy", "momentum_lstm", "--initial-capital", "100000"]) == 0
+    out = capsys.readouterr().out
+    assert "backtest momentum_lstm (lstm predictions): 4 symbols" in out and "sweep: 12 runs on Spark" in out
+    settings = load_settings()
+    metrics = lake.read(spark, research.path(settings, "gold", "backtest_metrics")).toPandas()
+    overall = metrics[(metrics["scope"] == "all")].set_index("metric")["value"]
+    assert overall["total_return"] > 0.01 and overall["trades"] > 10  # clairvoyance pays, even after costs
+    assert 0 <= overall["pbo"] <= 1 and 0 <= overall["deflated_sharpe"] <= 1
+    assert {"fold 0", "fold 1"} <= set(metrics["scope"])
+    equity = lake.read(spark, research.path(settings, "gold", "backtest_equity")).toPandas()
+    trades = lake.read(spark, research.path(settings, "gold", "backtest_trades")).toPandas()
+    assert len(equity) == len(set(equity["ts"])) > 300  # one row per bar of the predictions' span
+    assert (trades["strategy"] == "momentum_lstm").all() and trades["cost"].gt(0).all()
+    sheet = Path(lake_with_predictions["QL_PLATFORM__STATE_DIR"]) / "reports" / "synthetic" / "momentum_lstm.html"
+    text = sheet.read_text()
+    assert text.count("data:image/png;base64,") == 6 and "Per fold" in text
+
+    # running again replaces this strategy's rows, it does not append
+    assert backtest_main(["--strategy", "momentum_lstm", "--no-sweep"]) == 0
+    again = lake.read(spark, research.path(settings, "gold", "backtest_trades")).toPandas()
+    assert len(again) == len(trades)
+
+    assert montecarlo_main(["--simulations", "2000", "--confidence-interval", "0.9", "--strategy",
+                            "momentum_lstm"]) == 0
+    out = capsys.readouterr().out
+    assert "Monte Carlo: 2,000 stationary paths" in out and "risk of ruin" in out
+    summary = lake.read(spark, research.path(settings, "gold", "montecarlo_summary")).toPandas()
+    assert set(summary["statistic"]) == {"final_equity", "total_return", "max_drawdown", "sharpe"}
+    assert (summary["simulations"] == 2000).all()
+
+
+def test_cli_errors_name_what_is_missing(lake_with_predictions, monkeypatch, capsys) -> None:
+    for key, value in lake_with_predictions.items():
+        monkeypatch.setenv(key, value)
+    assert backtest_main(["--strategy", "astrology"]) == 2
+    assert "names no model family" in capsys.readouterr().err
+    assert backtest_main(["--strategy", "transformer"]) == 2
+    err = capsys.readouterr().err
+    assert "no predictions for 'transformer'" in err and "['lstm']" in err
