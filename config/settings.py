@@ -126,6 +126,7 @@ class PlatformSettings(_Frozen):
     kafka: KafkaServerSettings = KafkaServerSettings()
     mlflow: MlflowSettings = MlflowSettings()
     dagster: DagsterSettings = DagsterSettings()
+    reports_dir: Path = Path("reports")  # tear sheets; relative to state_dir
 
     @field_validator("state_dir")
     @classmethod
@@ -136,6 +137,10 @@ class PlatformSettings(_Frozen):
     def lake_root(self) -> Path:
         root = Path(self.lake.root)
         return root if root.is_absolute() else self.state_dir / root
+
+    @property
+    def reports_root(self) -> Path:
+        return self.reports_dir if self.reports_dir.is_absolute() else self.state_dir / self.reports_dir
 
 
 # kafka_config.yaml
@@ -259,8 +264,20 @@ class RiskSettings(_Frozen):
     max_drawdown: float = Field(0.05, gt=0, lt=1)
 
 
+class BacktestSettings(_Frozen):
+    strategies: list[ModelFamily] | None = None  # None: every model in the predictions table
+    sweep: bool = True
+    sweep_seeds: int = Field(1, ge=1)
+    montecarlo_simulations: int = Field(10_000, ge=100)
+    montecarlo_method: Literal["iid", "stationary"] = "stationary"
+    montecarlo_block: float = Field(20.0, ge=1)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    ruin_fraction: float = Field(0.5, gt=0, lt=1)
+
+
 class TradingSettings(_Frozen):
     initial_capital: float = Field(100_000, gt=0)
+    backtest: BacktestSettings = BacktestSettings()
     signal: SignalSettings = SignalSettings()
     sizing: SizingSettings = SizingSettings()
     costs: CostSettings = CostSettings()

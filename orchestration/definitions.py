@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor, load_asset_checks_from_modules, load_assets_from_modules
 
-from orchestration.assets import models, platform, research
+from orchestration.assets import backtest, models, platform, research
 from orchestration.jobs import (
+    backtest_job,
     nightly_retrain_job,
     platform_smoke_job,
     promote_model_job,
@@ -16,13 +17,13 @@ from orchestration.resources import default_resources
 from orchestration.schedules import nightly_retrain
 from orchestration.sensors import landing_files_sensor
 
-_modules = [platform, research, models]
+_modules = [platform, research, models, backtest]
 
 defs = Definitions(
     assets=load_assets_from_modules(_modules),
     asset_checks=load_asset_checks_from_modules(_modules),
     resources=default_resources(),
-    jobs=[platform_smoke_job, research_job, training_job, nightly_retrain_job, promote_model_job],
+    jobs=[platform_smoke_job, research_job, training_job, backtest_job, nightly_retrain_job, promote_model_job],
     schedules=[nightly_retrain],
     sensors=[landing_files_sensor],
     # one process per run: every step shares one SparkSession (a JVM per step cost ~10 s each,

@@ -25,10 +25,18 @@ training_job = define_asset_job(
                 "challenger against @champion, promote it if it wins.",
 )
 
-nightly_retrain_job = define_asset_job(
-    "nightly_retrain_job",
-    selection=AssetSelection.groups("research", "models"),
-    description="Ingest -> features -> train -> evaluate -> promote for one month (the schedule's newest).",
+backtest_job = define_asset_job(
+    "backtest_job",
+    selection=AssetSelection.groups("backtest"),
+    description="Backtest every strategy on the models' out-of-sample predictions, then Monte Carlo.",
 )
 
-__all__ = ["platform_smoke_job", "research_job", "training_job", "nightly_retrain_job", "promote_model_job"]
+nightly_retrain_job = define_asset_job(
+    "nightly_retrain_job",
+    selection=AssetSelection.groups("research", "models", "backtest"),
+    description="Ingest -> features -> train -> evaluate -> promote -> backtest -> Monte Carlo for one month "
+                "(the schedule's newest).",
+)
+
+__all__ = ["platform_smoke_job", "research_job", "training_job", "backtest_job", "nightly_retrain_job",
+           "promote_model_job"]

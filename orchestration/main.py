@@ -2,9 +2,10 @@
 
 Runs, in this process and against the platform's Dagster instance (PostgreSQL storage, so
 runs and materializations show in the Dagster UI): the platform smoke job, the research
-job over every day of the configured source, then the training job (walk-forward
-evaluation of every model family, MLflow registration, the promotion gate). Prints
-headline figures, the out-of-sample comparison table and where the UIs are.
+job over every day of the configured source, the training job (walk-forward evaluation of
+every model family, MLflow registration, the promotion gate), then the backtest job
+(every strategy on the out-of-sample predictions, tear sheets, Monte Carlo). Prints
+headline figures, the comparison tables and where the UIs and reports are.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pipelines.research import source_date_range
 from pipelines.spark import get_spark
 
 HIDDEN = {"preview", "run_url", "path", "table", "quarantine_table", "seconds", "comparison", "mlflow_run",
-          "predictions_table", "versions", "table_versions", "model_uri"}
+          "predictions_table", "versions", "table_versions", "model_uri", "strategies", "summary", "tear_sheets"}
+TABLES = ("comparison", "strategies", "summary")  # markdown tables printed in full
 GATE_CHECK = "beats_champion"  # a failed promotion gate is an outcome, not a failure
 
 
@@ -48,8 +50,9 @@ def _run(job: JobDefinition, instance: DagsterInstance, tags: dict[str, str] | N
         shown.add(key)
         figures = ", ".join(f"{k}={v.value}" for k, v in mat.metadata.items() if k not in HIDDEN)
         print(f"  {mat.asset_key.to_user_string():<24} {figures}")
-        if "comparison" in mat.metadata:  # the models' out-of-sample table
-            print("\n" + "\n".join("    " + line for line in mat.metadata["comparison"].value.splitlines()) + "\n")
+        for name in TABLES:  # the models' out-of-sample table, the backtests, Monte Carlo
+            if name in mat.metadata:
+                print("\n" + "\n".join("    " + line for line in mat.metadata[name].value.splitlines()) + "\n")
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             check = event.event_specific_data
@@ -57,7 +60,8 @@ def _run(job: JobDefinition, instance: DagsterInstance, tags: dict[str, str] | N
     return ok
 
 
-STAGES = {"smoke": "platform_smoke_job", "research": "research_job", "training": "training_job"}
+STAGES = {"smoke": "platform_smoke_job", "research": "research_job", "training": "training_job",
+          "backtest": "backtest_job"}
 
 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
@@ -77,13 +81,15 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     start, end = source_date_range(get_spark(settings), settings)
     print(f"\nresearch data: source={settings.data.source} dataset={settings.data.dataset} {start}..{end}")
     tags = {ASSET_PARTITION_RANGE_START_TAG: month_key(start), ASSET_PARTITION_RANGE_END_TAG: month_key(end)}
-    for stage in ("research", "training"):
+    for stage in ("research", "training", "backtest"):
         if stage in stages:
             ok = ok and _run(defs.resolve_job_def(STAGES[stage]), instance, tags)
     p = settings.platform
     print(f"\nDagster UI   {p.dagster.url}")
     print(f"MLflow UI    {p.mlflow.tracking_uri}")
     print(f"Delta lake   {p.lake_root}")
+    if "backtest" in stages:
+        print(f"Tear sheets  {p.reports_root / settings.data.dataset}")
     return 0 if ok else 1
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,38 +123,36 @@ def simulate_spark(spark, returns: np.ndarray, simulations: int, method: str = "
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.montecarlo", description=__doc__.split("\n")[0])
-    parser.add_argument("--simulations", type=int, default=10_000)
-    parser.add_argument("--confidence-interval", type=float, default=0.95)
-    parser.add_argument("--method", choices=["iid", "stationary"], default="stationary")
-    parser.add_argument("--block", type=float, default=20.0, help="mean block length in bars (stationary)")
-    parser.add_argument("--ruin", type=float, default=0.5, help="ruin: equity at or below this share of the start")
+    # unset options come from trading_config.yaml `backtest`
+    parser.add_argument("--simulations", type=int, default=None)
+    parser.add_argument("--confidence-interval", type=float, default=None)
+    parser.add_argument("--method", choices=["iid", "stationary"], default=None)
+    parser.add_argument("--block", type=float, default=None, help="mean block length in bars (stationary)")
+    parser.add_argument("--ruin", type=float, default=None, help="ruin: equity at or below this share of the start")
     parser.add_argument("--strategy", default="ensemble", help="the backtest whose returns to resample")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--local", action="store_true", help="simulate in this process instead of on Spark")
     args = parser.parse_args(argv)
-    if not 0 < args.confidence_interval < 1:
+    if args.confidence_interval is not None and not 0 < args.confidence_interval < 1:
         parser.error("--confidence-interval must be between 0 and 1")
 
     from config import load_settings
-    from pipelines.backtest.store import load_equity, write_montecarlo
+    from pipelines.backtest.pipeline import montecarlo_strategy
     from pipelines.spark import get_spark
 
     settings = load_settings()
-    spark = get_spark(settings)
-    equity = load_equity(spark, settings, args.strategy)
-    returns = equity["returns"].to_numpy()
-    ppy = float(equity["periods_per_year"].iloc[0])
-    started = time.monotonic()
-    kwargs = dict(method=args.method, block=args.block, initial_capital=settings.trading.initial_capital,
-                  periods_per_year=ppy, ruin_fraction=args.ruin, seed=args.seed)
-    print(f"Monte Carlo: {args.simulations:,} {args.method} paths of {len(returns):,} bars of {args.strategy}")
-    stats_frame = (simulate_local(returns, args.simulations, **kwargs) if args.local
-                   else simulate_spark(spark, returns, args.simulations, **kwargs))
-    summary = summarize(stats_frame, args.confidence_interval, args.method, time.monotonic() - started)
+    try:
+        summary = montecarlo_strategy(get_spark(settings), settings, args.strategy, args.simulations,
+                                      args.confidence_interval, args.method, args.block, args.ruin, args.seed,
+                                      local=args.local)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    ruin = args.ruin or settings.trading.backtest.ruin_fraction
+    print(f"Monte Carlo: {summary.simulations:,} {summary.method} paths of the {args.strategy} backtest's returns, "
+          f"{summary.confidence:.0%} intervals")
     print(summary.table.to_string(float_format=lambda v: f"{v:,.4f}"))
-    print(f"risk of ruin (equity <= {args.ruin:.0%} of start): {summary.risk_of_ruin:.4%}   "
-          f"({summary.seconds:.1f}s)")
-    write_montecarlo(spark, settings, args.strategy, stats_frame, summary)
+    print(f"risk of ruin (equity <= {ruin:.0%} of start): {summary.risk_of_ruin:.4%}   ({summary.seconds:.1f}s)")
     return 0
 
 

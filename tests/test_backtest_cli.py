@@ -24,7 +24,7 @@ def lake_with_predictions(spark, tmp_path_factory) -> dict[str, str]:
     """Silver bars of 4 synthetic symbols x 5 days and a clairvoyant 'lstm' prediction table
     (p_up from the next bar's actual move): the engine must turn it into profit after costs."""
     env = {**ENV, "QL_PLATFORM__LAKE__ROOT": str(tmp_path_factory.mktemp("bt_lake")),
-           "QL_PLATFORM__STATE_DIR": str(tmp_path_factory.mktemp("bt_state"))}
+           "QL_PLATFORM__REPORTS_DIR": str(tmp_path_factory.mktemp("bt_reports"))}
     settings = load_settings(env={**os.environ, **env})
     for write in (research.write_bronze, research.write_silver):
         write(spark, settings, date(2024, 6, 1), date(2024, 6, 30))
@@ -56,7 +56,7 @@ def test_backtest_cli_writes_gold_tables_and_a_tear_sheet(spark, lake_with_predi
     trades = lake.read(spark, research.path(settings, "gold", "backtest_trades")).toPandas()
     assert len(equity) == len(set(equity["ts"])) > 300  # one row per bar of the predictions' span
     assert (trades["strategy"] == "momentum_lstm").all() and trades["cost"].gt(0).all()
-    sheet = Path(lake_with_predictions["QL_PLATFORM__STATE_DIR"]) / "reports" / "synthetic" / "momentum_lstm.html"
+    sheet = Path(lake_with_predictions["QL_PLATFORM__REPORTS_DIR"]) / "synthetic" / "momentum_lstm.html"
     text = sheet.read_text()
     assert text.count("data:image/png;base64,") == 6 and "Per fold" in text
 

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.services
 def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) -> None:
     model = f"main-job-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "QL_PROFILE": "demo", "QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"),
+           "QL_PLATFORM__REPORTS_DIR": str(tmp_path / "reports"),
            "QL_DATA__SYNTHETIC__N_SYMBOLS": "4", "QL_DATA__SYNTHETIC__N_DAYS": "5",
            "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": model}
     proc = subprocess.run([sys.executable, "-m", "orchestration.main"], capture_output=True, text=True,
@@ -25,7 +26,7 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     assert "platform_smoke_job succeeded" in out and "research_job succeeded" in out
-    assert "training_job succeeded" in out
+    assert "training_job succeeded" in out and "backtest_job succeeded" in out
     assert "produced=1000, consumed=1000, spark_read=1000" in out
     assert "research data: source=synthetic dataset=synthetic 2024-01-02..2024-01-08" in out
     assert "bayes_accuracy=0.5" in out or "bayes_accuracy=0.6" in out
@@ -44,6 +45,12 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
     configure_mlflow(services)
     assert MlflowClient().get_model_version_by_alias(model, "champion").tags["dataset"] == "synthetic"
     assert f"Dagster UI   {services.platform.dagster.url}" in out
+    # every strategy backtested with its figures, Monte Carlo per strategy, a tear sheet each
+    assert "| strategy" in out and "deflated_sharpe" in out and "risk_of_ruin" in out
+    reports = tmp_path / "reports" / "synthetic"
+    assert {p.stem for p in reports.glob("*.html")} == {"always_up", "momentum_sign", "linear", "lstm", "transformer",
+                                                        "ensemble"}
     for table in ("bronze/smoke_prices", "silver/synthetic/bars", "gold/synthetic/features", "gold/synthetic/labels",
-                  "gold/synthetic/predictions"):
+                  "gold/synthetic/predictions", "gold/synthetic/backtest_trades", "gold/synthetic/backtest_equity",
+                  "gold/synthetic/backtest_metrics", "gold/synthetic/montecarlo_summary"):
         assert (tmp_path / "lake" / table / "_delta_log").is_dir(), table

@@ -1,0 +1,60 @@
+"""Backtest assets downstream of the models' out-of-sample predictions: gold tables, tear sheets,
+Monte Carlo summaries. Figures appear as metadata in the Dagster UI."""
+
+import pandas as pd
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+
+from orchestration.assets.models import trained_models
+from orchestration.partitions import monthly, single_run
+from orchestration.resources import SettingsResource, SparkResource
+from pipelines.backtest.pipeline import backtest_strategy, montecarlo_strategy, strategies
+
+GROUP = "backtest"
+SHOWN = ("total_return", "annual_return", "sharpe", "sortino", "max_drawdown", "trades", "win_rate", "turnover",
+         "deflated_sharpe", "pbo")
+
+
+@asset(group_name=GROUP, kinds={"spark", "delta"}, partitions_def=monthly, backfill_policy=single_run,
+       deps=[trained_models],
+       description="Every strategy (a model family's out-of-sample predictions under trading_config.yaml's rules) "
+                   "backtested with fills at the next open after costs; a sweep of thresholds x sizing on Spark "
+                   "for the deflated Sharpe and PBO. Writes gold backtest_trades / _equity / _positions / _metrics "
+                   "and an HTML tear sheet per strategy.")
+def backtests(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
+    cfg = settings.get()
+    rows, sheets = [], {}
+    for strategy in strategies(spark.session(), cfg):
+        outcome = backtest_strategy(spark.session(), cfg, strategy, log=context.log.info)
+        m = outcome.backtest.metrics
+        rows.append({"strategy": strategy, **{k: round(float(m[k]), 4) for k in SHOWN if k in m}})
+        sheets[strategy] = str(outcome.tear_sheet)
+    table = pd.DataFrame(rows)
+    best = table.sort_values("sharpe", ascending=False).iloc[0] if len(table) else None
+    return MaterializeResult(metadata={
+        "strategies": MetadataValue.md(table.to_markdown(index=False)),
+        "tear_sheets": MetadataValue.json(sheets),
+        "best_strategy": str(best["strategy"]) if best is not None else "none",
+        "best_sharpe": float(best["sharpe"]) if best is not None else 0.0})
+
+
+@asset(group_name=GROUP, kinds={"spark", "delta"}, partitions_def=monthly, backfill_policy=single_run,
+       deps=[backtests],
+       description="Stationary block (or i.i.d.) bootstrap of each strategy's returns on Spark: distributions of "
+                   "final equity, maximum drawdown and Sharpe, and the risk of ruin; gold montecarlo_summary.")
+def montecarlo(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
+    cfg = settings.get()
+    rows = []
+    for strategy in strategies(spark.session(), cfg):
+        s = montecarlo_strategy(spark.session(), cfg, strategy)
+        t = s.table
+        rows.append({"strategy": strategy, "final_equity_median": round(t.loc["final_equity", "median"], 2),
+                     "final_equity_low": round(t.loc["final_equity", "low"], 2),
+                     "final_equity_high": round(t.loc["final_equity", "high"], 2),
+                     "max_drawdown_high": round(t.loc["max_drawdown", "high"], 4),
+                     "sharpe_median": round(t.loc["sharpe", "median"], 3), "risk_of_ruin": s.risk_of_ruin,
+                     "seconds": round(s.seconds, 1)})
+        context.log.info("%s: %d paths in %.1fs", strategy, s.simulations, s.seconds)
+    b = cfg.trading.backtest
+    return MaterializeResult(metadata={
+        "summary": MetadataValue.md(pd.DataFrame(rows).to_markdown(index=False)),
+        "simulations": b.montecarlo_simulations, "method": b.montecarlo_method, "confidence": b.confidence})

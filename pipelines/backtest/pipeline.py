@@ -1,0 +1,94 @@
+"""Backtest -> gold tables -> tear sheet, and Monte Carlo -> gold summary, for one strategy at a
+time: what the command lines and the Dagster assets both run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from config import Settings
+from pipelines import lake
+from pipelines.backtest import run as bt_run
+from pipelines.backtest.engine import Market
+from pipelines.backtest.store import load_equity, load_inputs, write_backtest, write_montecarlo
+from pipelines.backtest.tearsheet import write_tearsheet
+from pipelines.montecarlo import Summary, simulate_local, simulate_spark, summarize
+from pipelines.research import path
+
+
+@dataclass
+class BacktestOutcome:
+    backtest: bt_run.Backtest
+    tables: dict[str, str]
+    tear_sheet: Path
+    seconds: float
+
+
+def report_path(settings: Settings, strategy: str) -> Path:
+    return settings.platform.reports_root / settings.data.dataset / f"{strategy}.html"
+
+
+def backtest_strategy(spark: SparkSession, settings: Settings, strategy: str, start: date | None = None,
+                      end: date | None = None, initial_capital: float | None = None, sweep: bool | None = None,
+                      seeds: int | None = None, tear_sheet: Path | None = None, progress: bool = False,
+                      log=print) -> BacktestOutcome:
+    """Backtest ``strategy`` on its model's out-of-sample predictions, sweep on Spark, write the
+    gold tables and the tear sheet."""
+    started = time.monotonic()
+    cfg = settings.trading.backtest
+    family = bt_run.model_of(strategy)
+    preds, bars = load_inputs(spark, settings, family, start, end)
+    capital = initial_capital or settings.trading.initial_capital
+    market = Market.from_frames(bars, preds)
+    log(f"backtest {strategy} ({family} predictions): {len(market.symbols)} symbols, {len(market.ts):,} bars, "
+        f"{market.ts[0]} .. {market.ts[-1]}")
+    bt = bt_run.run(market, preds[["ts", "fold"]], settings, strategy, capital, progress=progress)
+    if cfg.sweep if sweep is None else sweep:
+        sweep_frame, returns = bt_run.sweep(spark, market, settings, capital, seeds=seeds or cfg.sweep_seeds)
+        bt.metrics.update(bt_run.overfitting(sweep_frame, returns, bt))
+        bt.sweep = sweep_frame
+        log(f"sweep: {len(sweep_frame)} runs on Spark; best Sharpe {sweep_frame['sharpe'].max():.2f}, "
+            f"deflated Sharpe {bt.metrics['deflated_sharpe']:.3f}, PBO {bt.metrics['pbo']:.2f}")
+    tables = write_backtest(spark, settings, strategy, bt.result, bt.metrics_frame())
+    sheet = write_tearsheet(bt, tear_sheet or report_path(settings, strategy))
+    return BacktestOutcome(bt, tables, sheet, time.monotonic() - started)
+
+
+def montecarlo_strategy(spark: SparkSession, settings: Settings, strategy: str, simulations: int | None = None,
+                        confidence: float | None = None, method: str | None = None, block: float | None = None,
+                        ruin: float | None = None, seed: int = 0, local: bool = False) -> Summary:
+    """Bootstrap the returns of ``strategy``'s backtest and write the summary table."""
+    cfg = settings.trading.backtest
+    equity = load_equity(spark, settings, strategy)
+    kwargs = dict(method=method or cfg.montecarlo_method, block=block or cfg.montecarlo_block,
+                  initial_capital=settings.trading.initial_capital,
+                  periods_per_year=float(equity["periods_per_year"].iloc[0]),
+                  ruin_fraction=ruin or cfg.ruin_fraction, seed=seed)
+    n = simulations or cfg.montecarlo_simulations
+    started = time.monotonic()
+    returns = equity["returns"].to_numpy()
+    paths = simulate_local(returns, n, **kwargs) if local else simulate_spark(spark, returns, n, **kwargs)
+    summary = summarize(paths, confidence or cfg.confidence, kwargs["method"], time.monotonic() - started)
+    write_montecarlo(spark, settings, strategy, paths, summary)
+    return summary
+
+
+def strategies(spark: SparkSession, settings: Settings) -> list[str]:
+    """The configured strategies, or every model in the predictions table."""
+    configured = settings.trading.backtest.strategies
+    if configured:
+        return list(configured)
+    preds = lake.read(spark, path(settings, "gold", "predictions"))
+    return sorted(r["model"] for r in preds.select("model").distinct().collect())
+
+
+def headline(metrics: dict) -> str:
+    return (f"total return {metrics['total_return']:.2%}  annual {metrics['annual_return']:.2%}  "
+            f"Sharpe {metrics['sharpe']:.2f}  Sortino {metrics['sortino']:.2f}  "
+            f"max drawdown {metrics['max_drawdown']:.2%}  trades {metrics['trades']}  win rate {metrics['win_rate']:.1%}  "
+            f"turnover {metrics['turnover']:.1f}x  costs {metrics['costs']:,.0f}")
+
