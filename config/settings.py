@@ -245,7 +245,7 @@ class SignalSettings(_Frozen):
 
 
 class SizingSettings(_Frozen):
-    method: Literal["fixed_fraction", "vol_target", "kelly"] = "fixed_fraction"
+    method: Literal["fixed_fraction", "fixed_notional", "vol_target", "kelly"] = "fixed_fraction"
     vol_target_annual: float = Field(0.10, gt=0)
     kelly_fraction: float = Field(0.25, gt=0, le=1)
 

@@ -30,7 +30,7 @@ def random_rules(seed: int) -> Rules:
     t = TradingSettings(
         initial_capital=100_000,
         signal={"long_threshold": float(rng.uniform(0.5, 0.6)), "short_threshold": float(rng.uniform(0.4, 0.5))},
-        sizing={"method": ["fixed_fraction", "vol_target", "kelly"][seed % 3], "kelly_fraction": 0.5},
+        sizing={"method": ["fixed_fraction", "vol_target", "kelly", "fixed_notional"][seed % 4], "kelly_fraction": 0.5},
         costs={"commission_bps": float(rng.uniform(0, 5)), "half_spread_bps": float(rng.uniform(0, 5)),
                "slippage_bps_per_pct_volume": float(rng.uniform(0, 20)), "max_participation": float(rng.uniform(0.01, 0.2))},
         risk={"max_position_size": float(rng.uniform(0.05, 0.5)), "stop_loss": float(rng.uniform(0.01, 0.05)),

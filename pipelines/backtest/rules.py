@@ -1,16 +1,20 @@
-"""Strategy, sizing, cost and risk rules: plain functions on numbers or numpy arrays.
+"""Strategy, sizing, cost and risk rules: small compiled functions on plain numbers.
 
-The vectorized backtest, the event-by-event reference and the live risk manager call
-these same functions, so a rule means the same thing everywhere.
+The backtest kernel, the event-by-event reference and the live risk manager call these
+same functions (numba-compiled, callable from Python too), so a rule means the same thing
+everywhere. :class:`Rules` carries the settings as the flat tuple they take.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import astuple, dataclass
 
-import numpy as np
+from numba import njit
 
 from config.settings import TradingSettings
+
+SIZING = {"fixed_fraction": 0, "fixed_notional": 1, "vol_target": 2, "kelly": 3}
 
 
 @dataclass(frozen=True)
@@ -19,7 +23,7 @@ class Rules:
 
     long_threshold: float
     short_threshold: float
-    sizing: str
+    sizing: int  # SIZING code
     vol_target_annual: float
     kelly_fraction: float
     commission: float
@@ -34,61 +38,96 @@ class Rules:
     @classmethod
     def from_settings(cls, t: TradingSettings) -> "Rules":
         c, r = t.costs, t.risk
-        return cls(t.signal.long_threshold, t.signal.short_threshold, t.sizing.method, t.sizing.vol_target_annual,
-                   t.sizing.kelly_fraction, c.commission_bps / 1e4, c.half_spread_bps / 1e4,
-                   c.slippage_bps_per_pct_volume / 1e4, c.max_participation, r.max_position_size, r.stop_loss,
-                   r.take_profit, r.max_drawdown)
+        return cls(t.signal.long_threshold, t.signal.short_threshold, SIZING[t.sizing.method],
+                   t.sizing.vol_target_annual, t.sizing.kelly_fraction, c.commission_bps / 1e4,
+                   c.half_spread_bps / 1e4, c.slippage_bps_per_pct_volume / 1e4, c.max_participation,
+                   r.max_position_size, r.stop_loss, r.take_profit, r.max_drawdown)
+
+    def with_sizing(self, method: str) -> "Rules":
+        from dataclasses import replace
+
+        return replace(self, sizing=SIZING[method])
+
+    def params(self) -> tuple:
+        return tuple(float(x) for x in astuple(self))
 
 
-def signal(p_up, rules: Rules):
+@njit(cache=True)
+def signal(p_up: float, long_threshold: float, short_threshold: float) -> float:
     """+1 above the long threshold, -1 below the short one, 0 between or when unknown (NaN)."""
-    p = np.asarray(p_up, dtype=float)
-    return np.where(p > rules.long_threshold, 1.0, np.where(p < rules.short_threshold, -1.0, 0.0))
+    if p_up > long_threshold:
+        return 1.0
+    if p_up < short_threshold:
+        return -1.0
+    return 0.0
 
 
-def position_size(p_up, annual_vol, rules: Rules):
-    """Fraction of equity for one position (before its sign), never above ``max_position_size``.
+@njit(cache=True)
+def position_size(p_up: float, annual_vol: float, sizing: float, vol_target_annual: float, kelly_fraction: float,
+                  max_position_size: float) -> float:
+    """Fraction for one position (before its sign), in [0, max_position_size].
 
-    fixed_fraction: the cap itself; vol_target: the fraction whose annualized volatility is
-    ``vol_target_annual`` (0 when the volatility is unknown); kelly: ``kelly_fraction`` of
-    the even-odds Kelly bet ``|2p - 1|``.
+    fixed_fraction / fixed_notional: the cap itself (of current equity / of the initial
+    capital, see :func:`sizing_base`); vol_target: the fraction whose annualized volatility
+    is ``vol_target_annual`` (0 when unknown); kelly: ``kelly_fraction`` of the even-odds
+    Kelly bet ``|2p - 1|`` (0 when unknown).
     """
-    p = np.asarray(p_up, dtype=float)
-    if rules.sizing == "fixed_fraction":
-        size = np.full_like(p, rules.max_position_size)
-    elif rules.sizing == "vol_target":
-        vol = np.asarray(annual_vol, dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            size = np.where(vol > 0, rules.vol_target_annual / vol, 0.0)
+    if sizing <= 1:
+        size = max_position_size
+    elif sizing == 2:
+        size = vol_target_annual / annual_vol if annual_vol > 0 else 0.0
     else:
-        size = rules.kelly_fraction * np.abs(2 * p - 1)
-    return np.clip(np.nan_to_num(size), 0.0, rules.max_position_size)
+        size = kelly_fraction * abs(2.0 * p_up - 1.0)
+    if not math.isfinite(size) or size < 0.0:
+        return 0.0
+    return min(size, max_position_size)
 
 
-def cap_quantity(quantity, volume, rules: Rules):
-    """The order quantity limited to ``max_participation`` of the fill bar's volume."""
-    cap = rules.max_participation * np.nan_to_num(np.asarray(volume, dtype=float))
-    return np.clip(quantity, -cap, cap)
+@njit(cache=True)
+def sizing_base(equity: float, initial_capital: float, sizing: float) -> float:
+    """What a position's fraction applies to: current equity, or the initial capital (fixed notional)."""
+    return initial_capital if sizing == 1 else equity
 
 
-def trade_cost(quantity, price, volume, rules: Rules):
+@njit(cache=True)
+def cap_quantity(quantity: float, volume: float, max_participation: float) -> float:
+    """The order quantity limited to ``max_participation`` of the fill bar's volume (none if unknown)."""
+    cap = max_participation * volume if math.isfinite(volume) else 0.0
+    return max(-cap, min(cap, quantity))
+
+
+@njit(cache=True)
+def trade_cost(quantity: float, price: float, volume: float, commission: float, half_spread: float,
+               slippage_per_pct_volume: float) -> float:
     """Commission + half-spread + slippage growing with participation (in % of the bar's volume)."""
-    q = np.abs(np.asarray(quantity, dtype=float))
-    vol = np.asarray(volume, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        participation_pct = np.where(vol > 0, 100.0 * q / vol, 0.0)
-    rate = rules.commission + rules.half_spread + rules.slippage_per_pct_volume * participation_pct
-    return q * np.asarray(price, dtype=float) * rate
+    q = abs(quantity)
+    participation_pct = 100.0 * q / volume if volume > 0 else 0.0
+    return q * price * (commission + half_spread + slippage_per_pct_volume * participation_pct)
 
 
-def exit_hit(side, entry_price, price, rules: Rules):
-    """True where an open position's return since entry reached the stop-loss or take-profit."""
-    side = np.asarray(side, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        move = side * (np.asarray(price, dtype=float) / np.asarray(entry_price, dtype=float) - 1.0)
-    return (side != 0) & ((move <= -rules.stop_loss) | (move >= rules.take_profit))
+@njit(cache=True)
+def exit_hit(shares: float, entry_price: float, price: float, stop_loss: float, take_profit: float) -> bool:
+    """True when an open position's return since entry reached the stop-loss or the take-profit."""
+    if shares == 0.0 or not (entry_price > 0) or not math.isfinite(price):
+        return False
+    move = (price / entry_price - 1.0) * (1.0 if shares > 0 else -1.0)
+    return move <= -stop_loss or move >= take_profit
 
 
-def breaker_tripped(equity: float, peak: float, rules: Rules) -> bool:
+@njit(cache=True)
+def breaker_tripped(equity: float, peak: float, max_drawdown: float) -> bool:
     """The drawdown circuit breaker: flatten everything and halt once equity falls this far from its peak."""
-    return peak > 0 and 1.0 - equity / peak >= rules.max_drawdown
+    return peak > 0 and 1.0 - equity / peak >= max_drawdown
+
+
+@njit(cache=True)
+def new_entry(old_shares: float, new_shares: float, entry: float, quantity: float, price: float) -> float:
+    """Average entry price after a fill: reset on opening or reversing, averaged when adding,
+    unchanged when reducing, NaN when flat."""
+    if new_shares == 0.0:
+        return math.nan
+    if old_shares == 0.0 or (new_shares > 0) != (old_shares > 0):
+        return price
+    if abs(new_shares) > abs(old_shares):
+        return (old_shares * entry + quantity * price) / new_shares
+    return entry

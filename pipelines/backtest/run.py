@@ -19,7 +19,7 @@ from config import Settings
 from config.settings import ModelFamily
 from pipelines.backtest.engine import Market, Result, run_backtest
 from pipelines.backtest.metrics import deflated_sharpe, performance, probability_of_backtest_overfitting
-from pipelines.backtest.rules import Rules
+from pipelines.backtest.rules import SIZING, Rules
 
 FAMILIES = set(ModelFamily.__args__)
 
@@ -106,7 +106,7 @@ def sweep(spark, market: Market, settings: Settings, initial_capital: float, gri
         if seed:
             rng = np.random.default_rng(seed)
             m = dataclasses.replace(m, p_up=np.clip(m.p_up + rng.normal(0, 0.01, m.p_up.shape), 0, 1))
-        rules = dataclasses.replace(base, **g)
+        rules = dataclasses.replace(base, **{**g, "sizing": SIZING[g["sizing"]]})
         res = run_backtest(m, rules, initial_capital)
         perf = performance(res.equity, initial_capital, m.periods_per_year)
         return i, seed, g, {k: perf[k] for k in ("total_return", "sharpe", "max_drawdown", "volatility")}, res.returns
