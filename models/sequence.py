@@ -143,20 +143,22 @@ def evaluate_loss(net: torch.nn.Module, Xpad: np.ndarray, first: np.ndarray, yt:
 
 
 def _distributed_entry(family, n_features, cfg, Xpad, first, y, r, fit_rows, valid_rows):
-    """Body of one TorchDistributor worker: join the gloo group, train its shard, return rank 0's result."""
-    import os
+    """Body of one TorchDistributor worker: join the gloo group and train its shard.
 
+    Every rank returns its result: TorchDistributor's local mode has each process write the
+    same output file, so whichever finishes last is what the driver reads. DDP keeps the
+    weights identical on all ranks and the validation loss is computed on all validation
+    rows everywhere, so every rank's best state is the same model.
+    """
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     try:
-        rank, world = dist.get_rank(), dist.get_world_size()
-        result = train_loop(family, n_features, cfg, Xpad, first, y, r, fit_rows, valid_rows,
-                            rank=rank, world=world)
+        return train_loop(family, n_features, cfg, Xpad, first, y, r, fit_rows, valid_rows,
+                          rank=dist.get_rank(), world=dist.get_world_size())
     finally:
         dist.destroy_process_group()
-    return result if int(os.environ.get("RANK", "0")) == 0 else None
 
 
 class SequenceModel:
