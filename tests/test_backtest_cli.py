@@ -82,3 +82,18 @@ def test_cli_errors_name_what_is_missing(lake_with_predictions, monkeypatch, cap
     assert backtest_main(["--strategy", "transformer"]) == 2
     err = capsys.readouterr().err
     assert "no predictions for 'transformer'" in err and "['lstm']" in err
+
+
+def test_a_strategy_that_never_trades_still_writes_its_tables(spark, lake_with_predictions, monkeypatch) -> None:
+    for key, value in lake_with_predictions.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("QL_TRADING__SIGNAL__LONG_THRESHOLD", "0.99")
+    monkeypatch.setenv("QL_TRADING__SIGNAL__SHORT_THRESHOLD", "0.01")
+    assert backtest_main(["--strategy", "quiet_lstm", "--no-sweep"]) == 0
+    settings = load_settings()
+    trades = lake.read(spark, research.path(settings, "gold", "backtest_trades")).where("strategy = 'quiet_lstm'")
+    assert trades.count() == 0
+    metrics = lake.read(spark, research.path(settings, "gold", "backtest_metrics")).where(
+        "strategy = 'quiet_lstm' AND scope = 'all'").toPandas().set_index("metric")["value"]
+    assert metrics["total_return"] == 0 and metrics["trades"] == 0
+    assert montecarlo_main(["--simulations", "200", "--strategy", "quiet_lstm", "--local"]) == 0

@@ -55,8 +55,12 @@ def test_round_trips_with_a_reversal_by_hand() -> None:
     assert a["pnl"].tolist() == pytest.approx([98.0, -102.0, 98.0])
     assert a["return"].tolist() == pytest.approx([98 / 1000, -102 / 1000, 98 / 900])
     assert trips[trips["symbol"] == "B"]["pnl"].tolist() == pytest.approx([-50.5])  # open, marked at 40
-    m = performance(np.array([100.0, 101.0]), 100.0, 252, fills=fills, last_marks={"B": 40.0})
+    m = performance(np.array([100.0, 101.0]), 100.0, 252, fills=fills, last_marks={"B": 40.0},
+                    gross_exposure=np.array([0.0, 0.3]))
     assert m["trades"] == 4 and m["win_rate"] == 0.5
+    assert m["exposure"] == 0.5  # one bar of two holds a position
+    traded = 1000 + 1100 + 1000 + 1800 + 250 + 800
+    assert m["turnover"] == pytest.approx(traded / 100.5 / (2 / 252))  # traded notional / mean equity, per year
     assert m["profit_factor"] == pytest.approx(196 / 152.5)
     assert m["costs"] == pytest.approx(6.5)
 

@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 
 from pyspark.sql import SparkSession
+from tqdm import tqdm
 
 from config import Settings
 from pipelines import lake
@@ -41,20 +42,38 @@ def backtest_strategy(spark: SparkSession, settings: Settings, strategy: str, st
     started = time.monotonic()
     cfg = settings.trading.backtest
     family = bt_run.model_of(strategy)
+    do_sweep = cfg.sweep if sweep is None else sweep
+    steps = ["load", "backtest"] + (["sweep"] if do_sweep else []) + ["gold tables", "tear sheet"]
+    bar = tqdm(total=len(steps), desc=f"backtest {strategy}", unit="step", disable=not progress)
+
+    def step(name: str) -> None:
+        bar.set_postfix_str(name)
+
+    step("load")
     preds, bars = load_inputs(spark, settings, family, start, end)
     capital = initial_capital or settings.trading.initial_capital
     market = Market.from_frames(bars, preds)
+    bar.update()
     log(f"backtest {strategy} ({family} predictions): {len(market.symbols)} symbols, {len(market.ts):,} bars, "
         f"{market.ts[0]} .. {market.ts[-1]}")
-    bt = bt_run.run(market, preds[["ts", "fold"]], settings, strategy, capital, progress=progress)
-    if cfg.sweep if sweep is None else sweep:
+    step("backtest")
+    bt = bt_run.run(market, preds[["ts", "fold"]], settings, strategy, capital)
+    bar.update()
+    if do_sweep:
+        step("sweep")
         sweep_frame, returns = bt_run.sweep(spark, market, settings, capital, seeds=seeds or cfg.sweep_seeds)
         bt.metrics.update(bt_run.overfitting(sweep_frame, returns, bt))
         bt.sweep = sweep_frame
+        bar.update()
         log(f"sweep: {len(sweep_frame)} runs on Spark; best Sharpe {sweep_frame['sharpe'].max():.2f}, "
             f"deflated Sharpe {bt.metrics['deflated_sharpe']:.3f}, PBO {bt.metrics['pbo']:.2f}")
+    step("gold tables")
     tables = write_backtest(spark, settings, strategy, bt.result, bt.metrics_frame())
+    bar.update()
+    step("tear sheet")
     sheet = write_tearsheet(bt, tear_sheet or report_path(settings, strategy))
+    bar.update()
+    bar.close()
     return BacktestOutcome(bt, tables, sheet, time.monotonic() - started)
 
 

@@ -39,9 +39,22 @@ def load_inputs(spark: SparkSession, settings: Settings, family: str, start: dat
     return preds, bars
 
 
+# explicit schemas: a strategy that never trades still writes (empty) trades and positions
+SCHEMAS = {
+    "backtest_trades": "t long, ts timestamp, symbol string, quantity double, price double, cost double",
+    "backtest_equity": "ts timestamp, equity double, returns double, gross_exposure double, periods_per_year double",
+    "backtest_positions": "ts timestamp, symbol string, shares double, value double",
+    "backtest_metrics": "scope string, metric string, value double",
+    "montecarlo_summary": "statistic string, mean double, low double, median double, high double, "
+                          "simulations long, method string, confidence double, risk_of_ruin double",
+}
+
+
 def _write(spark: SparkSession, settings: Settings, table: str, frame: pd.DataFrame, strategy: str) -> str:
     target = path(settings, "gold", table)
-    df = spark.createDataFrame(frame.assign(strategy=strategy))
+    schema = SCHEMAS[table] + ", strategy string"
+    columns = [c.split()[0] for c in schema.split(", ")]
+    df = spark.createDataFrame(frame.assign(strategy=strategy)[columns], schema)
     lake.replace_partition(df, target, "strategy", strategy)
     return target
 
