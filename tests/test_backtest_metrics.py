@@ -80,3 +80,4 @@ def test_pbo_is_low_for_a_real_edge_and_middling_for_noise() -> None:
     edge[:, 3] += 0.003  # one configuration really is better
     assert probability_of_backtest_overfitting(edge) < 0.05
     assert 0.2 < probability_of_backtest_overfitting(noise) < 0.8
+    assert np.isnan(probability_of_backtest_overfitting(np.zeros((100, 5))))  # nothing traded: nothing chosen

@@ -11,7 +11,7 @@ from pipelines.backtest.pipeline import backtest_strategy, montecarlo_strategy, 
 
 GROUP = "backtest"
 SHOWN = ("total_return", "annual_return", "sharpe", "sortino", "max_drawdown", "trades", "win_rate", "turnover",
-         "deflated_sharpe", "pbo")
+         "deflated_sharpe", "pbo", "breaker_tripped")
 
 
 @asset(group_name=GROUP, kinds={"spark", "delta"}, partitions_def=monthly, backfill_policy=single_run,

@@ -128,8 +128,8 @@ def probability_of_backtest_overfitting(returns: np.ndarray, n_blocks: int = 10)
     share of splits where that rank is below the median. ``returns`` is (time, configuration)."""
     r = np.asarray(returns, dtype=float)
     T, M = r.shape
-    if M < 2:
-        return float("nan")
+    if M < 2 or np.ptp(r.std(axis=0)) == 0 and np.ptp(r.mean(axis=0)) == 0:
+        return float("nan")  # one configuration, or all alike (e.g. none trades): nothing to choose
     blocks = np.array_split(np.arange(T), n_blocks)
     below = total = 0
     for chosen in combinations(range(n_blocks), n_blocks // 2):

@@ -59,8 +59,10 @@ def _last_marks(result: Result) -> dict[str, float]:
 def figures(result: Result) -> dict:
     m = result.market
     frame = result.equity_frame()
-    return performance(result.equity, result.initial_capital, m.periods_per_year, result.fills,
-                       frame["gross_exposure"].to_numpy(), _last_marks(result))
+    out = performance(result.equity, result.initial_capital, m.periods_per_year, result.fills,
+                      frame["gross_exposure"].to_numpy(), _last_marks(result))
+    out["breaker_tripped"] = float(result.halted_at is not None)
+    return out
 
 
 def per_fold(result: Result, folds: pd.DataFrame) -> pd.DataFrame:
