@@ -30,7 +30,8 @@ demo-sp500: up    ## the main job on the real S&P 500 panel instead of the synth
 	QL_PLATFORM__MLFLOW__REGISTERED_MODEL=quantlake-direction-sp500 \
 	$(PY) -m orchestration.main $(STAGES)
 
-bench: up         ## benchmarks (writes benchmarks/results/*.json)
+bench: up         ## benchmarks (writes benchmarks/results/*.json; installs vectorbt and backtrader to compare)
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m benchmarks
 
 test: up          ## the whole test suite against the real services (CI stops them afterwards)

@@ -1,10 +1,11 @@
 """Run every benchmark: ``python -m benchmarks``."""
 
-from benchmarks import feature_throughput, model_quality, model_speed
+from benchmarks import backtest_speed, feature_throughput, model_quality, model_speed
 
 if __name__ == "__main__":
     status = feature_throughput.main([])
     status |= model_speed.main([])
     status |= model_speed.main(["--profile", "demo"])
     status |= model_quality.main([])
+    status |= backtest_speed.main([])
     raise SystemExit(status)
