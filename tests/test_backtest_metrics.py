@@ -81,3 +81,13 @@ def test_pbo_is_low_for_a_real_edge_and_middling_for_noise() -> None:
     assert probability_of_backtest_overfitting(edge) < 0.05
     assert 0.2 < probability_of_backtest_overfitting(noise) < 0.8
     assert np.isnan(probability_of_backtest_overfitting(np.zeros((100, 5))))  # nothing traded: nothing chosen
+
+
+def test_pbo_by_hand_on_two_blocks() -> None:
+    # two configurations, two halves of time. A wins the first half, B the second: whichever
+    # half is in-sample, its winner is the loser out-of-sample -> PBO 1. If A wins both -> 0.
+    up, down = np.array([0.02, 0.01, 0.03, 0.02]), np.array([-0.01, -0.02, 0.0, -0.01])
+    swap = np.column_stack([np.r_[up, down], np.r_[down, up]])
+    assert probability_of_backtest_overfitting(swap, n_blocks=2) == 1.0
+    steady = np.column_stack([np.r_[up, up], np.r_[down, down]])
+    assert probability_of_backtest_overfitting(steady, n_blocks=2) == 0.0
