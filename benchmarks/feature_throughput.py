@@ -10,7 +10,6 @@ is counted) and (2) the same library in plain pandas on one core, the reference.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm

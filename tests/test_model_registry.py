@@ -8,7 +8,6 @@ import subprocess
 import sys
 import uuid
 from datetime import date, datetime, timezone
-from pathlib import Path
 
 import mlflow
 import numpy as np

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass
-from datetime import date
 
 import numpy as np
 import pandas as pd
