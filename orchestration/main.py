@@ -11,6 +11,8 @@ headline figures, the comparison tables and where the UIs and reports are.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 import time
 
@@ -73,6 +75,10 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         parser.error(f"unknown stage(s) {unknown}; expected some of {list(STAGES)}")
+    # the runs' own summaries below say what matters; MLflow's per-run links and INFO lines
+    # would bury them (the links are in the Dagster metadata and the MLflow UI)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     settings = settings or load_settings()
     instance = DagsterInstance.from_config(str(dagster_home(settings)))
     ok = True
