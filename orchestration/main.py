@@ -58,7 +58,8 @@ def _run(job: JobDefinition, instance: DagsterInstance, tags: dict[str, str] | N
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             check = event.event_specific_data
-            print(f"  check {check.check_name:<30} {'passed' if check.passed else 'FAILED'}")
+            held = "not passed: the champion stays" if check.check_name == GATE_CHECK else "FAILED"
+            print(f"  check {check.check_name:<30} {'passed' if check.passed else held}")
     return ok
 
 
