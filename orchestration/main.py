@@ -34,7 +34,10 @@ GATE_CHECK = "beats_champion"  # a failed promotion gate is an outcome, not a fa
 
 def _run(job: JobDefinition, instance: DagsterInstance, tags: dict[str, str] | None = None) -> bool:
     started = time.monotonic()
-    result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    # the console shows the assets' own INFO lines, not Dagster's per-step DEBUG events
+    # (all events are in the run's log in the Dagster UI)
+    result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False,
+                                    run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
     gate_held = any(e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == GATE_CHECK
                     and not e.event_specific_data.passed for e in result.all_events)
     # a blocking check that fails also fails its own step; any other failed step is a real failure
