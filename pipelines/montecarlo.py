@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 PATH_COLUMNS = ["path", "final_equity", "total_return", "max_drawdown", "sharpe", "ruined"]
 
@@ -83,10 +84,10 @@ def summarize(stats_frame: pd.DataFrame, confidence: float, method: str, seconds
 
 def simulate_local(returns: np.ndarray, simulations: int, method: str = "stationary", block: float = 20.0,
                    initial_capital: float = 100_000.0, periods_per_year: float = 252.0, ruin_fraction: float = 0.5,
-                   seed: int = 0, chunk: int = 1000) -> pd.DataFrame:
+                   seed: int = 0, chunk: int = 1000, progress: bool = False) -> pd.DataFrame:
     """All paths in this process, in chunks of ``chunk`` paths seeded ``(seed, chunk number)``."""
     parts = []
-    for k in range(math.ceil(simulations / chunk)):
+    for k in tqdm(range(math.ceil(simulations / chunk)), desc="Monte Carlo", unit="chunk", disable=not progress):
         n = min(chunk, simulations - k * chunk)
         rng = np.random.default_rng([seed, k])
         parts.append(path_statistics(resample(returns, n, method, block, rng), initial_capital, periods_per_year,
@@ -96,10 +97,12 @@ def simulate_local(returns: np.ndarray, simulations: int, method: str = "station
 
 def simulate_spark(spark, returns: np.ndarray, simulations: int, method: str = "stationary", block: float = 20.0,
                    initial_capital: float = 100_000.0, periods_per_year: float = 252.0, ruin_fraction: float = 0.5,
-                   seed: int = 0, chunk: int = 1000) -> pd.DataFrame:
-    """The same chunks as :func:`simulate_local`, one Spark task per chunk."""
+                   seed: int = 0, chunk: int = 1000, progress: bool = False) -> pd.DataFrame:
+    """The same chunks as :func:`simulate_local`, spread over Spark tasks; with ``progress``
+    they go in a few waves so a bar can advance between them."""
     r = [float(x) for x in np.asarray(returns, dtype=float)]
     n_chunks = math.ceil(simulations / chunk)
+    slots = max(1, spark.sparkContext.defaultParallelism * 2)
 
     def run_chunks(rows):
         import numpy as np  # noqa: F811 (executed in the Python worker)
@@ -116,9 +119,16 @@ def simulate_spark(spark, returns: np.ndarray, simulations: int, method: str = "
                        float(rec.sharpe), bool(rec.ruined))
 
     schema = "path long, final_equity double, total_return double, max_drawdown double, sharpe double, ruined boolean"
-    chunks = spark.range(0, n_chunks, numPartitions=max(1, min(n_chunks, spark.sparkContext.defaultParallelism * 2)))
-    df = spark.createDataFrame(chunks.rdd.mapPartitions(run_chunks), schema)
-    return df.toPandas().sort_values("path").reset_index(drop=True)
+    wave = slots * 4 if progress else n_chunks
+    parts = []
+    with tqdm(total=simulations, desc="Monte Carlo (Spark)", unit="path", disable=not progress) as bar:
+        for first in range(0, n_chunks, wave):
+            last = min(n_chunks, first + wave)
+            chunks = spark.range(first, last, numPartitions=max(1, min(last - first, slots)))
+            part = spark.createDataFrame(chunks.rdd.mapPartitions(run_chunks), schema).toPandas()
+            parts.append(part)
+            bar.update(len(part))
+    return pd.concat(parts, ignore_index=True).sort_values("path").reset_index(drop=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = montecarlo_strategy(get_spark(settings), settings, args.strategy, args.simulations,
                                       args.confidence_interval, args.method, args.block, args.ruin, args.seed,
-                                      local=args.local)
+                                      local=args.local, progress=True)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -39,8 +39,9 @@ def test_ruin_drawdown_and_summary_by_hand() -> None:
 
 def test_spark_partitions_reproduce_the_local_paths(spark) -> None:
     r = np.random.default_rng(4).normal(0.0005, 0.01, 300)
-    local = simulate_local(r, 2500, "stationary", 10, seed=9, chunk=500)
-    distributed = simulate_spark(spark, r, 2500, "stationary", 10, seed=9, chunk=500)
-    assert len(distributed) == 2500 and distributed["path"].tolist() == list(range(2500))
-    np.testing.assert_allclose(distributed["final_equity"], local["final_equity"], rtol=1e-12)
-    assert distributed["ruined"].tolist() == local["ruined"].tolist()
+    local100 = simulate_local(r, 2500, "stationary", 10, seed=9, chunk=100)
+    for progress in (False, True):  # one Spark job, or waves of tasks behind a progress bar
+        distributed = simulate_spark(spark, r, 2500, "stationary", 10, seed=9, chunk=100, progress=progress)
+        assert len(distributed) == 2500 and distributed["path"].tolist() == list(range(2500))
+        np.testing.assert_allclose(distributed["final_equity"], local100["final_equity"], rtol=1e-12)
+        assert distributed["ruined"].tolist() == local100["ruined"].tolist()

@@ -79,7 +79,8 @@ def backtest_strategy(spark: SparkSession, settings: Settings, strategy: str, st
 
 def montecarlo_strategy(spark: SparkSession, settings: Settings, strategy: str, simulations: int | None = None,
                         confidence: float | None = None, method: str | None = None, block: float | None = None,
-                        ruin: float | None = None, seed: int = 0, local: bool = False) -> Summary:
+                        ruin: float | None = None, seed: int = 0, local: bool = False,
+                        progress: bool = False) -> Summary:
     """Bootstrap the returns of ``strategy``'s backtest and write the summary table."""
     cfg = settings.trading.backtest
     equity = load_equity(spark, settings, strategy)
@@ -90,7 +91,8 @@ def montecarlo_strategy(spark: SparkSession, settings: Settings, strategy: str, 
     n = simulations or cfg.montecarlo_simulations
     started = time.monotonic()
     returns = equity["returns"].to_numpy()
-    paths = simulate_local(returns, n, **kwargs) if local else simulate_spark(spark, returns, n, **kwargs)
+    paths = (simulate_local(returns, n, progress=progress, **kwargs) if local
+             else simulate_spark(spark, returns, n, progress=progress, **kwargs))
     summary = summarize(paths, confidence or cfg.confidence, kwargs["method"], time.monotonic() - started)
     write_montecarlo(spark, settings, strategy, paths, summary)
     return summary
