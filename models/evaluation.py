@@ -111,8 +111,10 @@ def comparison_table(evaluations: dict[str, Evaluation], bayes: float | None = N
     for name, ev in evaluations.items():
         s = ev.pooled
         low, high = s.accuracy_ci
+        ic_low, ic_high = s.ci("ic")
         row = {"model": name, "n": s.n, "accuracy": round(s.accuracy, 4), "acc_ci95": f"[{low:.4f}, {high:.4f}]",
-               "log_loss": round(s.log_loss, 4), "ic": round(s.ic, 4), "ic_ir": round(s.ic_ir, 3),
+               "log_loss": round(s.log_loss, 4), "log_loss_se": round(s.log_loss_se, 4), "ic": round(s.ic, 4),
+               "ic_ci95": f"[{ic_low:.4f}, {ic_high:.4f}]", "ic_ir": round(s.ic_ir, 3),
                "rank_ic": round(s.rank_ic, 4), "rank_ic_ir": round(s.rank_ic_ir, 3), "fit_s": ev.fit_seconds}
         if bayes is not None:
             row["gap_closed"] = round(gap_closed(s.accuracy, bayes), 3)

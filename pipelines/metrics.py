@@ -27,14 +27,23 @@ class Scores:
     ic_ir: float
     rank_ic: float
     rank_ic_ir: float
+    log_loss_se: float = float("nan")
+    ic_se: float = float("nan")       # of the mean over timestamps
+    rank_ic_se: float = float("nan")
 
     @property
     def accuracy_ci(self) -> tuple[float, float]:
         return self.accuracy - Z95 * self.accuracy_se, self.accuracy + Z95 * self.accuracy_se
 
+    def ci(self, name: str) -> tuple[float, float]:
+        """95% interval of ``accuracy``, ``log_loss``, ``ic`` or ``rank_ic``."""
+        value, se = getattr(self, name), getattr(self, f"{name}_se")
+        return value - Z95 * se, value + Z95 * se
+
     def as_dict(self) -> dict[str, float]:
         out = asdict(self)
-        out["accuracy_ci_low"], out["accuracy_ci_high"] = self.accuracy_ci
+        for name in ("accuracy", "log_loss", "ic", "rank_ic"):
+            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = self.ci(name)
         return out
 
 
@@ -51,15 +60,15 @@ def _ic_series(frame: pd.DataFrame, method: str) -> pd.Series:
                         include_groups=False).dropna()
 
 
-def _clustered_se(hits: np.ndarray, counts: np.ndarray, mean: float) -> float:
-    """Standard error of a ratio mean with one cluster per timestamp (at least the binomial one)."""
+def _clustered_se(sums: np.ndarray, counts: np.ndarray, mean: float, floor: float) -> float:
+    """Standard error of a mean over rows with one cluster per timestamp (``sums``/``counts``
+    per timestamp), never below ``floor`` (the i.i.d. standard error)."""
     n, g = counts.sum(), len(counts)
-    binomial = np.sqrt(mean * (1 - mean) / n)
     if g < 2:
-        return float(binomial)
-    resid = hits - mean * counts
+        return float(floor)
+    resid = sums - mean * counts
     clustered = np.sqrt(g / (g - 1) * np.sum(resid**2)) / n
-    return float(max(clustered, binomial))
+    return float(max(clustered, floor))
 
 
 def score(ts: pd.Series, p_up: np.ndarray, direction: np.ndarray, fwd_return: np.ndarray,
@@ -71,8 +80,12 @@ def score(ts: pd.Series, p_up: np.ndarray, direction: np.ndarray, fwd_return: np
     hits = ((p > 0.5) == (y > 0.5)).astype(float)
     acc = float(hits.mean())
     per_ts = pd.Series(hits).groupby(np.asarray(ts)).agg(["sum", "count"])
-    acc_se = _clustered_se(per_ts["sum"].to_numpy(), per_ts["count"].to_numpy(), acc)
-    log_loss = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    acc_se = _clustered_se(per_ts["sum"].to_numpy(), per_ts["count"].to_numpy(), acc, np.sqrt(acc * (1 - acc) / n))
+    losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    log_loss = float(losses.mean())
+    per_ts_ll = pd.Series(losses).groupby(np.asarray(ts)).agg(["sum", "count"])
+    ll_se = _clustered_se(per_ts_ll["sum"].to_numpy(), per_ts_ll["count"].to_numpy(), log_loss,
+                          losses.std(ddof=1) / np.sqrt(n) if n > 1 else np.nan)
     signal = np.asarray(expected_return if expected_return is not None else p - 0.5, dtype=float)
     frame = pd.DataFrame({"ts": np.asarray(ts), "score": signal, "fwd_return": np.asarray(fwd_return, dtype=float)})
     ic = _ic_series(frame, "pearson")
@@ -82,5 +95,8 @@ def score(ts: pd.Series, p_up: np.ndarray, direction: np.ndarray, fwd_return: np
         sd = series.std(ddof=1)
         return float(series.mean() / sd) if len(series) > 1 and sd > 0 else float("nan")
 
-    return Scores(n, acc, acc_se, log_loss,
-                  float(ic.mean()), ir(ic), float(ric.mean()), ir(ric))
+    def se(series: pd.Series) -> float:
+        return float(series.std(ddof=1) / np.sqrt(len(series))) if len(series) > 1 else float("nan")
+
+    return Scores(n, acc, acc_se, log_loss, float(ic.mean()), ir(ic), float(ric.mean()), ir(ric),
+                  ll_se, se(ic), se(ric))

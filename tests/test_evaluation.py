@@ -48,7 +48,11 @@ def test_metrics_on_hand_computed_values() -> None:
     ic1 = np.corrcoef([0.4, -0.3, 0.1], [0.02, -0.01, -0.03])[0, 1]
     ic2 = np.corrcoef([-0.1, 0.2, -0.2], [-0.01, 0.02, 0.01])[0, 1]
     assert s.ic == pytest.approx((ic1 + ic2) / 2)
+    assert s.ic_se == pytest.approx(np.std([ic1, ic2], ddof=1) / np.sqrt(2))
+    assert s.ci("ic") == pytest.approx((s.ic - 1.959964 * s.ic_se, s.ic + 1.959964 * s.ic_se))
     assert s.accuracy_se >= np.sqrt(s.accuracy * (1 - s.accuracy) / 6)
+    losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    assert s.log_loss_se >= losses.std(ddof=1) / np.sqrt(6)
 
 
 def _panel(mode: str, seed: int = 5, n_symbols: int = 10, n_days: int = 30):
