@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 import urllib.request
 from pathlib import Path
 
@@ -29,14 +30,9 @@ def _graphql(url: str, query: str, variables: dict) -> dict:
         return json.load(resp)["data"]
 
 
-def test_daemon_runs_the_research_job(services, tmp_path: Path) -> None:
-    for svc in all_services(services, ["dagster-webserver", "dagster-daemon"]):
-        svc.up()
-    url = services.platform.dagster.url
-    overrides = {"QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"), "QL_DATA__SYNTHETIC__N_SYMBOLS": "2",
-                 "QL_DATA__SYNTHETIC__N_DAYS": "2", "QL_DATA__SYNTHETIC__START_DATE": "2024-05-06"}
+def _launch_and_wait(url: str, job: str, overrides: dict, deadline_s: float = 480) -> dict:
     params = {
-        "selector": {"repositoryLocationName": "quantlake", "repositoryName": "__repository__", "jobName": "research_job"},
+        "selector": {"repositoryLocationName": "quantlake", "repositoryName": "__repository__", "jobName": job},
         "runConfigData": {"resources": {"settings": {"config": {"overrides": overrides}}}},
         "executionMetadata": {"tags": [{"key": "dagster/asset_partition_range_start", "value": "2024-05-01"},
                                        {"key": "dagster/asset_partition_range_end", "value": "2024-05-01"}]},
@@ -44,18 +40,42 @@ def test_daemon_runs_the_research_job(services, tmp_path: Path) -> None:
     launched = _graphql(url, LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
-    deadline = time.monotonic() + 480
-    status = None
+    deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         run = _graphql(url, STATUS, {"id": run_id})["runOrError"]
-        status = run["status"]
-        if status in {"SUCCESS", "FAILURE", "CANCELED"}:
+        if run["status"] in {"SUCCESS", "FAILURE", "CANCELED"}:
             break
         time.sleep(3)
-    assert status == "SUCCESS", run["stepStats"]
-    steps = {s["stepKey"]: s["status"] for s in run["stepStats"]}
+    assert run["status"] == "SUCCESS", run["stepStats"]
+    return {s["stepKey"]: s["status"] for s in run["stepStats"]}
+
+
+def test_daemon_runs_the_research_then_the_training_job(services, tmp_path: Path) -> None:
+    """What a user does in the UI: materialize the research group, then the models group."""
+    for svc in all_services(services, ["dagster-webserver", "dagster-daemon"]):
+        svc.up()
+    url = services.platform.dagster.url
+    overrides = {"QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"), "QL_DATA__SYNTHETIC__N_SYMBOLS": "2",
+                 "QL_DATA__SYNTHETIC__N_DAYS": "3", "QL_DATA__SYNTHETIC__START_DATE": "2024-05-06"}
+    steps = _launch_and_wait(url, "research_job", overrides)
     assert steps["silver_bars_silver_bars_expectations"] == "SUCCESS"
     assert (tmp_path / "lake" / "gold" / "synthetic" / "features" / "_delta_log").is_dir()
+
+    # the networks train in the run worker too (small sizes), and the gate promotes the first challenger
+    model = f"daemon-{uuid.uuid4().hex[:8]}"
+    tiny = {"QL_MODEL__SEQUENCE_LENGTH": "5", "QL_MODEL__LSTM__HIDDEN_SIZE": "4", "QL_MODEL__LSTM__NUM_LAYERS": "1",
+            "QL_MODEL__TRANSFORMER__D_MODEL": "4", "QL_MODEL__TRANSFORMER__N_HEADS": "2",
+            "QL_MODEL__TRANSFORMER__N_LAYERS": "1", "QL_MODEL__TRANSFORMER__DIM_FEEDFORWARD": "8",
+            "QL_MODEL__TRAINING__MAX_EPOCHS": "2", "QL_MODEL__WALK_FORWARD__N_FOLDS": "2",
+            "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": model}
+    steps = _launch_and_wait(url, "training_job", {**overrides, **tiny})
+    assert steps["champion_model"] == "SUCCESS", steps
+    from mlflow import MlflowClient
+
+    from models.tracking import configure_mlflow
+
+    configure_mlflow(services)
+    assert MlflowClient().get_model_version_by_alias(model, "champion").tags["dataset"] == "synthetic"
 
 
 def test_daemon_start_fails_runs_its_predecessor_left_behind(services) -> None:
