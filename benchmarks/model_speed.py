@@ -24,7 +24,7 @@ import torch
 from benchmarks.common import Timer, write_result
 from config import load_settings
 from models.nets import build_net
-from models.sequence import _batch, train_loop
+from models.sequence import batch_windows, train_loop
 from pipelines.features import feature_names
 
 BATCHES = (1, 64, 4096)
@@ -64,7 +64,7 @@ def bench_family(family: str, cfg, n_features: int, train_samples: int, repeats:
         with torch.inference_mode():
             for _ in range(repeats if batch < 4096 else max(3, repeats // 4)):
                 started = time.perf_counter()
-                x, pad = _batch(Xpad, first, rows, L)
+                x, pad = batch_windows(Xpad, first, rows, L)
                 net(x, pad)
                 times.append(time.perf_counter() - started)
         median = statistics.median(times)

@@ -61,14 +61,19 @@ class Panel:
     def windows(self, rows: np.ndarray, length: int) -> np.ndarray:
         """Positions of the ``length`` rows ending at each of ``rows`` (same symbol, oldest
         first); ``-1`` where a symbol's history is shorter than the window."""
-        rows = np.asarray(rows, dtype=np.int64)
-        idx = rows[:, None] - np.arange(length - 1, -1, -1)[None, :]
-        return np.where(idx >= self.first_of_symbol[rows][:, None], idx, -1)
+        return window_index(rows, length, self.first_of_symbol)
 
     def tail(self, rows: np.ndarray) -> pd.DataFrame:
         """Keys and labels of ``rows`` (for prediction tables)."""
         cols = KEYS + [c for c in LABELS if c in self.frame.columns]
         return self.frame.iloc[rows][cols].reset_index(drop=True)
+
+
+def window_index(rows: np.ndarray, length: int, first_of_symbol: np.ndarray) -> np.ndarray:
+    """:meth:`Panel.windows` on bare arrays (what a training worker has)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    idx = rows[:, None] - np.arange(length - 1, -1, -1)[None, :]
+    return np.where(idx >= first_of_symbol[rows][:, None], idx, -1)
 
 
 def time_split(panel: Panel, rows: np.ndarray, fraction: float, gap: int) -> tuple[np.ndarray, np.ndarray]:

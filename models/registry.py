@@ -61,6 +61,12 @@ def _alias(client: MlflowClient, name: str, alias: str):
         return None
 
 
+def alias_version(settings: Settings, alias: str):
+    """The model version behind ``models:/<name>@<alias>``, or None."""
+    configure_mlflow(settings)
+    return _alias(MlflowClient(), settings.platform.mlflow.registered_model, alias)
+
+
 def _improvement(candidate: float, champion: float, metric: str) -> float:
     return candidate - champion if HIGHER_IS_BETTER[metric] else champion - candidate
 
@@ -122,6 +128,28 @@ def compare_with_champion(settings: Settings, candidate_version: str, oos: pd.Da
                     f"walk-forward {metric} {cand_stored:.4f} vs champion's {champ_stored:.4f} "
                     f"(no unseen rows to compare on; margin {promo.min_improvement})",
                     "stored walk-forward", metric, candidate_version, cand_stored, champion.version, champ_stored)
+
+
+def evaluate_challenger(spark, settings: Settings) -> Decision:
+    """Gate the current ``@challenger``: its walk-forward predictions (the gold predictions
+    table) against ``@champion``, and record the decision on the challenger's tags."""
+    from pipelines import lake
+    from pipelines.research import path
+
+    challenger = alias_version(settings, CHALLENGER)
+    if challenger is None:
+        return Decision(False, "no @challenger to evaluate", "none", settings.model.promotion.metric, "", None)
+    oos = (lake.read(spark, path(settings, "gold", "predictions"))
+           .where(f"model = '{challenger.tags['family']}'").toPandas())
+    champion = alias_version(settings, CHAMPION)
+    panel = None
+    if champion is not None and champion.version != challenger.version and not oos.empty:
+        from models.training import load_training_data
+
+        panel = load_training_data(spark, settings, pd.Timestamp(oos["ts"].max()).date()).panel
+    decision = compare_with_champion(settings, challenger.version, oos, panel)
+    record_decision(settings, decision)
+    return decision
 
 
 def record_decision(settings: Settings, decision: Decision) -> None:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from config.settings import ModelSettings
 from models.nets import build_net
-from models.panel import Panel
+from models.panel import Panel, window_index
 
 log = logging.getLogger(__name__)
 CLIP = 5.0  # standardized features and returns are clipped to +-5 sd (fat tails, bad prints)
@@ -61,12 +61,12 @@ class TrainResult:
     samples_per_second: float = 0.0
 
 
-def _batch(Xpad: np.ndarray, panel_first: np.ndarray, rows: np.ndarray, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_windows(Xpad: np.ndarray, first_of_symbol: np.ndarray, rows: np.ndarray,
+                  length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Windows for ``rows`` from the padded matrix (its last row is the zero pad) and a pad mask."""
-    idx = rows[:, None] - np.arange(length - 1, -1, -1)[None, :]
-    pad = idx < panel_first[rows][:, None]
-    idx = np.where(pad, len(Xpad) - 1, idx)
-    return torch.from_numpy(Xpad[idx]), torch.from_numpy(pad)
+    idx = window_index(rows, length, first_of_symbol)
+    pad = idx < 0
+    return torch.from_numpy(Xpad[np.where(pad, len(Xpad) - 1, idx)]), torch.from_numpy(pad)
 
 
 def _loss(out: torch.Tensor, y: torch.Tensor, r: torch.Tensor, w: float) -> torch.Tensor:
@@ -106,7 +106,7 @@ def train_loop(family: str, n_features: int, cfg: ModelSettings, Xpad: np.ndarra
             rows = order[b * t.batch_size:(b + 1) * t.batch_size]
             if len(rows) == 0:
                 rows = order[:1]
-            x, pad = _batch(Xpad, first, rows, L)
+            x, pad = batch_windows(Xpad, first, rows, L)
             loss = _loss(model(x, pad), yt[rows], rt[rows], t.return_loss_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -137,7 +137,7 @@ def evaluate_loss(net: torch.nn.Module, Xpad: np.ndarray, first: np.ndarray, yt:
     total = 0.0
     for i in range(0, len(rows), batch):
         part = rows[i:i + batch]
-        x, pad = _batch(Xpad, first, part, length)
+        x, pad = batch_windows(Xpad, first, part, length)
         total += float(_loss(net(x, pad), yt[part], rt[part], w)) * len(part)
     return total / max(len(rows), 1)
 
@@ -209,7 +209,7 @@ class SequenceModel:
         rows = np.asarray(rows)
         outs = []
         for i in range(0, len(rows), batch):
-            x, pad = _batch(Xpad, panel.first_of_symbol, rows[i:i + batch], self.cfg.sequence_length)
+            x, pad = batch_windows(Xpad, panel.first_of_symbol, rows[i:i + batch], self.cfg.sequence_length)
             outs.append(self.net(x, pad).numpy())
         out = np.concatenate(outs) if outs else np.zeros((0, 2), dtype=np.float32)
         return 1 / (1 + np.exp(-out[:, 0].astype(float))), out[:, 1].astype(float) * self.return_scale

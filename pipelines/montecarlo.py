@@ -65,12 +65,6 @@ class Summary:
     risk_of_ruin: float
     seconds: float
 
-    def as_dict(self) -> dict:
-        return {"simulations": self.simulations, "method": self.method, "confidence": self.confidence,
-                "risk_of_ruin": self.risk_of_ruin, "seconds": round(self.seconds, 2),
-                **{f"{stat}_{col}": float(self.table.loc[stat, col]) for stat in self.table.index
-                   for col in self.table.columns}}
-
 
 def summarize(stats_frame: pd.DataFrame, confidence: float, method: str, seconds: float) -> Summary:
     lo, hi = (1 - confidence) / 2, 1 - (1 - confidence) / 2

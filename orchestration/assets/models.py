@@ -8,7 +8,6 @@ not run and the version stays ``@challenger``.
 
 import time
 
-import pandas as pd
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -22,14 +21,11 @@ from dagster import (
     job,
     op,
 )
-from mlflow import MlflowClient
-
 from models import registry, training
 from models.tracking import configure_mlflow
 from orchestration.assets.research import features, labels
 from orchestration.partitions import date_range, monthly, single_run
-from orchestration.resources import MlflowResource, SettingsResource, SparkResource
-from pipelines import lake, research
+from orchestration.resources import SettingsResource, SparkResource
 
 GROUP = "models"
 
@@ -39,8 +35,7 @@ GROUP = "models"
        description="Every configured family (baselines, LSTM, Transformer, ensemble) evaluated walk-forward on all "
                    "history up to the run's last day, fitted, logged to MLflow and registered; the best version is "
                    "@challenger. Out-of-sample predictions land in gold/<dataset>/predictions.")
-def trained_models(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource,
-                   tracking: MlflowResource) -> MaterializeResult:
+def trained_models(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
     _, end = date_range(context)
     cfg = settings.get()
     outcome = training.train_and_register(spark.session(), cfg, end, progress=True)
@@ -60,35 +55,14 @@ def trained_models(context: AssetExecutionContext, spark: SparkResource, setting
         "seconds": round(outcome.seconds, 1)})
 
 
-def _challenger(cfg):
-    configure_mlflow(cfg)
-    client = MlflowClient()
-    version = registry._alias(client, cfg.platform.mlflow.registered_model, training.CHALLENGER)
-    return client, version
-
-
 @asset(group_name=GROUP, kinds={"mlflow"}, partitions_def=monthly, backfill_policy=single_run, deps=[trained_models],
        description="The @challenger against the @champion on the same out-of-sample rows (bars the champion "
                    "never saw); the decision is written to the challenger's version tags.")
 def model_evaluation(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
-    cfg = settings.get()
-    _, challenger = _challenger(cfg)
-    if challenger is None:
-        decision = registry.Decision(False, "no @challenger to evaluate", "none", cfg.model.promotion.metric, "", None)
-    else:
-        started = time.monotonic()
-        family = challenger.tags["family"]
-        oos = (lake.read(spark.session(), research.path(cfg, "gold", "predictions"))
-               .where(f"model = '{family}'").toPandas())
-        champion = registry._alias(MlflowClient(), cfg.platform.mlflow.registered_model, registry.CHAMPION)
-        panel = None
-        if champion is not None and champion.version != challenger.version and not oos.empty:
-            end = pd.Timestamp(oos["ts"].max()).date()
-            panel = training.load_training_data(spark.session(), cfg, end).panel
-        decision = registry.compare_with_champion(cfg, challenger.version, oos, panel)
-        registry.record_decision(cfg, decision)
-        context.log.info("gate: %s (%s) in %.0fs", "promote" if decision.promote else "keep champion",
-                         decision.reason, time.monotonic() - started)
+    started = time.monotonic()
+    decision = registry.evaluate_challenger(spark.session(), settings.get())
+    context.log.info("gate: %s (%s) in %.0fs", "promote" if decision.promote else "keep champion",
+                     decision.reason, time.monotonic() - started)
     return MaterializeResult(metadata={
         "promote": decision.promote, "reason": decision.reason, "basis": decision.basis, "metric": decision.metric,
         "challenger_version": decision.candidate_version, "challenger_score": decision.candidate_score,
@@ -101,7 +75,7 @@ def model_evaluation(context: AssetExecutionContext, spark: SparkResource, setti
                          "(model_config.yaml promotion). Failing keeps the champion and skips champion_model.")
 def beats_champion(context: AssetCheckExecutionContext, settings: SettingsResource) -> AssetCheckResult:
     cfg = settings.get()
-    _, challenger = _challenger(cfg)
+    challenger = registry.alias_version(cfg, training.CHALLENGER)
     if challenger is None:
         return AssetCheckResult(passed=False, metadata={"reason": "no @challenger"})
     tags = challenger.tags
@@ -114,7 +88,7 @@ def beats_champion(context: AssetCheckExecutionContext, settings: SettingsResour
        description="models:/<name>@champion: the challenger that passed the gate.")
 def champion_model(context: AssetExecutionContext, settings: SettingsResource) -> MaterializeResult:
     cfg = settings.get()
-    _, challenger = _challenger(cfg)
+    challenger = registry.alias_version(cfg, training.CHALLENGER)
     if challenger is None:
         raise RuntimeError("no @challenger to promote")
     entry = registry.promote(cfg, challenger.version, challenger.tags.get("gate_reason", "passed the gate"))
@@ -141,7 +115,7 @@ def set_champion(context: OpExecutionContext, config: PromoteConfig, settings: S
     else:
         version = config.version
         if not version:
-            _, challenger = _challenger(cfg)
+            challenger = registry.alias_version(cfg, training.CHALLENGER)
             if challenger is None:
                 raise ValueError("no version given and no @challenger")
             version = challenger.version

@@ -19,9 +19,7 @@ Timing, per bar ``t``:
 
 from __future__ import annotations
 
-import logging
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,8 +28,6 @@ from numba import njit
 
 from pipelines.backtest import rules as R
 from pipelines.backtest.rules import Rules
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,19 +79,23 @@ class Result:
         prev = np.r_[self.initial_capital, self.equity[:-1]]
         return self.equity / prev - 1.0
 
+    def last_marks(self) -> dict[str, float]:
+        """Each symbol's last known close (to value positions still open at the end)."""
+        return dict(zip(self.market.symbols, marks(self.market.close)[-1].tolist()))
+
     def equity_frame(self) -> pd.DataFrame:
-        gross = np.nansum(np.abs(self.positions) * _marks(self.market.close), axis=1)
+        gross = np.nansum(np.abs(self.positions) * marks(self.market.close), axis=1)
         return pd.DataFrame({"ts": self.market.ts, "equity": self.equity, "returns": self.returns,
                              "gross_exposure": gross / self.equity})
 
 
-def _marks(close: np.ndarray) -> np.ndarray:
+def marks(close: np.ndarray) -> np.ndarray:
     """Close prices with gaps filled by the last close (for marking positions)."""
     return np.ascontiguousarray(pd.DataFrame(close).ffill().to_numpy(dtype=np.float64))
 
 
 @njit(cache=True)
-def _simulate(open_, marks, volume, p_up, annual_vol, params, initial_capital):
+def _simulate(open_, closes, volume, p_up, annual_vol, params, initial_capital):
     """The compiled loop: one pass over time, an inner pass over symbols (see the module docstring)."""
     (long_t, short_t, sizing, vol_target, kelly_f, commission, half_spread, slippage, max_part, max_pos,
      stop_loss, take_profit, max_dd) = params
@@ -133,15 +133,15 @@ def _simulate(open_, marks, volume, p_up, annual_vol, params, initial_capital):
         value = cash
         for i in range(N):
             positions[t, i] = shares[i]
-            if shares[i] != 0.0 and math.isfinite(marks[t, i]):
-                value += shares[i] * marks[t, i]
+            if shares[i] != 0.0 and math.isfinite(closes[t, i]):
+                value += shares[i] * closes[t, i]
         equity[t] = value
         peak = max(peak, value)
         if halted_at < 0 and R.breaker_tripped(value, peak, max_dd):
             halted_at = t
         base = R.sizing_base(value, initial_capital, sizing)
         for i in range(N):
-            if halted_at >= 0 or R.exit_hit(shares[i], entry[i], marks[t, i], stop_loss, take_profit):
+            if halted_at >= 0 or R.exit_hit(shares[i], entry[i], closes[t, i], stop_loss, take_profit):
                 target[i] = 0.0
             else:
                 size = R.position_size(p_up[t, i], annual_vol[t, i], sizing, vol_target, kelly_f, max_pos)
@@ -149,23 +149,14 @@ def _simulate(open_, marks, volume, p_up, annual_vol, params, initial_capital):
     return equity, positions, fills[:n_fills], halted_at
 
 
-def run_backtest(market: Market, rules: Rules, initial_capital: float, progress: bool = False) -> Result:
-    """Simulate the strategy over ``market``; see the module docstring for the timing.
-
-    ``progress`` logs the start and the speed (the compiled loop has no per-bar hook).
-    """
-    started = time.perf_counter()
+def run_backtest(market: Market, rules: Rules, initial_capital: float) -> Result:
+    """Simulate the strategy over ``market``; see the module docstring for the timing."""
     equity, positions, fills, halted = _simulate(
-        np.ascontiguousarray(market.open, dtype=np.float64), _marks(market.close),
+        np.ascontiguousarray(market.open, dtype=np.float64), marks(market.close),
         np.ascontiguousarray(market.volume, dtype=np.float64), np.ascontiguousarray(market.p_up, dtype=np.float64),
         np.ascontiguousarray(market.annual_vol, dtype=np.float64), rules.params(), float(initial_capital))
-    if progress:
-        took = time.perf_counter() - started
-        log.info("backtest: %d bars x %d symbols in %.2fs (%d fills)", len(market.ts), len(market.symbols), took,
-                 len(fills))
-        print(f"backtest: {len(market.ts):,} bars x {len(market.symbols)} symbols in {took:.2f}s, {len(fills):,} fills")
-    frame = fills_frame(market, fills)
-    return Result(equity, positions, frame, None if halted < 0 else int(halted), float(initial_capital), market)
+    return Result(equity, positions, fills_frame(market, fills), None if halted < 0 else int(halted),
+                  float(initial_capital), market)
 
 
 def fills_frame(market: Market, fills: np.ndarray) -> pd.DataFrame:

@@ -18,6 +18,13 @@ from scipy import stats
 EULER_GAMMA = 0.5772156649015329
 
 
+def sharpe_per_bar(returns: np.ndarray) -> np.ndarray:
+    """Mean over standard deviation of each column (one series: a scalar); 0 where flat."""
+    r = np.asarray(returns, dtype=float)
+    sd = r.std(axis=0, ddof=1)
+    return np.where(sd > 0, r.mean(axis=0) / np.where(sd > 0, sd, 1), 0.0)
+
+
 def drawdown(equity: np.ndarray) -> tuple[float, int]:
     """Maximum drawdown (a positive fraction) and the longest time under water, in bars."""
     equity = np.asarray(equity, dtype=float)
@@ -136,12 +143,8 @@ def probability_of_backtest_overfitting(returns: np.ndarray, n_blocks: int = 10)
         ins = np.concatenate([blocks[b] for b in chosen])
         outs = np.concatenate([blocks[b] for b in range(n_blocks) if b not in chosen])
 
-        def sharpe(rows):
-            sd = r[rows].std(axis=0, ddof=1)
-            return np.where(sd > 0, r[rows].mean(axis=0) / np.where(sd > 0, sd, 1), 0.0)
-
-        best = int(np.argmax(sharpe(ins)))
-        oos = sharpe(outs)
+        best = int(np.argmax(sharpe_per_bar(r[ins])))
+        oos = sharpe_per_bar(r[outs])
         rank = (stats.rankdata(oos)[best]) / (M + 1)  # relative rank in (0, 1)
         below += np.log(rank / (1 - rank)) <= 0
         total += 1

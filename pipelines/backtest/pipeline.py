@@ -94,7 +94,7 @@ def montecarlo_strategy(spark: SparkSession, settings: Settings, strategy: str, 
     paths = (simulate_local(returns, n, progress=progress, **kwargs) if local
              else simulate_spark(spark, returns, n, progress=progress, **kwargs))
     summary = summarize(paths, confidence or cfg.confidence, kwargs["method"], time.monotonic() - started)
-    write_montecarlo(spark, settings, strategy, paths, summary)
+    write_montecarlo(spark, settings, strategy, summary)
     return summary
 
 

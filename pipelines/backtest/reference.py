@@ -11,13 +11,13 @@ import math
 import numpy as np
 
 from pipelines.backtest import rules as R
-from pipelines.backtest.engine import Market, Result, _marks, fills_frame
+from pipelines.backtest.engine import Market, Result, fills_frame, marks
 from pipelines.backtest.rules import Rules
 
 
 def run_reference(market: Market, rules: Rules, initial_capital: float) -> Result:
     T, N = market.close.shape
-    marks = _marks(market.close)
+    closes = marks(market.close)
     p = rules
     cash = peak = float(initial_capital)
     book = [{"shares": 0.0, "entry": math.nan} for _ in range(N)]
@@ -41,15 +41,15 @@ def run_reference(market: Market, rules: Rules, initial_capital: float) -> Resul
             pos["shares"] = new
             fills.append((t, i, qty, price, cost))
         positions.append([pos["shares"] for pos in book])
-        value = cash + sum(pos["shares"] * marks[t, i] for i, pos in enumerate(book)
-                           if pos["shares"] != 0 and math.isfinite(marks[t, i]))
+        value = cash + sum(pos["shares"] * closes[t, i] for i, pos in enumerate(book)
+                           if pos["shares"] != 0 and math.isfinite(closes[t, i]))
         equity.append(value)
         peak = max(peak, value)
         if halted_at is None and R.breaker_tripped(value, peak, p.max_drawdown):
             halted_at = t
         orders = {}
         for i, pos in enumerate(book):
-            if halted_at is not None or R.exit_hit(pos["shares"], pos["entry"], float(marks[t, i]), p.stop_loss,
+            if halted_at is not None or R.exit_hit(pos["shares"], pos["entry"], float(closes[t, i]), p.stop_loss,
                                                    p.take_profit):
                 orders[i] = 0.0
                 continue

@@ -43,11 +43,6 @@ class Rules:
                    c.half_spread_bps / 1e4, c.slippage_bps_per_pct_volume / 1e4, c.max_participation,
                    r.max_position_size, r.stop_loss, r.take_profit, r.max_drawdown)
 
-    def with_sizing(self, method: str) -> "Rules":
-        from dataclasses import replace
-
-        return replace(self, sizing=SIZING[method])
-
     def params(self) -> tuple:
         return tuple(float(x) for x in astuple(self))
 

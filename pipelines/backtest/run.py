@@ -17,10 +17,16 @@ import pandas as pd
 from config import Settings
 from config.settings import ModelFamily
 from pipelines.backtest.engine import Market, Result, run_backtest
-from pipelines.backtest.metrics import deflated_sharpe, performance, probability_of_backtest_overfitting
+from pipelines.backtest.metrics import (
+    deflated_sharpe,
+    performance,
+    probability_of_backtest_overfitting,
+    sharpe_per_bar,
+)
 from pipelines.backtest.rules import SIZING, Rules
 
 FAMILIES = set(ModelFamily.__args__)
+SUMMARY = ("total_return", "sharpe", "max_drawdown", "volatility")  # per fold and per sweep run
 
 
 def model_of(strategy: str) -> str:
@@ -50,16 +56,11 @@ class Backtest:
         return pd.DataFrame(rows)
 
 
-def _last_marks(result: Result) -> dict[str, float]:
-    last = pd.DataFrame(result.market.close).ffill().to_numpy()[-1]
-    return dict(zip(result.market.symbols, last.tolist()))
-
-
 def figures(result: Result) -> dict:
     m = result.market
     frame = result.equity_frame()
     out = performance(result.equity, result.initial_capital, m.periods_per_year, result.fills,
-                      frame["gross_exposure"].to_numpy(), _last_marks(result))
+                      frame["gross_exposure"].to_numpy(), result.last_marks())
     out["breaker_tripped"] = float(result.halted_at is not None)
     return out
 
@@ -75,17 +76,16 @@ def per_fold(result: Result, folds: pd.DataFrame) -> pd.DataFrame:
             continue
         start_equity = result.equity[idx[0] - 1] if idx[0] > 0 else result.initial_capital
         perf = performance(result.equity[idx], start_equity, result.market.periods_per_year)
-        rows.append({"fold": int(fold), **{k: perf[k] for k in ("total_return", "sharpe", "max_drawdown", "volatility")}})
+        rows.append({"fold": int(fold), **{k: perf[k] for k in SUMMARY}})
     return pd.DataFrame(rows)
 
 
-def run(market: Market, folds: pd.DataFrame, settings: Settings, strategy: str, initial_capital: float,
-        progress: bool = False) -> Backtest:
-    result = run_backtest(market, Rules.from_settings(settings.trading), initial_capital, progress=progress)
+def run(market: Market, folds: pd.DataFrame, settings: Settings, strategy: str, initial_capital: float) -> Backtest:
+    result = run_backtest(market, Rules.from_settings(settings.trading), initial_capital)
     return Backtest(strategy, result, figures(result), per_fold(result, folds))
 
 
-def sweep_grid(settings: Settings) -> list[dict]:
+def sweep_grid() -> list[dict]:
     """Symmetric signal thresholds around 0.5 x the three sizing methods (12 configurations)."""
     return [{"long_threshold": 0.5 + width, "short_threshold": 0.5 - width, "sizing": method}
             for width, method in itertools.product((0.0, 0.02, 0.05, 0.1), ("fixed_fraction", "vol_target", "kelly"))]
@@ -97,7 +97,7 @@ def sweep(spark, market: Market, settings: Settings, initial_capital: float, gri
     also on that many copies of the predictions perturbed by small noise (robustness). Returns
     the figures per run and the per-bar returns matrix (time x run) for PBO."""
     base = Rules.from_settings(settings.trading)
-    grid = grid or sweep_grid(settings)
+    grid = grid or sweep_grid()
     jobs = [(i, g, s) for i, g in enumerate(grid) for s in range(seeds)]
     bc = spark.sparkContext.broadcast(market)
 
@@ -110,7 +110,7 @@ def sweep(spark, market: Market, settings: Settings, initial_capital: float, gri
         rules = dataclasses.replace(base, **{**g, "sizing": SIZING[g["sizing"]]})
         res = run_backtest(m, rules, initial_capital)
         perf = performance(res.equity, initial_capital, m.periods_per_year)
-        return i, seed, g, {k: perf[k] for k in ("total_return", "sharpe", "max_drawdown", "volatility")}, res.returns
+        return i, seed, g, {k: perf[k] for k in SUMMARY}, res.returns
 
     results = spark.sparkContext.parallelize(jobs, numSlices=min(len(jobs), 64)).map(one).collect()
     bc.unpersist()
@@ -122,10 +122,7 @@ def sweep(spark, market: Market, settings: Settings, initial_capital: float, gri
 def overfitting(sweep_frame: pd.DataFrame, returns: np.ndarray, chosen: Backtest) -> dict:
     """Deflated Sharpe of the chosen run against the sweep's trials, and PBO over the sweep."""
     r = chosen.result.returns
-    per_bar = r.mean() / r.std(ddof=1) if r.std(ddof=1) > 0 else 0.0
-    sd = returns.std(axis=0, ddof=1)
-    trials = np.where(sd > 0, returns.mean(axis=0) / np.where(sd > 0, sd, 1), 0.0)
-    return {"deflated_sharpe": deflated_sharpe(per_bar, len(r), chosen.metrics["skew"], chosen.metrics["kurtosis"],
-                                               trials),
+    return {"deflated_sharpe": deflated_sharpe(float(sharpe_per_bar(r)), len(r), chosen.metrics["skew"],
+                                               chosen.metrics["kurtosis"], sharpe_per_bar(returns)),
             "pbo": probability_of_backtest_overfitting(returns, n_blocks=min(10, max(2, len(r) // 20))),
             "sweep_runs": int(returns.shape[1])}

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 
 from config import Settings
 from pipelines import lake
+from pipelines.backtest.engine import marks
 from pipelines.research import path
 
 
@@ -64,9 +65,9 @@ def write_backtest(spark: SparkSession, settings: Settings, strategy: str, resul
     market = result.market
     equity = result.equity_frame().assign(periods_per_year=market.periods_per_year)
     t, s = np.nonzero(result.positions)
-    marks = pd.DataFrame(market.close).ffill().to_numpy()
+    closes = marks(market.close)
     positions = pd.DataFrame({"ts": market.ts[t], "symbol": [market.symbols[i] for i in s],
-                              "shares": result.positions[t, s], "value": result.positions[t, s] * marks[t, s]})
+                              "shares": result.positions[t, s], "value": result.positions[t, s] * closes[t, s]})
     return {
         "trades": _write(spark, settings, "backtest_trades", result.fills, strategy),
         "equity": _write(spark, settings, "backtest_equity", equity, strategy),
@@ -88,7 +89,7 @@ def load_equity(spark: SparkSession, settings: Settings, strategy: str) -> pd.Da
     return frame.sort_values("ts").reset_index(drop=True)
 
 
-def write_montecarlo(spark: SparkSession, settings: Settings, strategy: str, paths: pd.DataFrame, summary) -> str:
+def write_montecarlo(spark: SparkSession, settings: Settings, strategy: str, summary) -> str:
     """The summary table (one row per statistic) of a Monte Carlo run."""
     table = summary.table.reset_index(names="statistic").assign(
         simulations=summary.simulations, method=summary.method, confidence=summary.confidence,

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from pipelines.backtest.metrics import round_trips  # noqa: E402
-from pipelines.backtest.run import Backtest, _last_marks  # noqa: E402
+from pipelines.backtest.run import Backtest  # noqa: E402
 from pipelines.montecarlo import resample  # noqa: E402
 
 
@@ -95,7 +95,7 @@ def plots(bt: Backtest, fan_paths: int = 500) -> dict[str, str]:
     ax.legend()
     out["fan"] = _png(fig)
 
-    trips = round_trips(r.fills, _last_marks(r))
+    trips = round_trips(r.fills, r.last_marks())
     fig, ax = plt.subplots(figsize=(9, 2.6))
     if len(trips):
         ax.hist(trips["return"].dropna(), bins=40)
