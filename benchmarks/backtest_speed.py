@@ -29,10 +29,10 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import Timer, write_result
-from config.settings import TradingSettings
+from config.schemas.trading import TradingSettings
 from pipelines.backtest.engine import Market, run_backtest
-from pipelines.backtest.rules import Rules
-from pipelines.montecarlo import simulate_local
+from pipelines.trading.rules import Rules
+from pipelines.backtest.montecarlo import simulate_local
 
 FEE = 3e-4
 
@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     figures["montecarlo_local_seconds"] = round(t_local.seconds, 2)
     try:
         from config import load_settings
-        from pipelines.montecarlo import simulate_spark
-        from pipelines.spark import get_spark
+        from pipelines.backtest.montecarlo import simulate_spark
+        from pipelines.lake.spark import get_spark
 
         spark = get_spark(load_settings())
         simulate_spark(spark, returns[:100], 100, "iid", seed=1)  # warm the Python workers

@@ -16,14 +16,15 @@ from tqdm import tqdm
 
 from benchmarks.common import Timer, write_result
 from config import load_settings
-from config.settings import PROJECT_ROOT, FileSourceSettings
-from pipelines.feature_tables import feature_table
-from pipelines.bars import with_bar_defaults
-from pipelines.features import compute_features, feature_names
-from pipelines.quality import adjust_bars
-from pipelines.sources.files import read_files
-from pipelines.sources.synthetic import generate_market
-from pipelines.spark import get_spark
+from config.settings import PROJECT_ROOT
+from config.schemas.data import FileSourceSettings
+from pipelines.features.driver import feature_table
+from pipelines.ingest.bars import with_bar_defaults
+from pipelines.features.library import compute_features, feature_names
+from pipelines.ingest.quality import adjust_bars
+from pipelines.ingest.sources.files import read_files
+from pipelines.ingest.sources.synthetic import generate_market
+from pipelines.lake.spark import get_spark
 
 SP500 = PROJECT_ROOT.parent / "shared" / "data" / "sp500_pooksoft_alphavantage_daily_1999_2021.parquet"
 

@@ -19,8 +19,8 @@ from benchmarks.common import Timer, write_result
 from config import load_settings
 from models.evaluation import comparison_table, feature_frame, walk_forward_models
 from models.panel import Panel
-from pipelines.features import feature_names
-from pipelines.sources.synthetic import generate_market
+from pipelines.features.library import feature_names
+from pipelines.ingest.sources.synthetic import generate_market
 
 
 def run(mode: str, seed: int, symbols: int, days: int, settings) -> dict:

@@ -25,7 +25,7 @@ from benchmarks.common import Timer, write_result
 from config import load_settings
 from models.nets import build_net
 from models.sequence import batch_windows, train_loop
-from pipelines.features import feature_names
+from pipelines.features.library import feature_names
 
 BATCHES = (1, 64, 4096)
 

@@ -1,5 +1,7 @@
 """The one error type of the service layer."""
 
+from config.cli import UserError
 
-class ServiceError(RuntimeError):
+
+class ServiceError(UserError, RuntimeError):
     """A service could not be installed, started or reached; the message says which and why."""

@@ -21,13 +21,11 @@ def _jar_set(settings: Settings, name: str) -> tuple[Path, dict[str, str]]:
     p = settings.platform
     if name == "spark":
         props = {"spark.version": p.spark.version, "spark.line": p.spark.line, "delta.version": p.spark.delta_version}
-        tag = f"spark{p.spark.version}-delta{p.spark.delta_version}"
     elif name == "kafka-broker":
         props = {"kafka.version": p.kafka.version}
-        tag = f"kafka{p.kafka.version}"
     else:
         raise ValueError(f"unknown jar set {name!r}")
-    return p.state_dir / "jars" / f"{name}-{tag}", props
+    return p.jar_dir(name), props
 
 
 def ensure_jars(settings: Settings, name: str) -> Path:
@@ -52,8 +50,3 @@ def ensure_jars(settings: Settings, name: str) -> Path:
     tmp.rename(folder)
     marker.write_text("\n".join(sorted(p.name for p in folder.glob("*.jar"))) + "\n")
     return folder
-
-
-def jar_paths(settings: Settings, name: str) -> list[Path]:
-    """The jar files of set ``name``, fetched if needed."""
-    return sorted(ensure_jars(settings, name).glob("*.jar"))

@@ -7,15 +7,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from config.settings import ModelSettings
-from models.baselines import AlwaysUp, LinearModel, MomentumSign, Tabular
+from config.schemas.model import ModelSettings
 from models.ensemble import Ensemble
 from models.panel import Panel, time_split
-from models.sequence import SequenceModel
-from pipelines.metrics import Scores, score
-from pipelines.splits import walk_forward
+from models.scoring import Scores, score
+from models.splits import walk_forward
+from models.zoo import ENSEMBLE, make_members
+from pipelines.features.labels import compute_labels
+from pipelines.features.recipe import FeatureSpec
+from pipelines.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -26,18 +27,6 @@ class Evaluation:
     predictions: pd.DataFrame  # symbol, ts, fold, p_up, expected_return, direction, fwd_return
     fit_seconds: float = 0.0
     details: dict = field(default_factory=dict)  # e.g. the ensemble's weights per fold
-
-
-def make_members(cfg: ModelSettings, progress: bool = False) -> list:
-    """Fresh, unfitted models for the configured families (the ensemble is built on top of them)."""
-    makers = {
-        "always_up": lambda: Tabular(AlwaysUp()),
-        "momentum_sign": lambda: Tabular(MomentumSign()),
-        "linear": lambda: Tabular(LinearModel()),
-        "lstm": lambda: SequenceModel("lstm", cfg, progress),
-        "transformer": lambda: SequenceModel("transformer", cfg, progress),
-    }
-    return [makers[f]() for f in cfg.families if f != "ensemble"]
 
 
 def fit_models(panel: Panel, train: np.ndarray, cfg: ModelSettings, progress: bool = False,
@@ -56,17 +45,17 @@ def fit_models(panel: Panel, train: np.ndarray, cfg: ModelSettings, progress: bo
         model.fit(panel, fit, valid)
         seconds[model.name] = time.perf_counter() - started
         fitted[model.name] = model
-        if "ensemble" in cfg.families:
+        if ENSEMBLE in cfg.families:
             valid_preds[model.name] = model.predict(panel, valid)
         if predict_rows is not None:
             preds[model.name] = model.predict(panel, predict_rows)
-    if "ensemble" in cfg.families:
+    if ENSEMBLE in cfg.families:
         started = time.perf_counter()
         ensemble = Ensemble(members).fit(panel, None, valid, valid_preds)
-        seconds["ensemble"] = time.perf_counter() - started
-        fitted["ensemble"] = ensemble
+        seconds[ENSEMBLE] = time.perf_counter() - started
+        fitted[ENSEMBLE] = ensemble
         if predict_rows is not None:
-            preds["ensemble"] = ensemble.combine(preds)
+            preds[ENSEMBLE] = ensemble.combine(preds)
     return fitted, preds, seconds
 
 
@@ -84,11 +73,11 @@ def walk_forward_models(panel: Panel, cfg: ModelSettings, progress: bool = False
     parts: dict[str, list[pd.DataFrame]] = {}
     seconds: dict[str, float] = {}
     weights: list[dict[str, float]] = []
-    for fold in tqdm(splits, desc="walk-forward", unit="fold", disable=not progress):
+    for fold in progress_bar(splits, desc="walk-forward", unit="fold", enabled=progress):
         train, test = labelled[fold.train], labelled[fold.test]
         fitted, preds, took = fit_models(panel, train, cfg, progress, predict_rows=test)
-        if "ensemble" in fitted:
-            weights.append(fitted["ensemble"].weight_table())
+        if ENSEMBLE in fitted:
+            weights.append(fitted[ENSEMBLE].weight_table())
         keys = panel.tail(test)
         for name, (p_up, expected) in preds.items():
             folds.setdefault(name, []).append(score(keys["ts"], p_up, keys["direction"].to_numpy(),
@@ -100,7 +89,7 @@ def walk_forward_models(panel: Panel, cfg: ModelSettings, progress: bool = False
         oos = pd.concat(frames, ignore_index=True)
         pooled = score(oos["ts"], oos["p_up"].to_numpy(), oos["direction"].to_numpy(), oos["fwd_return"].to_numpy(),
                        oos["expected_return"].to_numpy())
-        details = {"weights_per_fold": weights} if name == "ensemble" else {}
+        details = {"weights_per_fold": weights} if name == ENSEMBLE else {}
         out[name] = Evaluation(name, folds[name], pooled, oos, round(seconds[name], 2), details)
     return out
 
@@ -124,19 +113,10 @@ def comparison_table(evaluations: dict[str, Evaluation], bayes: float | None = N
 
 def feature_frame(bars: pd.DataFrame, windows: list[int], rank_features: list[str], horizon: int) -> pd.DataFrame:
     """Features and labels from bars with the shared library, in pandas (small data, tests, notebooks)."""
-    from pipelines.features import add_cross_sectional_ranks, compute_features, compute_labels
-
-    parts = []
-    for _, g in bars.groupby("symbol", sort=True):
-        g = g.sort_values("ts").reset_index(drop=True)
-        if "vwap" not in g:
-            g["vwap"] = (g["high"] + g["low"] + g["close"]) / 3
-        parts.append(pd.concat([g[["symbol", "ts"]], compute_features(g, windows),
-                                compute_labels(g["close"], horizon)], axis=1))
-    frame = pd.concat(parts, ignore_index=True)
-    if rank_features:
-        frame = pd.concat(add_cross_sectional_ranks(rows, rank_features) for _, rows in frame.groupby("ts"))
-    return frame.reset_index(drop=True)
+    features = FeatureSpec(tuple(windows), tuple(rank_features)).compute(bars)
+    labels = [pd.concat([g[["symbol", "ts"]], compute_labels(g["close"], horizon)], axis=1)
+              for _, g in bars.sort_values("ts", kind="stable").groupby("symbol", sort=True)]
+    return features.merge(pd.concat(labels, ignore_index=True), on=["symbol", "ts"], how="left")
 
 
 def gap_closed(accuracy: float, bayes: float) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from config.settings import ModelSettings
+from config.schemas.model import ModelSettings
 
 
 class LSTMNet(nn.Module):

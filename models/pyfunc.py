@@ -4,7 +4,10 @@
 ``symbol, ts`` and the model's feature columns (raw, unscaled: the fitted scaling is inside)
 and returns ``symbol, ts, p_up, expected_return`` in the input's order. Sequence models read
 the rows before each row of the same symbol in the frame as its history, so pass at least
-``sequence_length`` bars per symbol to score the last one with a full window.
+``spec.sequence_length`` bars per symbol to score the last one with a full window.
+
+The wrapper carries the model's feature recipe (:class:`FeatureSpec`): the windows, ranked
+features and sequence length it was trained with, so serving rebuilds exactly its inputs.
 """
 
 from __future__ import annotations
@@ -14,18 +17,22 @@ import numpy as np
 import pandas as pd
 
 from models.panel import Panel
+from pipelines.features.recipe import FeatureSpec
 
 OUTPUT_COLUMNS = ["symbol", "ts", "p_up", "expected_return"]
 
 
 class DirectionModel(mlflow.pyfunc.PythonModel):
-    """A fitted model (baseline, sequence network or ensemble) with its feature list."""
+    """A fitted model (baseline, sequence network or ensemble) with its feature recipe."""
 
-    def __init__(self, model, features: list[str], family: str, sequence_length: int = 1) -> None:
+    def __init__(self, model, spec: FeatureSpec, family: str) -> None:
         self.model = model
-        self.features = list(features)
+        self.spec = spec
         self.family = family
-        self.sequence_length = sequence_length
+
+    @property
+    def features(self) -> list[str]:
+        return self.spec.names
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         missing = [c for c in ["symbol", "ts", *self.features] if c not in model_input.columns]

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from config.settings import ModelSettings
+from config.schemas.model import ModelSettings
 from models.nets import build_net
 from models.panel import Panel, window_index
+from pipelines.progress import progress_bar
 
 log = logging.getLogger(__name__)
 CLIP = 5.0  # standardized features and returns are clipped to +-5 sd (fat tails, bad prints)
@@ -93,8 +93,8 @@ def train_loop(family: str, n_features: int, cfg: ModelSettings, Xpad: np.ndarra
     L = cfg.sequence_length
     yt, rt = torch.from_numpy(y.astype(np.float32)), torch.from_numpy(r.astype(np.float32))
     best, best_state, best_epoch, stale, history = math.inf, None, -1, 0, []
-    bar = tqdm(range(t.max_epochs), desc=f"train {family}", unit="epoch", disable=not progress or rank != 0,
-               leave=False)
+    bar = progress_bar(range(t.max_epochs), desc=f"train {family}", unit="epoch", enabled=progress and rank == 0,
+                       leave=False)
     seen, busy = 0, 0.0
     for epoch in bar:
         model.train()

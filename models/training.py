@@ -30,17 +30,19 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from config import Settings
+from models.champion import CHALLENGER
 from models.evaluation import Evaluation, comparison_table, fit_models, walk_forward_models
 from models.panel import Panel
 from models.pyfunc import DirectionModel
+from models.scoring import HIGHER_IS_BETTER
 from models.tracking import configure_mlflow
+from models.zoo import ENSEMBLE, ZOO, sequence_length_of
 from pipelines import lake
-from pipelines.features import feature_names
-from pipelines.research import path
+from pipelines.features.recipe import FeatureSpec
+from pipelines.ingest.layers import read_source_facts
+from pipelines.lake.tables import FEATURES, LABELS, PREDICTIONS
 
 log = logging.getLogger(__name__)
-CHALLENGER = "challenger"
-HIGHER_IS_BETTER = {"accuracy": True, "log_loss": False, "ic": True, "rank_ic": True}
 
 
 @dataclass
@@ -74,7 +76,7 @@ def pip_requirements() -> list[str]:
 
 def load_training_data(spark: SparkSession, settings: Settings, end: date) -> TrainingData:
     """Features joined with labels for every day up to ``end`` (or ``training.history_days`` of them)."""
-    feats_path, labels_path = path(settings, "gold", "features"), path(settings, "gold", "labels")
+    feats_path, labels_path = FEATURES.path(settings), LABELS.path(settings)
     versions = {"features": lake.table_version(spark, feats_path), "labels": lake.table_version(spark, labels_path)}
     history = settings.model.training.history_days
     start = end - timedelta(days=history - 1) if history else None
@@ -83,18 +85,13 @@ def load_training_data(spark: SparkSession, settings: Settings, end: date) -> Tr
         df = df.where(F.col("date") <= end.isoformat())
         return df.where(F.col("date") >= start.isoformat()) if start else df
 
-    f = settings.data.features
-    names = feature_names(f.windows, f.rank_features)
+    names = FeatureSpec.from_settings(settings).names
     feats = window(lake.read(spark, feats_path, versions["features"])).select("symbol", "ts", *names)
     labels = window(lake.read(spark, labels_path, versions["labels"])).select("symbol", "ts", "direction", "fwd_return")
     frame = feats.join(labels, ["symbol", "ts"], "left").toPandas()
     if frame.empty:
         raise ValueError(f"no feature rows up to {end} in {feats_path}: materialize features and labels first")
-    bayes = None
-    if settings.data.source == "synthetic":
-        from pipelines.sources.synthetic import generate_market
-
-        bayes = float(generate_market(settings.data.synthetic).bayes_accuracy)
+    bayes = read_source_facts(spark, settings).get("bayes_accuracy")  # written at ingest
     return TrainingData(Panel(frame, names), versions, start, end, bayes)
 
 
@@ -105,8 +102,8 @@ def write_predictions(spark: SparkSession, settings: Settings, evaluations: dict
     pdf = pd.concat(frames, ignore_index=True).assign(run_id=run_id)
     pdf["direction"] = pdf["direction"].astype(float)
     df = spark.createDataFrame(pdf).withColumn("date", F.date_format("ts", "yyyy-MM-dd"))
-    target = path(settings, "gold", "predictions")
-    lake.overwrite(df, target, partition_by=["model"])
+    target = PREDICTIONS.path(settings)
+    lake.overwrite(PREDICTIONS.conform(df), target, partition_by=list(PREDICTIONS.partition_by))
     return target
 
 
@@ -127,7 +124,7 @@ def _model_params(settings: Settings, family: str) -> dict:
     params = {"family": family, "label_horizon": m.label_horizon, "n_folds": m.walk_forward.n_folds,
               "purge_bars": m.walk_forward.purge_bars, "embargo_bars": m.walk_forward.embargo_bars,
               "validation_fraction": m.training.validation_fraction, "seed": m.training.seed}
-    if family in ("lstm", "transformer"):
+    if family != ENSEMBLE and ZOO[family].sequence:
         params.update({"sequence_length": m.sequence_length, **m.training.model_dump(),
                        **{f"{family}.{k}": v for k, v in getattr(m, family).model_dump().items()}})
     return params
@@ -148,13 +145,18 @@ def _log_family(name: str, model, ev: Evaluation, data: TrainingData, settings: 
             mlflow.log_metrics({"train_loss": row["train_loss"], "valid_loss": row["valid_loss"]}, step=row["epoch"])
         mlflow.log_metrics({"epochs": model.epochs, "best_epoch": model.best_epoch,
                             "train_samples_per_second": model.train_samples_per_second})
-    if name == "ensemble":
+    if name == ENSEMBLE:
         mlflow.log_dict({"final": model.weight_table(), **ev.details}, "ensemble_weights.json")
     panel = data.panel
-    wrapper = DirectionModel(model, panel.features, name, settings.model.sequence_length)
+    spec = FeatureSpec.from_settings(settings, sequence_length_of(name, settings.model))
+    if spec.names != panel.features:
+        raise ValueError(f"{name}: the panel's features are not the recipe's ({len(panel.features)} vs "
+                         f"{len(spec.names)} columns)")
+    mlflow.log_dict(spec.to_dict(), "feature_spec.json")
+    wrapper = DirectionModel(model, spec, name)
     symbol = panel.frame["symbol"].iloc[-1]
     example = panel.frame.loc[panel.frame["symbol"] == symbol, ["symbol", "ts", *panel.features]].tail(
-        min(settings.model.sequence_length, 10)).reset_index(drop=True)
+        min(spec.sequence_length, 10)).reset_index(drop=True)
     signature = infer_signature(example, wrapper.predict(None, example))
     info = mlflow.pyfunc.log_model(
         name="model", python_model=wrapper, signature=signature, input_example=example,

@@ -20,16 +20,17 @@ from dagster import DagsterInstance, JobDefinition
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from config import Settings, load_settings
+from config.cli import guarded
 from infra.services.dagster import dagster_home
+from orchestration.assets.models import GATE_CHECK
 from orchestration.definitions import defs
 from orchestration.partitions import month_key
-from pipelines.research import source_date_range
-from pipelines.spark import get_spark
+from pipelines.ingest.layers import source_date_range
+from pipelines.lake.spark import get_spark
 
 HIDDEN = {"preview", "run_url", "path", "table", "quarantine_table", "seconds", "comparison", "mlflow_run",
           "predictions_table", "versions", "table_versions", "model_uri", "strategies", "summary", "tear_sheets"}
 TABLES = ("comparison", "strategies", "summary")  # markdown tables printed in full
-GATE_CHECK = "beats_champion"  # a failed promotion gate is an outcome, not a failure
 
 
 def _run(job: JobDefinition, instance: DagsterInstance, tags: dict[str, str] | None = None) -> bool:
@@ -38,11 +39,14 @@ def _run(job: JobDefinition, instance: DagsterInstance, tags: dict[str, str] | N
     # (all events are in the run's log in the Dagster UI)
     result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False,
                                     run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
-    gate_held = any(e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == GATE_CHECK
-                    and not e.event_specific_data.passed for e in result.all_events)
-    # a blocking check that fails also fails its own step; any other failed step is a real failure
+    # a failed promotion gate is an outcome, not a failure: its blocking check fails the step
+    # that evaluates it (model_evaluation); any other failed step is a real failure
+    held_by = {e.event_specific_data.asset_key.to_python_identifier() for e in result.all_events
+               if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == GATE_CHECK
+               and not e.event_specific_data.passed}
+    gate_held = bool(held_by)
     failed_steps = [e.step_key for e in result.all_events
-                    if e.event_type_value == "STEP_FAILURE" and not e.step_key.endswith(GATE_CHECK)]
+                    if e.event_type_value == "STEP_FAILURE" and e.step_key not in held_by]
     ok = result.success or (gate_held and not failed_steps)
     outcome = "succeeded" if result.success else ("succeeded (champion kept)" if ok else "FAILED")
     print(f"\n{job.name} {outcome} in {time.monotonic() - started:.0f}s (run {result.run_id})")
@@ -83,6 +87,10 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     # would bury them (the links are in the Dagster metadata and the MLflow UI)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    return guarded(lambda: _main(stages, settings), fixable=(ValueError,))
+
+
+def _main(stages: list[str], settings: Settings | None) -> int:
     settings = settings or load_settings()
     instance = DagsterInstance.from_config(str(dagster_home(settings)))
     ok = True

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from kafka import KafkaConsumer, KafkaProducer
+from pydantic import PrivateAttr
 from pyspark.sql import SparkSession
 
 from config import Settings, load_settings
 from models.tracking import configure_mlflow
-from pipelines.lake import Layer, table_path
-from pipelines.spark import get_spark
+from pipelines.lake.spark import get_spark
 from streaming.kafka_io import make_consumer, make_producer
 
 
@@ -30,21 +30,30 @@ class SettingsResource(ConfigurableResource):
 
     config_dir: str = ""
     overrides: dict[str, str] = {}
+    _settings: Settings | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # read and validated once per run; every asset of the run sees the same settings
+        self._settings = self._load()
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        self._settings = None
+
+    def _load(self) -> Settings:
+        return load_settings(self.config_dir or None, env={**os.environ, **self.overrides})
 
     def get(self) -> Settings:
-        return load_settings(self.config_dir or None, env={**os.environ, **self.overrides})
+        """The run's settings (read from ``config/`` when used outside a run)."""
+        return self._settings if self._settings is not None else self._load()
 
 
 class SparkResource(ConfigurableResource):
-    """The process's SparkSession with Delta, and paths into the lake."""
+    """The process's SparkSession with Delta."""
 
     settings: SettingsResource
 
     def session(self) -> SparkSession:
         return get_spark(self.settings.get())
-
-    def table_path(self, layer: Layer, name: str) -> str:
-        return str(table_path(self.settings.get(), layer, name))
 
 
 class KafkaResource(ConfigurableResource):

@@ -44,7 +44,7 @@ def services(settings: Settings) -> Settings:
 @pytest.fixture(scope="session")
 def spark(settings: Settings) -> Iterator:
     """One SparkSession for the whole run: starting Spark per test would dominate test time."""
-    from pipelines.spark import get_spark
+    from pipelines.lake.spark import get_spark
 
     session = get_spark(settings)
     yield session

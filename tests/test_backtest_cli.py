@@ -11,9 +11,11 @@ import pytest
 from pyspark.sql import functions as F
 
 from config import load_settings
-from pipelines import lake, research
-from pipelines.backtest.__main__ import main as backtest_main
-from pipelines.montecarlo import main as montecarlo_main
+from pipelines import lake
+from pipelines.ingest.layers import write_bronze, write_silver
+from pipelines.lake.tables import BACKTEST_EQUITY, BACKTEST_METRICS, BACKTEST_TRADES, MONTECARLO_SUMMARY, PREDICTIONS, SILVER_BARS
+from pipelines.backtest.cli import backtest_main
+from pipelines.backtest.cli import montecarlo_main
 
 ENV = {"QL_DATA__SYNTHETIC__N_SYMBOLS": "4", "QL_DATA__SYNTHETIC__N_DAYS": "5",
        "QL_DATA__SYNTHETIC__START_DATE": "2024-06-03", "QL_TRADING__RISK__MAX_POSITION_SIZE": "0.2"}
@@ -26,9 +28,9 @@ def lake_with_predictions(spark, tmp_path_factory) -> dict[str, str]:
     env = {**ENV, "QL_PLATFORM__LAKE__ROOT": str(tmp_path_factory.mktemp("bt_lake")),
            "QL_PLATFORM__REPORTS_DIR": str(tmp_path_factory.mktemp("bt_reports"))}
     settings = load_settings(env={**os.environ, **env})
-    for write in (research.write_bronze, research.write_silver):
+    for write in (write_bronze, write_silver):
         write(spark, settings, date(2024, 6, 1), date(2024, 6, 30))
-    bars = lake.read(spark, research.path(settings, "silver", "bars")).select("symbol", "ts", "open", "close").toPandas()
+    bars = lake.read(spark, SILVER_BARS.path(settings)).select("symbol", "ts", "open", "close").toPandas()
     bars = bars.sort_values(["symbol", "ts"])
     nxt = bars.groupby("symbol")["open"].shift(-2) / bars.groupby("symbol")["open"].shift(-1) - 1
     preds = bars[["symbol", "ts"]].assign(
@@ -36,7 +38,7 @@ def lake_with_predictions(spark, tmp_path_factory) -> dict[str, str]:
         fwd_return=nxt, fold=np.where(bars["ts"] < bars["ts"].quantile(0.5), 0, 1), model="lstm", run_id="test")
     preds = preds.dropna(subset=["fwd_return"])
     df = spark.createDataFrame(preds).withColumn("date", F.date_format("ts", "yyyy-MM-dd"))
-    lake.overwrite(df, research.path(settings, "gold", "predictions"), partition_by=["model"])
+    lake.overwrite(df, PREDICTIONS.path(settings), partition_by=["model"])
     return env
 
 
@@ -47,13 +49,13 @@ def test_backtest_cli_writes_gold_tables_and_a_tear_sheet(spark, lake_with_predi
     out = capsys.readouterr().out
     assert "backtest momentum_lstm (lstm predictions): 4 symbols" in out and "sweep: 12 runs on Spark" in out
     settings = load_settings()
-    metrics = lake.read(spark, research.path(settings, "gold", "backtest_metrics")).toPandas()
+    metrics = lake.read(spark, BACKTEST_METRICS.path(settings)).toPandas()
     overall = metrics[(metrics["scope"] == "all")].set_index("metric")["value"]
     assert overall["total_return"] > 0.01 and overall["trades"] > 10  # clairvoyance pays, even after costs
     assert 0 <= overall["pbo"] <= 1 and 0 <= overall["deflated_sharpe"] <= 1
     assert {"fold 0", "fold 1"} <= set(metrics["scope"])
-    equity = lake.read(spark, research.path(settings, "gold", "backtest_equity")).toPandas()
-    trades = lake.read(spark, research.path(settings, "gold", "backtest_trades")).toPandas()
+    equity = lake.read(spark, BACKTEST_EQUITY.path(settings)).toPandas()
+    trades = lake.read(spark, BACKTEST_TRADES.path(settings)).toPandas()
     assert len(equity) == len(set(equity["ts"])) > 300  # one row per bar of the predictions' span
     assert (trades["strategy"] == "momentum_lstm").all() and trades["cost"].gt(0).all()
     sheet = Path(lake_with_predictions["QL_PLATFORM__REPORTS_DIR"]) / "synthetic" / "momentum_lstm.html"
@@ -62,14 +64,14 @@ def test_backtest_cli_writes_gold_tables_and_a_tear_sheet(spark, lake_with_predi
 
     # running again replaces this strategy's rows, it does not append
     assert backtest_main(["--strategy", "momentum_lstm", "--no-sweep"]) == 0
-    again = lake.read(spark, research.path(settings, "gold", "backtest_trades")).toPandas()
+    again = lake.read(spark, BACKTEST_TRADES.path(settings)).toPandas()
     assert len(again) == len(trades)
 
     assert montecarlo_main(["--simulations", "2000", "--confidence-interval", "0.9", "--strategy",
                             "momentum_lstm"]) == 0
     out = capsys.readouterr().out
     assert "Monte Carlo: 2,000 stationary paths" in out and "risk of ruin" in out
-    summary = lake.read(spark, research.path(settings, "gold", "montecarlo_summary")).toPandas()
+    summary = lake.read(spark, MONTECARLO_SUMMARY.path(settings)).toPandas()
     assert set(summary["statistic"]) == {"final_equity", "total_return", "max_drawdown", "sharpe"}
     assert (summary["simulations"] == 2000).all()
 
@@ -91,9 +93,9 @@ def test_a_strategy_that_never_trades_still_writes_its_tables(spark, lake_with_p
     monkeypatch.setenv("QL_TRADING__SIGNAL__SHORT_THRESHOLD", "0.01")
     assert backtest_main(["--strategy", "quiet_lstm", "--no-sweep"]) == 0
     settings = load_settings()
-    trades = lake.read(spark, research.path(settings, "gold", "backtest_trades")).where("strategy = 'quiet_lstm'")
+    trades = lake.read(spark, BACKTEST_TRADES.path(settings)).where("strategy = 'quiet_lstm'")
     assert trades.count() == 0
-    metrics = lake.read(spark, research.path(settings, "gold", "backtest_metrics")).where(
+    metrics = lake.read(spark, BACKTEST_METRICS.path(settings)).where(
         "strategy = 'quiet_lstm' AND scope = 'all'").toPandas().set_index("metric")["value"]
     assert metrics["total_return"] == 0 and metrics["trades"] == 0
     assert montecarlo_main(["--simulations", "200", "--strategy", "quiet_lstm", "--local"]) == 0

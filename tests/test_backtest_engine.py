@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from config.settings import TradingSettings
+from config.schemas.trading import TradingSettings
 from pipelines.backtest.engine import Market, run_backtest
 from pipelines.backtest.reference import run_reference
-from pipelines.backtest.rules import Rules
+from pipelines.trading.rules import Rules
 
 
 def random_market(seed: int, T: int = 120, N: int = 4) -> Market:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.backtest.metrics import (
+from pipelines.backtest.performance import (
     deflated_sharpe,
     drawdown,
     performance,

@@ -44,11 +44,3 @@ def test_replace_range_replaces_exactly_its_days(spark, lake_dir: Path) -> None:
     got = sorted((r["date"], r["x"]) for r in lake.read(spark, path).collect())
     assert got == [("2024-01-01", 1.0), ("2024-01-02", 20.0), ("2024-01-03", 3.0), ("2024-02-01", 4.0)]
     assert sorted(p.name for p in path.glob("month=*")) == ["month=2024-01", "month=2024-02"]
-
-
-def test_table_path_layers(settings) -> None:
-    assert lake.table_path(settings, "silver", "bars") == settings.platform.lake_root / "silver" / "bars"
-    import pytest
-
-    with pytest.raises(ValueError, match="unknown lake layer"):
-        lake.table_path(settings, "platinum", "bars")  # type: ignore[arg-type]

@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from config.settings import ModelSettings, SyntheticSettings
+from config.schemas.data import SyntheticSettings
+from config.schemas.model import ModelSettings
 from models.evaluation import comparison_table, feature_frame, gap_closed, walk_forward_models
 from models.panel import Panel
-from pipelines.features import feature_names
-from pipelines.metrics import score
-from pipelines.splits import walk_forward
-from pipelines.sources.synthetic import generate_market
+from pipelines.features.library import feature_names
+from models.scoring import score
+from models.splits import walk_forward
+from pipelines.ingest.sources.synthetic import generate_market
 
 WINDOWS, RANKS = [5, 10, 20, 30, 60], ["roc_5", "roc_20", "volat_20", "vma_5"]
 

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from config.settings import SyntheticSettings
-from pipelines.features import add_cross_sectional_ranks, compute_features, compute_labels, feature_names
-from pipelines.sources.synthetic import generate_market
+from config.schemas.data import SyntheticSettings
+from pipelines.features.library import add_cross_sectional_ranks, compute_features, feature_names
+from pipelines.features.labels import compute_labels
+from pipelines.ingest.sources.synthetic import generate_market
 
 WINDOWS = [5, 10, 20, 30, 60]
 RANKS = ["roc_5", "roc_20", "volat_20", "vma_5"]

@@ -88,7 +88,7 @@ def test_bad_config_fails_cli_naming_the_key() -> None:
 def test_spark_jars_are_local_and_not_duplicated(settings) -> None:
     import pyspark
 
-    from pipelines.spark import _artifact, extra_jars
+    from pipelines.lake.spark import _artifact, extra_jars
 
     jars = extra_jars(settings)
     names = {_artifact(j) for j in jars}

@@ -31,8 +31,9 @@ from orchestration.assets import research as research_assets
 from orchestration.jobs import promote_model_job, training_job
 from orchestration.resources import default_resources
 from orchestration.schedules import nightly_retrain
-from pipelines import research
-from pipelines.metrics import score
+from pipelines.ingest.layers import write_bronze, write_silver
+from pipelines.features.build import write_features, write_labels
+from models.scoring import score
 
 pytestmark = pytest.mark.services
 
@@ -62,7 +63,7 @@ def _settings(env: dict[str, str]) -> Settings:
 def built(spark, lake_env) -> Settings:
     settings = _settings(lake_env)
     start, end = date(2024, 3, 1), date(2024, 3, 31)
-    for write in (research.write_bronze, research.write_silver, research.write_features, research.write_labels):
+    for write in (write_bronze, write_silver, write_features, write_labels):
         write(spark, settings, start, end)
     return settings
 

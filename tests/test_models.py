@@ -6,14 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from config.settings import ModelSettings, SyntheticSettings
+from config.schemas.data import SyntheticSettings
+from config.schemas.model import ModelSettings
 from models.ensemble import Ensemble, fit_weights
 from models.evaluation import feature_frame, fit_models
 from models.panel import Panel, time_split
 from models.pyfunc import DirectionModel
 from models.sequence import SequenceModel
-from pipelines.features import feature_names
-from pipelines.sources.synthetic import generate_market
+from pipelines.features.library import feature_names
+from pipelines.ingest.sources.synthetic import generate_market
 from tests.test_evaluation import RANKS, WINDOWS, small_models
 
 

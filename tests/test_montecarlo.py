@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.montecarlo import path_statistics, resample, simulate_local, simulate_spark, summarize
+from pipelines.backtest.montecarlo import path_statistics, resample, simulate_local, simulate_spark, summarize
 
 
 def test_iid_draws_from_the_returns_and_long_blocks_keep_them_in_order() -> None:

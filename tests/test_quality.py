@@ -8,12 +8,12 @@ import json
 import pandas as pd
 import pytest
 
-from config.settings import QualitySettings
-from pipelines.bars import with_bar_defaults
-from pipelines.expectations import run_bar_suite
-from pipelines.feature_tables import with_cross_sectional_ranks
-from pipelines.features import add_cross_sectional_ranks
-from pipelines.quality import adjust_bars, reason_counts, validate_bars, validate_ticks
+from config.schemas.data import QualitySettings
+from pipelines.ingest.bars import with_bar_defaults
+from pipelines.ingest.expectations import run_bar_suite
+from pipelines.features.driver import with_cross_sectional_ranks
+from pipelines.features.library import add_cross_sectional_ranks
+from pipelines.ingest.quality import adjust_bars, reason_counts, validate_bars, validate_ticks
 
 Q = QualitySettings()
 D = dt.datetime

@@ -15,8 +15,9 @@ from orchestration.jobs import research_job
 from orchestration.resources import default_resources
 from orchestration.sensors import landing_files_sensor
 from config import load_settings
-from pipelines import lake, research
-from pipelines.sources.synthetic import generate_market, generate_ticks
+from pipelines import lake
+from pipelines.lake.tables import FEATURES, SILVER_BARS
+from pipelines.ingest.sources.synthetic import generate_market, generate_ticks
 
 
 
@@ -58,14 +59,14 @@ def test_synthetic_range_materializes_and_reruns_idempotently(spark, small_synth
     ticks = generate_ticks(market, settings.data.synthetic)
     assert silver["quarantined"] == ticks.duplicated(["symbol", "seq"]).sum() > 0
     # what survives validation is the clean feed: silver closes are the generator's closes
-    closes = lake.read(spark, research.path(settings, "silver", "bars")).select("symbol", "ts", "close").toPandas()
+    closes = lake.read(spark, SILVER_BARS.path(settings)).select("symbol", "ts", "close").toPandas()
     closes["ts"] = closes["ts"].dt.tz_localize("UTC")  # Spark hands back naive UTC
     merged = closes.merge(market.bars[["symbol", "ts", "close"]], on=["symbol", "ts"], suffixes=("", "_true"))
     assert len(merged) == len(market.bars) and (merged["close"] == merged["close_true"]).all()
 
     again = _run(small_synthetic, "2024-03-01", "2024-03-01")  # re-running the month replaces it
     assert again.success
-    feats = lake.read(spark, research.path(settings, "gold", "features"))
+    feats = lake.read(spark, FEATURES.path(settings))
     assert feats.count() == 3 * 4 * 78
     assert feats.groupBy("symbol", "ts").count().where("count > 1").count() == 0
 
@@ -102,7 +103,7 @@ def test_crafted_bad_rows_are_quarantined_and_counted(spark, crafted_files) -> N
 
 
 def test_failing_expectations_block_features(spark, crafted_files, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.quality import Validated
+    from pipelines.ingest.quality import Validated
 
     def let_everything_through(df, cfg, now=None):
         return Validated(df, df.limit(0).selectExpr("'bars' AS table", "symbol", "ts", "'x' AS date",

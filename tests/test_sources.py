@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from config.settings import FileSourceSettings
-from pipelines.quality import adjust_bars, validate_bars, QualitySettings
-from pipelines.sources.arch_sample import load_arch_bars
-from pipelines.sources.files import SourceError, read_files
+from config.schemas.data import FileSourceSettings
+from pipelines.ingest.quality import adjust_bars, validate_bars, QualitySettings
+from pipelines.ingest.sources.arch_sample import load_arch_bars
+from pipelines.ingest.sources.files import SourceError, read_files
 
 SP500_FILE = "sp500_pooksoft_alphavantage_daily_1999_2021.parquet"
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from config.settings import SyntheticSettings
-from pipelines.sources.synthetic import generate_market, generate_ticks
+from config.schemas.data import SyntheticSettings
+from pipelines.ingest.sources.synthetic import generate_market, generate_ticks
 
 SMALL = SyntheticSettings(n_symbols=6, n_days=15, bars_per_day=78, seed=11)
 

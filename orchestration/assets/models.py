@@ -1,6 +1,7 @@
 """Model assets: train (walk-forward + final fit + MLflow) -> evaluate against @champion -> promote.
 
-The gate is a blocking asset check on ``model_evaluation``: when the challenger does not
+The gate is a blocking check of ``model_evaluation``, computed from the gate's decision in the
+same step: when the challenger does not
 beat the champion by ``promotion.min_improvement`` out-of-sample, ``champion_model`` does
 not run and the version stays ``@challenger``.
 """
@@ -9,19 +10,19 @@ not run and the version stays ``@challenger``.
 import time
 
 from dagster import (
-    AssetCheckExecutionContext,
     AssetCheckResult,
+    AssetCheckSpec,
     AssetExecutionContext,
     Config,
     MaterializeResult,
     MetadataValue,
     OpExecutionContext,
     asset,
-    asset_check,
     job,
     op,
 )
 from models import registry, training
+from models.champion import CHALLENGER
 from models.tracking import configure_mlflow
 from orchestration.assets.research import features, labels
 from orchestration.partitions import date_range, monthly, single_run
@@ -55,7 +56,14 @@ def trained_models(context: AssetExecutionContext, spark: SparkResource, setting
         "seconds": round(outcome.seconds, 1)})
 
 
+GATE_CHECK = "beats_champion"
+
+
 @asset(group_name=GROUP, kinds={"mlflow"}, partitions_def=monthly, backfill_policy=single_run, deps=[trained_models],
+       check_specs=[AssetCheckSpec(GATE_CHECK, asset="model_evaluation", blocking=True,
+                                   description="The challenger beats the champion out-of-sample by the configured "
+                                               "margin (model_config.yaml promotion). Failing keeps the champion and "
+                                               "skips champion_model.")],
        description="The @challenger against the @champion on the same out-of-sample rows (bars the champion "
                    "never saw); the decision is written to the challenger's version tags.")
 def model_evaluation(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
@@ -63,32 +71,17 @@ def model_evaluation(context: AssetExecutionContext, spark: SparkResource, setti
     decision = registry.evaluate_challenger(spark.session(), settings.get())
     context.log.info("gate: %s (%s) in %.0fs", "promote" if decision.promote else "keep champion",
                      decision.reason, time.monotonic() - started)
-    return MaterializeResult(metadata={
-        "promote": decision.promote, "reason": decision.reason, "basis": decision.basis, "metric": decision.metric,
-        "challenger_version": decision.candidate_version, "challenger_score": decision.candidate_score,
-        "champion_version": decision.champion_version or "none", "champion_score": decision.champion_score,
-        "rows_compared": decision.rows})
-
-
-@asset_check(asset=model_evaluation, blocking=True,
-             description="The challenger beats the champion out-of-sample by the configured margin "
-                         "(model_config.yaml promotion). Failing keeps the champion and skips champion_model.")
-def beats_champion(context: AssetCheckExecutionContext, settings: SettingsResource) -> AssetCheckResult:
-    cfg = settings.get()
-    challenger = registry.alias_version(cfg, training.CHALLENGER)
-    if challenger is None:
-        return AssetCheckResult(passed=False, metadata={"reason": "no @challenger"})
-    tags = challenger.tags
-    return AssetCheckResult(passed=tags.get("gate_promote") == "True", metadata={
-        "reason": tags.get("gate_reason", "not evaluated"), "basis": tags.get("gate_basis", ""),
-        "challenger_version": challenger.version})
+    return MaterializeResult(metadata=decision.metadata(), check_results=[AssetCheckResult(
+        check_name=GATE_CHECK, passed=decision.promote,
+        metadata={"reason": decision.reason, "basis": decision.basis,
+                  "challenger_version": decision.candidate_version})])
 
 
 @asset(group_name=GROUP, kinds={"mlflow"}, partitions_def=monthly, backfill_policy=single_run, deps=[model_evaluation],
        description="models:/<name>@champion: the challenger that passed the gate.")
 def champion_model(context: AssetExecutionContext, settings: SettingsResource) -> MaterializeResult:
     cfg = settings.get()
-    challenger = registry.alias_version(cfg, training.CHALLENGER)
+    challenger = registry.alias_version(cfg, CHALLENGER)
     if challenger is None:
         raise RuntimeError("no @challenger to promote")
     entry = registry.promote(cfg, challenger.version, challenger.tags.get("gate_reason", "passed the gate"))
@@ -115,7 +108,7 @@ def set_champion(context: OpExecutionContext, config: PromoteConfig, settings: S
     else:
         version = config.version
         if not version:
-            challenger = registry.alias_version(cfg, training.CHALLENGER)
+            challenger = registry.alias_version(cfg, CHALLENGER)
             if challenger is None:
                 raise ValueError("no version given and no @challenger")
             version = challenger.version

@@ -8,19 +8,22 @@ import time
 import mlflow
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetExecutionContext, MaterializeResult, MetadataValue, asset, asset_check
 
-from orchestration.resources import KafkaResource, MlflowResource, SparkResource
+from orchestration.resources import KafkaResource, MlflowResource, SettingsResource, SparkResource
 from pipelines import lake
-from pipelines.smoke import kafka_roundtrip, sample_prices
+from pipelines.lake.tables import SMOKE_PRICES
+from pipelines.smoke import sample_prices
+from streaming.smoke import kafka_roundtrip
 
 GROUP = "platform"
 
 
 @asset(group_name=GROUP, description="A small deterministic price table written to Delta (bronze/smoke_prices).")
-def smoke_prices(context: AssetExecutionContext, spark: SparkResource) -> MaterializeResult:
+def smoke_prices(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
     session = spark.session()
     pdf = sample_prices()
-    path = spark.table_path("bronze", "smoke_prices")
-    version = lake.overwrite(session.createDataFrame(pdf), path, partition_by=["date"])
+    path = SMOKE_PRICES.path(settings.get())
+    df = SMOKE_PRICES.conform(session.createDataFrame(pdf))
+    version = lake.overwrite(df, path, partition_by=list(SMOKE_PRICES.partition_by))
     context.log.info("wrote %d rows to %s (version %d)", len(pdf), path, version)
     return MaterializeResult(metadata={
         "rows": len(pdf),
@@ -31,8 +34,8 @@ def smoke_prices(context: AssetExecutionContext, spark: SparkResource) -> Materi
 
 
 @asset_check(asset=smoke_prices, blocking=True, description="The Delta table reads back whole, with no null keys.")
-def smoke_prices_complete(spark: SparkResource) -> AssetCheckResult:
-    df = lake.read(spark.session(), spark.table_path("bronze", "smoke_prices"))
+def smoke_prices_complete(spark: SparkResource, settings: SettingsResource) -> AssetCheckResult:
+    df = lake.read(spark.session(), SMOKE_PRICES.path(settings.get()))
     rows = df.count()
     null_keys = df.where("symbol IS NULL OR ts IS NULL").count()
     expected = len(sample_prices())
@@ -60,9 +63,9 @@ def smoke_kafka_lossless(context: AssetCheckExecutionContext) -> AssetCheckResul
 
 @asset(group_name=GROUP, deps=[smoke_prices, smoke_kafka_roundtrip],
        description="An MLflow run with the smoke table's statistics and its Delta version.")
-def smoke_mlflow_run(spark: SparkResource, tracking: MlflowResource) -> MaterializeResult:
+def smoke_mlflow_run(spark: SparkResource, tracking: MlflowResource, settings: SettingsResource) -> MaterializeResult:
     experiment_id = tracking.configure()
-    path = spark.table_path("bronze", "smoke_prices")
+    path = SMOKE_PRICES.path(settings.get())
     df = lake.read(spark.session(), path).toPandas()
     with mlflow.start_run(run_name=f"smoke-{int(time.time())}") as run:
         mlflow.log_params({"table": path, "delta_version": lake.table_version(spark.session(), path)})

@@ -1,7 +1,7 @@
 """Research data assets: bronze -> silver (+ quarantine) -> features and labels, by month.
 
-Each body reads like its docstring and calls one function in ``pipelines.research`` that
-replaces exactly the run's date range of its Delta table.
+Each body reads like its docstring and calls one function (``pipelines.ingest.layers``,
+``pipelines.features.build``) that replaces exactly the run's date range of its Delta table.
 """
 
 import time
@@ -21,10 +21,13 @@ from pyspark.sql import functions as F
 
 from orchestration.partitions import date_range, days_of, monthly, single_run
 from orchestration.resources import SettingsResource, SparkResource
-from pipelines import lake, research
-from pipelines.expectations import run_bar_suite
-from pipelines.features import feature_names
-from pipelines.research import LayerResult
+from pipelines import lake
+from pipelines.features.build import write_features, write_labels
+from pipelines.features.recipe import FeatureSpec
+from pipelines.ingest.expectations import run_bar_suite
+from pipelines.ingest.layers import write_bronze, write_silver
+from pipelines.lake import LayerResult
+from pipelines.lake.tables import FEATURES, LABELS, SILVER_BARS, Table
 
 GROUP = "research"
 KINDS = {"spark", "delta"}
@@ -32,14 +35,14 @@ KINDS = {"spark", "delta"}
 
 def _write_layer(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource,
                  write) -> MaterializeResult:
-    """Run ``write`` (a ``pipelines.research.write_*``) for the run's days; its result becomes metadata."""
+    """Run ``write`` (a layer's ``write_*``) for the run's days; its result becomes metadata."""
     start, end = date_range(context)
     started = time.monotonic()
     result = write(spark.session(), settings.get(), start, end)
     seconds = round(time.monotonic() - started, 1)
     context.log.info("%s: %d rows for %s..%s (Delta version %d, %.1fs)", result.table, result.rows, start, end,
                      result.version, seconds)
-    sample = research.preview(spark.session(), result.table, start, end)
+    sample = lake.preview(spark.session(), result.table, start, end)
     return MaterializeResult(metadata={**_metadata(result), "seconds": seconds,
                                        "preview": MetadataValue.md(sample.to_markdown(index=False))})
 
@@ -54,25 +57,25 @@ def _metadata(result: LayerResult, **extra) -> dict:
 @asset(group_name=GROUP, kinds=KINDS, partitions_def=monthly, backfill_policy=single_run,
        description="Raw ticks or bars from the configured source (data_config.yaml `source`), as received.")
 def bronze_market_data(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
-    return _write_layer(context, spark, settings, research.write_bronze)
+    return _write_layer(context, spark, settings, write_bronze)
 
 
 @asset(group_name=GROUP, kinds=KINDS, partitions_def=monthly, backfill_policy=single_run, deps=[bronze_market_data],
        description="Validated, deduplicated, adjusted bars; every rejected row is in the quarantine table with its reason.")
 def silver_bars(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
-    return _write_layer(context, spark, settings, research.write_silver)
+    return _write_layer(context, spark, settings, write_silver)
 
 
 @asset(group_name=GROUP, kinds=KINDS, partitions_def=monthly, backfill_policy=single_run, deps=[silver_bars],
        description="Point-in-time features (the shared feature library) per symbol and bar.")
 def features(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
-    return _write_layer(context, spark, settings, research.write_features)
+    return _write_layer(context, spark, settings, write_features)
 
 
 @asset(group_name=GROUP, kinds=KINDS, partitions_def=monthly, backfill_policy=single_run, deps=[silver_bars],
        description="Forward return over the label horizon and its direction, from later bars only.")
 def labels(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
-    return _write_layer(context, spark, settings, research.write_labels)
+    return _write_layer(context, spark, settings, write_labels)
 
 
 def _run_range(context: AssetCheckExecutionContext) -> tuple[str, str] | None:
@@ -86,8 +89,8 @@ def _run_range(context: AssetCheckExecutionContext) -> tuple[str, str] | None:
 
 
 def _table_for_run(context: AssetCheckExecutionContext, spark: SparkResource, settings: SettingsResource,
-                   layer, table: str):
-    df = lake.read(spark.session(), research.path(settings.get(), layer, table))
+                   table: Table):
+    df = lake.read(spark.session(), table.path(settings.get()))
     bounds = _run_range(context)
     if bounds:
         df = df.where((F.col("date") >= bounds[0]) & (F.col("date") <= bounds[1]))
@@ -99,7 +102,7 @@ def _table_for_run(context: AssetCheckExecutionContext, spark: SparkResource, se
                          "symbol, no future timestamps, sane returns. A failure stops features and labels.")
 def silver_bars_expectations(context: AssetCheckExecutionContext, spark: SparkResource,
                              settings: SettingsResource) -> AssetCheckResult:
-    bars = _table_for_run(context, spark, settings, "silver", "bars")
+    bars = _table_for_run(context, spark, settings, SILVER_BARS)
     result = run_bar_suite(bars, settings.get().data.quality)
     return AssetCheckResult(passed=result.success, metadata={
         "expectations": result.evaluated, "failed": MetadataValue.json(result.failed),
@@ -110,10 +113,9 @@ def silver_bars_expectations(context: AssetCheckExecutionContext, spark: SparkRe
              description="One feature row per silver bar, every feature column present and finite where defined.")
 def features_complete(context: AssetCheckExecutionContext, spark: SparkResource,
                       settings: SettingsResource) -> AssetCheckResult:
-    feats = _table_for_run(context, spark, settings, "gold", "features")
-    bars = _table_for_run(context, spark, settings, "silver", "bars")
-    f = settings.get().data.features
-    names = feature_names(f.windows, f.rank_features)
+    feats = _table_for_run(context, spark, settings, FEATURES)
+    bars = _table_for_run(context, spark, settings, SILVER_BARS)
+    names = FeatureSpec.from_settings(settings.get()).names
     missing = [n for n in names if n not in feats.columns]
     rows, bar_rows = feats.count(), bars.count()
     infinite = feats.select(*[F.sum(F.when(F.col(n).isin(float("inf"), float("-inf")), 1).otherwise(0)).alias(n)
@@ -128,7 +130,7 @@ def features_complete(context: AssetCheckExecutionContext, spark: SparkResource,
              blocking=False)
 def labels_coverage(context: AssetCheckExecutionContext, spark: SparkResource,
                     settings: SettingsResource) -> AssetCheckResult:
-    df = _table_for_run(context, spark, settings, "gold", "labels")
+    df = _table_for_run(context, spark, settings, LABELS)
     row = df.agg(F.count("*").alias("rows"), F.count("direction").alias("labelled"),
                  F.countDistinct("symbol").alias("symbols")).collect()[0]
     horizon = settings.get().model.label_horizon

@@ -2,7 +2,7 @@
 
 One compiled pass over time and symbols (numba), because stops, the drawdown breaker and
 equity-based sizing are path-dependent and a Python loop per bar would dominate; the
-rules themselves are the shared functions of ``pipelines.backtest.rules``.
+decision at each close is the shared :func:`pipelines.trading.decision.decide_targets`.
 ``pipelines.backtest.reference`` is the same rules written event by event in plain Python,
 used by the tests to show both agree.
 
@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from pipelines.backtest import rules as R
-from pipelines.backtest.rules import Rules
+from pipelines.trading import rules as R
+from pipelines.trading.decision import decide_targets
+from pipelines.trading.rules import Rules
 
 
 @dataclass
@@ -97,8 +98,7 @@ def marks(close: np.ndarray) -> np.ndarray:
 @njit(cache=True)
 def _simulate(open_, closes, volume, p_up, annual_vol, params, initial_capital):
     """The compiled loop: one pass over time, an inner pass over symbols (see the module docstring)."""
-    (long_t, short_t, sizing, vol_target, kelly_f, commission, half_spread, slippage, max_part, max_pos,
-     stop_loss, take_profit, max_dd) = params
+    commission, half_spread, slippage, max_part = params[5], params[6], params[7], params[8]
     T, N = open_.shape
     shares = np.zeros(N)
     entry = np.full(N, np.nan)
@@ -137,15 +137,10 @@ def _simulate(open_, closes, volume, p_up, annual_vol, params, initial_capital):
                 value += shares[i] * closes[t, i]
         equity[t] = value
         peak = max(peak, value)
-        if halted_at < 0 and R.breaker_tripped(value, peak, max_dd):
+        was_halted = halted_at >= 0
+        if decide_targets(value, peak, was_halted, initial_capital, shares, entry, closes[t], p_up[t],
+                          annual_vol[t], params, target) and not was_halted:
             halted_at = t
-        base = R.sizing_base(value, initial_capital, sizing)
-        for i in range(N):
-            if halted_at >= 0 or R.exit_hit(shares[i], entry[i], closes[t, i], stop_loss, take_profit):
-                target[i] = 0.0
-            else:
-                size = R.position_size(p_up[t, i], annual_vol[t, i], sizing, vol_target, kelly_f, max_pos)
-                target[i] = R.signal(p_up[t, i], long_t, short_t) * size * base
     return equity, positions, fills[:n_fills], halted_at
 
 

@@ -9,16 +9,16 @@ from datetime import date
 from pathlib import Path
 
 from pyspark.sql import SparkSession
-from tqdm import tqdm
 
 from config import Settings
 from pipelines import lake
 from pipelines.backtest import run as bt_run
 from pipelines.backtest.engine import Market
 from pipelines.backtest.store import load_equity, load_inputs, write_backtest, write_montecarlo
+from pipelines.backtest.montecarlo import Summary, simulate_local, simulate_spark, summarize
 from pipelines.backtest.tearsheet import write_tearsheet
-from pipelines.montecarlo import Summary, simulate_local, simulate_spark, summarize
-from pipelines.research import path
+from pipelines.lake.tables import PREDICTIONS
+from pipelines.progress import progress_bar
 
 
 @dataclass
@@ -44,7 +44,7 @@ def backtest_strategy(spark: SparkSession, settings: Settings, strategy: str, st
     family = bt_run.model_of(strategy)
     do_sweep = cfg.sweep if sweep is None else sweep
     steps = ["load", "backtest"] + (["sweep"] if do_sweep else []) + ["gold tables", "tear sheet"]
-    bar = tqdm(total=len(steps), desc=f"backtest {strategy}", unit="step", disable=not progress)
+    bar = progress_bar(total=len(steps), desc=f"backtest {strategy}", unit="step", enabled=progress)
 
     def step(name: str) -> None:
         bar.set_postfix_str(name)
@@ -103,7 +103,7 @@ def strategies(spark: SparkSession, settings: Settings) -> list[str]:
     configured = settings.trading.backtest.strategies
     if configured:
         return list(configured)
-    preds = lake.read(spark, path(settings, "gold", "predictions"))
+    preds = lake.read(spark, PREDICTIONS.path(settings))
     return sorted(r["model"] for r in preds.select("model").distinct().collect())
 
 

@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 
-from pipelines.backtest import rules as R
+from pipelines.trading import rules as R
 from pipelines.backtest.engine import Market, Result, fills_frame, marks
-from pipelines.backtest.rules import Rules
+from pipelines.trading.rules import Rules
 
 
 def run_reference(market: Market, rules: Rules, initial_capital: float) -> Result:

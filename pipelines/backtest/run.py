@@ -15,15 +15,15 @@ import numpy as np
 import pandas as pd
 
 from config import Settings
-from config.settings import ModelFamily
+from config.schemas.model import ModelFamily
 from pipelines.backtest.engine import Market, Result, run_backtest
-from pipelines.backtest.metrics import (
+from pipelines.backtest.performance import (
     deflated_sharpe,
     performance,
     probability_of_backtest_overfitting,
     sharpe_per_bar,
 )
-from pipelines.backtest.rules import SIZING, Rules
+from pipelines.trading.rules import SIZING, Rules
 
 FAMILIES = set(ModelFamily.__args__)
 SUMMARY = ("total_return", "sharpe", "max_drawdown", "volatility")  # per fold and per sweep run

@@ -17,45 +17,43 @@ from pyspark.sql import functions as F
 from config import Settings
 from pipelines import lake
 from pipelines.backtest.engine import marks
-from pipelines.research import path
+from pipelines.lake.tables import (
+    BACKTEST_EQUITY,
+    BACKTEST_METRICS,
+    BACKTEST_POSITIONS,
+    BACKTEST_TRADES,
+    MONTECARLO_SUMMARY,
+    PREDICTIONS,
+    SILVER_BARS,
+    Table,
+)
 
 
 def load_inputs(spark: SparkSession, settings: Settings, family: str, start: date | None = None,
                 end: date | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Out-of-sample predictions of ``family`` and the silver bars they cover."""
-    preds = lake.read(spark, path(settings, "gold", "predictions")).where(F.col("model") == family)
+    preds = lake.read(spark, PREDICTIONS.path(settings)).where(F.col("model") == family)
     if start:
         preds = preds.where(F.col("date") >= start.isoformat())
     if end:
         preds = preds.where(F.col("date") <= end.isoformat())
     preds = preds.select("symbol", "ts", "fold", "p_up", "expected_return").toPandas()
     if preds.empty:
-        known = [r["model"] for r in lake.read(spark, path(settings, "gold", "predictions"))
+        known = [r["model"] for r in lake.read(spark, PREDICTIONS.path(settings))
                  .select("model").distinct().collect()]
         raise ValueError(f"no predictions for {family!r} in the range; the predictions table has {known}")
     first, last = preds["ts"].min(), preds["ts"].max()
-    bars = (lake.read(spark, path(settings, "silver", "bars"))
+    bars = (lake.read(spark, SILVER_BARS.path(settings))
             .where((F.col("ts") >= F.lit(first)) & (F.col("ts") <= F.lit(last)))
             .select("symbol", "ts", "open", "close", "volume").toPandas())
     return preds, bars
 
 
-# explicit schemas: a strategy that never trades still writes (empty) trades and positions
-SCHEMAS = {
-    "backtest_trades": "t long, ts timestamp, symbol string, quantity double, price double, cost double",
-    "backtest_equity": "ts timestamp, equity double, returns double, gross_exposure double, periods_per_year double",
-    "backtest_positions": "ts timestamp, symbol string, shares double, value double",
-    "backtest_metrics": "scope string, metric string, value double",
-    "montecarlo_summary": "statistic string, mean double, low double, median double, high double, "
-                          "simulations long, method string, confidence double, risk_of_ruin double",
-}
-
-
-def _write(spark: SparkSession, settings: Settings, table: str, frame: pd.DataFrame, strategy: str) -> str:
-    target = path(settings, "gold", table)
-    schema = SCHEMAS[table] + ", strategy string"
-    columns = [c.split()[0] for c in schema.split(", ")]
-    df = spark.createDataFrame(frame.assign(strategy=strategy)[columns], schema)
+def _write(spark: SparkSession, settings: Settings, table: Table, frame: pd.DataFrame, strategy: str) -> str:
+    """Replace ``strategy``'s partition of ``table`` by ``frame`` (explicit schema: a strategy that
+    never trades still writes its empty tables)."""
+    target = table.path(settings)
+    df = spark.createDataFrame(frame.assign(strategy=strategy)[table.columns], table.schema)
     lake.replace_partition(df, target, "strategy", strategy)
     return target
 
@@ -69,16 +67,16 @@ def write_backtest(spark: SparkSession, settings: Settings, strategy: str, resul
     positions = pd.DataFrame({"ts": market.ts[t], "symbol": [market.symbols[i] for i in s],
                               "shares": result.positions[t, s], "value": result.positions[t, s] * closes[t, s]})
     return {
-        "trades": _write(spark, settings, "backtest_trades", result.fills, strategy),
-        "equity": _write(spark, settings, "backtest_equity", equity, strategy),
-        "positions": _write(spark, settings, "backtest_positions", positions, strategy),
-        "metrics": _write(spark, settings, "backtest_metrics", metrics, strategy),
+        "trades": _write(spark, settings, BACKTEST_TRADES, result.fills, strategy),
+        "equity": _write(spark, settings, BACKTEST_EQUITY, equity, strategy),
+        "positions": _write(spark, settings, BACKTEST_POSITIONS, positions, strategy),
+        "metrics": _write(spark, settings, BACKTEST_METRICS, metrics, strategy),
     }
 
 
 def load_equity(spark: SparkSession, settings: Settings, strategy: str) -> pd.DataFrame:
     """The equity curve a backtest of ``strategy`` wrote."""
-    target = path(settings, "gold", "backtest_equity")
+    target = BACKTEST_EQUITY.path(settings)
     try:
         frame = lake.read(spark, target).where(F.col("strategy") == strategy).toPandas()
     except Exception as exc:  # noqa: BLE001 (no table yet: say what to run)
@@ -94,4 +92,4 @@ def write_montecarlo(spark: SparkSession, settings: Settings, strategy: str, sum
     table = summary.table.reset_index(names="statistic").assign(
         simulations=summary.simulations, method=summary.method, confidence=summary.confidence,
         risk_of_ruin=summary.risk_of_ruin)
-    return _write(spark, settings, "montecarlo_summary", table, strategy)
+    return _write(spark, settings, MONTECARLO_SUMMARY, table, strategy)

@@ -20,9 +20,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipelines.backtest.metrics import round_trips  # noqa: E402
+from pipelines.backtest.montecarlo import resample  # noqa: E402
+from pipelines.backtest.performance import round_trips  # noqa: E402
 from pipelines.backtest.run import Backtest  # noqa: E402
-from pipelines.montecarlo import resample  # noqa: E402
 
 
 def _png(fig) -> str:

@@ -12,7 +12,7 @@ from dataclasses import astuple, dataclass
 
 from numba import njit
 
-from config.settings import TradingSettings
+from config.schemas.trading import TradingSettings
 
 SIZING = {"fixed_fraction": 0, "fixed_notional": 1, "vol_target": 2, "kelly": 3}
 

@@ -1,8 +1,8 @@
 """Spark drivers for the feature and label tables, over the pure functions in ``features``.
 
 Per-symbol time-series features run as ``groupBy("symbol").applyInPandas`` on
-:func:`pipelines.features.compute_features`; cross-sectional ranks are Spark window
-functions that reproduce :func:`pipelines.features.add_cross_sectional_ranks` exactly
+:func:`pipelines.features.library.compute_features`; cross-sectional ranks are Spark window
+functions that reproduce :func:`pipelines.features.library.add_cross_sectional_ranks` exactly
 (average rank of ties over the non-null count), which a test checks.
 """
 
@@ -16,7 +16,8 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType, TimestampType
 
-from pipelines.features import compute_features, compute_labels, feature_names, max_lookback
+from pipelines.features.labels import compute_labels
+from pipelines.features.library import compute_features, feature_names, max_lookback
 
 KEYS = [StructField("symbol", StringType()), StructField("ts", TimestampType())]
 

@@ -2,7 +2,8 @@
 
 Delta Lake and the Kafka source come from local jars fetched once by Maven
 (``python -m infra fetch-jars``) and handed to Spark as ``spark.jars`` before the
-first ``getOrCreate()``; nothing is resolved over Ivy at session start.
+first ``getOrCreate()``; nothing is resolved over Ivy at session start, and starting a
+session never runs Maven: missing jars stop it with the command that fetches them.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 import pyspark
 from pyspark.sql import SparkSession
 
-from config import Settings
-from infra.jars import jar_paths
+from config import ConfigError, Settings
+from config.cli import UserError
 
 # greedy: "spark-sql-kafka-0-10_2.13-4.2.0.jar" -> "spark-sql-kafka-0-10_2.13"; "guava-33.4.0-jre.jar" -> "guava"
 _ARTIFACT = re.compile(r"^(?P<artifact>.+)-\d[\w.]*(?:-[A-Za-z][\w.\-]*)?\.jar$")
@@ -27,21 +28,34 @@ def _artifact(jar: Path) -> str:
     return match.group("artifact") if match else jar.stem
 
 
+class MissingJarsError(UserError):
+    """The Delta / Kafka-source jars have not been fetched; the message says how."""
+
+
 def extra_jars(settings: Settings) -> list[Path]:
-    """Delta, Kafka-source and JDBC jars, minus any artifact the pyspark wheel already ships."""
+    """Delta, Kafka-source and JDBC jars, minus any artifact the pyspark wheel already ships.
+
+    Raises:
+        MissingJarsError: the jar folder is absent or incomplete.
+    """
+    folder = settings.platform.jar_dir("spark")
+    if not (folder / ".complete").exists():
+        raise MissingJarsError(f"the Spark jars (Delta, Kafka source) are not in {folder}: "
+                               "run `python -m infra fetch-jars` (or `make setup`) once")
     shipped = {_artifact(j) for j in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
-    return [jar for jar in jar_paths(settings, "spark") if _artifact(jar) not in shipped]
+    return [jar for jar in sorted(folder.glob("*.jar")) if _artifact(jar) not in shipped]
 
 
 def get_spark(settings: Settings) -> SparkSession:
     """Return the process's SparkSession with Delta Lake enabled, creating it on first use.
 
     Raises:
-        RuntimeError: the installed pyspark is not the version the jars were fetched for.
+        ConfigError: the installed pyspark is not the version the jars were fetched for.
+        MissingJarsError: the jars were never fetched.
     """
     cfg = settings.platform.spark
     if pyspark.__version__ != cfg.version:
-        raise RuntimeError(
+        raise ConfigError(
             f"config/platform.yaml: spark.version is {cfg.version} but pyspark {pyspark.__version__} "
             "is installed; the Kafka-source jar must match pyspark exactly"
         )

@@ -12,6 +12,7 @@ need configuration, not code::
 from __future__ import annotations
 
 import glob
+from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,7 +20,8 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from config.settings import FileSourceSettings
+from config.schemas.data import FileSourceSettings
+from pipelines.ingest.sources.base import in_range
 
 BAR_COLUMNS = {"symbol": "string", "ts": "timestamp", "open": "double", "high": "double", "low": "double",
                "close": "double", "volume": "double", "adj_close": "double"}
@@ -93,10 +95,35 @@ def read_files(spark: SparkSession, cfg: FileSourceSettings, files: list[Path] |
             else:
                 raise SourceError(f"{file}: no column for '{name}' (map it in data_config.yaml files.columns)")
             cols.append(column.cast(dtype).alias(name))
-        frames.append(raw.select(*cols).withColumn("source_file", F.lit(file.name)))
+        frame = raw.select(*cols)
+        if cfg.kind == "ticks":  # the tick contract names where a tick came from
+            frame = frame.withColumn("source", F.lit(cfg.name))
+        frames.append(frame.withColumn("source_file", F.lit(file.name)))
     df = frames[0]
     for other in frames[1:]:
         df = df.unionByName(other)
     if cfg.symbols:
         df = df.where(F.col("symbol").isin(cfg.symbols))
     return df
+
+
+class FileSource:
+    """CSV/Parquet files as a :class:`~pipelines.ingest.sources.base.Source` of bars or ticks."""
+
+    def __init__(self, cfg: FileSourceSettings) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.kind = cfg.kind
+        self.interval = cfg.interval
+
+    def read(self, spark: SparkSession, start: date, end: date) -> DataFrame:
+        return in_range(read_files(spark, self.cfg), start, end)
+
+    def date_range(self, spark: SparkSession) -> tuple[date, date]:
+        row = read_files(spark, self.cfg).agg(F.min("ts").alias("a"), F.max("ts").alias("b")).collect()[0]
+        if row["a"] is None:
+            raise SourceError(f"{self.cfg.path}: no row with a timestamp")
+        return row["a"].date(), row["b"].date()
+
+    def facts(self) -> dict[str, float]:
+        return {}

@@ -1,32 +1,33 @@
-"""The Delta lake: one root, three layers, and idempotent writes.
+"""Delta I/O: reads (with time travel) and idempotent writes.
 
-Tables live at ``<lake root>/<layer>/<name>``. Writes either replace a whole table,
-replace a date range (``replaceWhere``, so re-running a range never appends twice) or
-MERGE on a key.
+Writes either replace a whole table, replace a date range (``replaceWhere``, so
+re-running a range never appends twice), replace one partition, or MERGE on a key.
+Paths come from the table catalog (:mod:`pipelines.lake.tables`).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import Literal, Union
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Union
 
+import pandas as pd
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from config import Settings
-
-Layer = Literal["bronze", "silver", "gold"]
 TablePath = Union[str, os.PathLike]
-LAYERS: tuple[Layer, ...] = ("bronze", "silver", "gold")
 
 
-def table_path(settings: Settings, layer: Layer, name: str) -> Path:
-    """Where table ``name`` of ``layer`` lives."""
-    if layer not in LAYERS:
-        raise ValueError(f"unknown lake layer {layer!r}; expected one of {LAYERS}")
-    return settings.platform.lake_root / layer / name
+@dataclass(frozen=True)
+class LayerResult:
+    """What a write of one layer's range did: rows, table version and figures worth showing."""
+
+    table: str
+    rows: int
+    version: int
+    extra: dict = field(default_factory=dict)
 
 
 def overwrite(df: DataFrame, path: TablePath, partition_by: list[str] | None = None) -> int:
@@ -95,3 +96,19 @@ def replace_partition(df: DataFrame, path: TablePath, column: str, value: str) -
         (df.write.format("delta").mode("overwrite").option("replaceWhere", f"{column} = '{escaped}'")
          .save(str(path)))
     return table_version(spark, path)
+
+
+def exists(spark: SparkSession, path: TablePath) -> bool:
+    """Whether a Delta table lives at ``path``."""
+    return DeltaTable.isDeltaTable(spark, str(path))
+
+
+def date_between(start: date, end: date, column: str = "date") -> Column:
+    """``start <= column <= end`` on a ``yyyy-MM-dd`` string column."""
+    return (F.col(column) >= start.isoformat()) & (F.col(column) <= end.isoformat())
+
+
+def preview(spark: SparkSession, path: TablePath, start: date, end: date, n: int = 5, columns: int = 10) -> pd.DataFrame:
+    """The first ``n`` rows (and ``columns`` columns) of the table in ``[start, end]``, for asset metadata."""
+    df = read(spark, path).where(date_between(start, end))
+    return df.select(*df.columns[:columns]).limit(n).toPandas()

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from config.settings import QualitySettings
+from config.schemas.data import QualitySettings
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no network here; GX would try to phone home
 

@@ -19,7 +19,8 @@ windows (5, 10, 20, 30, 60) and four ranks there are 9 + 4 + 5 x 19 + 6 + 4 = 11
 
 :func:`compute_features` takes one symbol's bars sorted by time and is pure pandas, so the
 streaming job can call it on a rolling buffer; :func:`add_cross_sectional_ranks` takes the
-rows of one timestamp.
+rows of one timestamp. Labels, which look forward, live apart in :mod:`pipelines.features.labels`
+so that live code imports this module only.
 """
 
 from __future__ import annotations
@@ -166,10 +167,3 @@ def add_cross_sectional_ranks(rows: pd.DataFrame, rank_features: Sequence[str]) 
     for name in rank_features:
         out[f"rank_{name}"] = rows[name].rank(pct=True)
     return out
-
-
-def compute_labels(close: pd.Series, horizon: int) -> pd.DataFrame:
-    """Forward log return over ``horizon`` bars and its direction (1 up, 0 not up), NaN at the end."""
-    fwd = np.log(close.shift(-horizon) / close)
-    direction = (fwd > 0).astype(float).where(fwd.notna())
-    return pd.DataFrame({"fwd_return": fwd, "direction": direction}, index=close.index)

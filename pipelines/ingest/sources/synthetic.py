@@ -25,12 +25,16 @@ rebuilt from the ticks have exactly the closes above and the bound stays exact.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
+from pyspark.sql import DataFrame, SparkSession
 
-from config.settings import SyntheticSettings
+from config.schemas.data import SyntheticSettings
+from pipelines.ingest.bars import interval_label
+from pipelines.lake.tables import TICK_SCHEMA
+from pipelines.progress import progress_bar
 
 TRADING_DAYS = 252
 SESSION_OPEN = pd.Timedelta(hours=14, minutes=30)  # 09:30 New York in UTC (winter)
@@ -103,7 +107,7 @@ def generate_market(cfg: SyntheticSettings, progress: bool = False) -> Synthetic
     sigma = np.zeros((n_bars, n_sym))
     h = np.full(n_sym, base_var)
     prev_eps2 = np.full(n_sym, base_var)
-    steps = tqdm(range(n_bars), desc="synthetic bars", unit="bar", disable=not progress, mininterval=1.0)
+    steps = progress_bar(range(n_bars), desc="synthetic bars", unit="bar", enabled=progress)
     for t in steps:
         h = omega + alpha * prev_eps2 + beta * h if not random_walk else h
         sigma[t] = np.sqrt(h) * regime[t] * season[t]
@@ -230,3 +234,35 @@ def _with_bad_ticks(ticks: pd.DataFrame, rate: float, rng: np.random.Generator) 
     out = pd.concat([ticks, bad], ignore_index=True)
     return out.sort_values(["symbol", "ts", "seq"], kind="stable").reset_index(drop=True)
 
+
+
+class SyntheticSource:
+    """The synthetic market as a :class:`~pipelines.ingest.sources.base.Source` of ticks,
+    whose facts include the Bayes bound on directional accuracy."""
+
+    kind = "ticks"
+
+    def __init__(self, cfg: SyntheticSettings) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.interval = interval_label(cfg.bar_minutes)
+        self._market: SyntheticMarket | None = None
+
+    def market(self, progress: bool = False) -> SyntheticMarket:
+        if self._market is None:
+            self._market = generate_market(self.cfg, progress=progress)
+        return self._market
+
+    def read(self, spark: SparkSession, start: date, end: date) -> DataFrame:
+        ticks = generate_ticks(self.market(progress=True), self.cfg)
+        days = ticks["ts"].dt.date
+        return spark.createDataFrame(ticks[(days >= start) & (days <= end)].reset_index(drop=True), TICK_SCHEMA)
+
+    def date_range(self, spark: SparkSession) -> tuple[date, date]:
+        ts = bar_timestamps(self.cfg)
+        return ts[0].date(), ts[-1].date()
+
+    def facts(self) -> dict[str, float]:
+        market = self.market()
+        return {"bayes_accuracy": float(market.bayes_accuracy), "oracle_accuracy": float(market.oracle_accuracy),
+                "random_walk": float(self.cfg.mode == "random_walk")}

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 Z95 = 1.959964
+HIGHER_IS_BETTER = {"accuracy": True, "log_loss": False, "ic": True, "rank_ic": True}
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class Scores:
         """95% interval of ``accuracy``, ``log_loss``, ``ic`` or ``rank_ic``."""
         value, se = getattr(self, name), getattr(self, f"{name}_se")
         return value - Z95 * se, value + Z95 * se
+
+    def improvement(self, other: "Scores", metric: str) -> float:
+        """How much better these scores are than ``other`` on ``metric`` (positive: better)."""
+        gain = getattr(self, metric) - getattr(other, metric)
+        return gain if HIGHER_IS_BETTER[metric] else -gain
 
     def as_dict(self) -> dict[str, float]:
         out = asdict(self)

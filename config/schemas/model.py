@@ -1,0 +1,68 @@
+"""Schema of ``model_config.yaml``: model families, sizes, training, walk-forward and promotion."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from config.schemas.base import Frozen
+
+
+class LstmSettings(Frozen):
+    hidden_size: int = Field(128, ge=1)
+    num_layers: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class TransformerSettings(Frozen):
+    d_model: int = Field(256, ge=1)
+    n_heads: int = Field(8, ge=1)
+    n_layers: int = Field(6, ge=1)
+    dim_feedforward: int = Field(1024, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "TransformerSettings":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        return self
+
+
+class TrainingSettings(Frozen):
+    batch_size: int = Field(256, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    max_epochs: int = Field(50, ge=1)
+    early_stopping_patience: int = Field(5, ge=1)
+    seed: int = 42
+    validation_fraction: float = Field(0.2, gt=0, lt=0.5)
+    return_loss_weight: float = Field(0.5, ge=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    history_days: int | None = Field(None, ge=1)
+    distributed: bool = False
+    num_processes: int = Field(2, ge=1)
+
+
+ModelFamily = Literal["always_up", "momentum_sign", "linear", "lstm", "transformer", "ensemble"]
+
+
+class WalkForwardSettings(Frozen):
+    n_folds: int = Field(5, ge=1)
+    purge_bars: int = Field(1, ge=0)
+    embargo_bars: int = Field(1, ge=0)
+
+
+class PromotionSettings(Frozen):
+    metric: Literal["accuracy", "log_loss", "ic", "rank_ic"] = "accuracy"
+    min_improvement: float = Field(0.002, ge=0)
+
+
+class ModelSettings(Frozen):
+    label_horizon: int = Field(1, ge=1)
+    sequence_length: int = Field(60, ge=1)
+    families: list[ModelFamily] = ["always_up", "momentum_sign", "linear", "lstm", "transformer", "ensemble"]
+    lstm: LstmSettings = LstmSettings()
+    transformer: TransformerSettings = TransformerSettings()
+    training: TrainingSettings = TrainingSettings()
+    walk_forward: WalkForwardSettings = WalkForwardSettings()
+    promotion: PromotionSettings = PromotionSettings()

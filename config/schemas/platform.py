@@ -1,0 +1,119 @@
+"""Schema of ``platform.yaml``: where the platform keeps its state and how it reaches its services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from config.schemas.base import PROJECT_ROOT, Frozen
+
+
+class SparkSettings(Frozen):
+    master: str = "local[2]"
+    app_name: str = "quantlake"
+    shuffle_partitions: int = Field(4, ge=1)
+    driver_memory: str = "4g"
+    version: str = "4.2.0"
+    delta_version: str = "4.4.0"
+    ui_enabled: bool = False
+
+    @property
+    def line(self) -> str:
+        """The Spark major.minor line that names Delta's artifact (``4.2``)."""
+        return ".".join(self.version.split(".")[:2])
+
+
+class LakeSettings(Frozen):
+    root: str = "lake"
+
+
+class PostgresSettings(Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(5544, ge=1, le=65535)
+    user: str = "quantlake"
+    database: str = "quantlake"
+    mlflow_database: str = "mlflow"
+    dagster_database: str = "dagster"
+    os_user: str = "postgres"
+
+    def url(self, database: str | None = None, driver: str = "postgresql+psycopg2") -> str:
+        """SQLAlchemy URL for ``database`` (default: the warehouse database)."""
+        return f"{driver}://{self.user}@{self.host}:{self.port}/{database or self.database}"
+
+
+class RedisSettings(Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(6390, ge=1, le=65535)
+    db: int = Field(0, ge=0)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/{self.db}"
+
+
+class KafkaServerSettings(Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(9392, ge=1, le=65535)
+    controller_port: int = Field(9393, ge=1, le=65535)
+    version: str = "4.4.0"
+    heap: str = "512m"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class MlflowSettings(Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(5500, ge=1, le=65535)
+    experiment: str = "quantlake"
+    registered_model: str = "quantlake-direction"
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class DagsterSettings(Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(3300, ge=1, le=65535)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class PlatformSettings(Frozen):
+    environment: Literal["local", "ci", "production"] = "local"
+    state_dir: Path = Path(".state")
+    spark: SparkSettings = SparkSettings()
+    lake: LakeSettings = LakeSettings()
+    postgres: PostgresSettings = PostgresSettings()
+    redis: RedisSettings = RedisSettings()
+    kafka: KafkaServerSettings = KafkaServerSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    dagster: DagsterSettings = DagsterSettings()
+    reports_dir: Path = Path("reports")  # tear sheets; relative to state_dir
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute_state_dir(cls, value: Path) -> Path:
+        return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
+
+    @property
+    def lake_root(self) -> Path:
+        root = Path(self.lake.root)
+        return root if root.is_absolute() else self.state_dir / root
+
+    @property
+    def reports_root(self) -> Path:
+        return self.reports_dir if self.reports_dir.is_absolute() else self.state_dir / self.reports_dir
+
+    def jar_dir(self, jar_set: Literal["spark", "kafka-broker"]) -> Path:
+        """Where ``python -m infra fetch-jars`` puts a jar set (named by its versions, so an
+        upgrade fetches afresh); Spark start-up reads the same folder and never fetches."""
+        tag = (f"spark{self.spark.version}-delta{self.spark.delta_version}" if jar_set == "spark"
+               else f"kafka{self.kafka.version}")
+        return self.state_dir / "jars" / f"{jar_set}-{tag}"

@@ -1,0 +1,63 @@
+"""Schema of ``trading_config.yaml``: signal, sizing, costs, risk limits and backtest settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from config.schemas.base import Frozen
+from config.schemas.model import ModelFamily
+
+
+class SignalSettings(Frozen):
+    long_threshold: float = Field(0.55, ge=0, le=1)
+    short_threshold: float = Field(0.45, ge=0, le=1)
+
+    @field_validator("short_threshold")
+    @classmethod
+    def _below_long(cls, short: float, info) -> float:
+        long = info.data.get("long_threshold")
+        if long is not None and short > long:
+            raise ValueError(f"short_threshold ({short}) is above long_threshold ({long})")
+        return short
+
+
+class SizingSettings(Frozen):
+    method: Literal["fixed_fraction", "fixed_notional", "vol_target", "kelly"] = "fixed_fraction"
+    vol_target_annual: float = Field(0.10, gt=0)
+    kelly_fraction: float = Field(0.25, gt=0, le=1)
+
+
+class CostSettings(Frozen):
+    commission_bps: float = Field(1.0, ge=0)
+    half_spread_bps: float = Field(2.0, ge=0)
+    slippage_bps_per_pct_volume: float = Field(5.0, ge=0)
+    max_participation: float = Field(0.05, gt=0, le=1)
+
+
+class RiskSettings(Frozen):
+    max_position_size: float = Field(0.02, gt=0, le=1)
+    stop_loss: float = Field(0.02, gt=0)
+    take_profit: float = Field(0.04, gt=0)
+    max_drawdown: float = Field(0.05, gt=0, lt=1)
+
+
+class BacktestSettings(Frozen):
+    strategies: list[ModelFamily] | None = None  # None: every model in the predictions table
+    sweep: bool = True
+    sweep_seeds: int = Field(1, ge=1)
+    montecarlo_simulations: int = Field(10_000, ge=100)
+    montecarlo_method: Literal["iid", "stationary"] = "stationary"
+    montecarlo_block: float = Field(20.0, ge=1)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    ruin_fraction: float = Field(0.5, gt=0, lt=1)
+
+
+class TradingSettings(Frozen):
+    initial_capital: float = Field(100_000, gt=0)
+    backtest: BacktestSettings = BacktestSettings()
+    signal: SignalSettings = SignalSettings()
+    sizing: SizingSettings = SizingSettings()
+    costs: CostSettings = CostSettings()
+    risk: RiskSettings = RiskSettings()

@@ -1,0 +1,84 @@
+"""The backtest and Monte Carlo command lines, with one error boundary for both.
+
+    python -m pipelines.backtest --start-date 2020-01-01 --end-date 2023-12-31 \\
+        --strategy momentum_lstm --initial-capital 100000
+    python -m pipelines.montecarlo --simulations 10000 --confidence-interval 0.95 [--method stationary]
+
+``--strategy`` names the model family whose predictions to trade (``lstm``, ``ensemble``,
+...; ``<name>_<family>`` works too). Rules come from ``config/trading_config.yaml``; unset
+options take their values from its ``backtest`` section.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+from pathlib import Path
+
+from config import load_settings
+from config.cli import guarded
+
+
+def backtest_main(argv: list[str] | None = None) -> int:
+    """Backtest a model's out-of-sample predictions; write the gold tables and a tear sheet."""
+    parser = argparse.ArgumentParser(prog="python -m pipelines.backtest",
+                                     description="Backtest a model's out-of-sample predictions.")
+    parser.add_argument("--start-date", type=date.fromisoformat, default=None)
+    parser.add_argument("--end-date", type=date.fromisoformat, default=None)
+    parser.add_argument("--strategy", default="ensemble")
+    parser.add_argument("--initial-capital", type=float, default=None, help="default: trading_config.yaml")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the parameter sweep (no deflated Sharpe / PBO)")
+    parser.add_argument("--seeds", type=int, default=1, help="sweep each configuration on this many perturbed copies")
+    parser.add_argument("--tear-sheet", default=None, help="HTML path (default <reports_dir>/<dataset>/<strategy>.html)")
+    args = parser.parse_args(argv)
+
+    def run() -> int:
+        from pipelines.backtest.pipeline import backtest_strategy, headline
+        from pipelines.lake.spark import get_spark
+
+        settings = load_settings()
+        outcome = backtest_strategy(get_spark(settings), settings, args.strategy, args.start_date, args.end_date,
+                                    args.initial_capital, sweep=not args.no_sweep, seeds=args.seeds,
+                                    tear_sheet=Path(args.tear_sheet) if args.tear_sheet else None, progress=True)
+        result = outcome.backtest.result
+        print(headline(outcome.backtest.metrics))
+        if result.halted_at is not None:
+            print(f"circuit breaker: drawdown limit hit at {result.market.ts[result.halted_at]}; flat and halted after it")
+        print(f"gold tables: {', '.join(outcome.tables.values())}\ntear sheet: {outcome.tear_sheet}")
+        return 0
+
+    return guarded(run, fixable=(ValueError,))
+
+
+def montecarlo_main(argv: list[str] | None = None) -> int:
+    """Bootstrap a backtest's returns; print and write the summary."""
+    parser = argparse.ArgumentParser(prog="python -m pipelines.montecarlo",
+                                     description="Monte Carlo of a strategy's returns.")
+    parser.add_argument("--simulations", type=int, default=None)
+    parser.add_argument("--confidence-interval", type=float, default=None)
+    parser.add_argument("--method", choices=["iid", "stationary"], default=None)
+    parser.add_argument("--block", type=float, default=None, help="mean block length in bars (stationary)")
+    parser.add_argument("--ruin", type=float, default=None, help="ruin: equity at or below this share of the start")
+    parser.add_argument("--strategy", default="ensemble", help="the backtest whose returns to resample")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--local", action="store_true", help="simulate in this process instead of on Spark")
+    args = parser.parse_args(argv)
+    if args.confidence_interval is not None and not 0 < args.confidence_interval < 1:
+        parser.error("--confidence-interval must be between 0 and 1")
+
+    def run() -> int:
+        from pipelines.backtest.pipeline import montecarlo_strategy
+        from pipelines.lake.spark import get_spark
+
+        settings = load_settings()
+        summary = montecarlo_strategy(get_spark(settings), settings, args.strategy, args.simulations,
+                                      args.confidence_interval, args.method, args.block, args.ruin, args.seed,
+                                      local=args.local, progress=True)
+        ruin = args.ruin or settings.trading.backtest.ruin_fraction
+        print(f"Monte Carlo: {summary.simulations:,} {summary.method} paths of the {args.strategy} backtest's "
+              f"returns, {summary.confidence:.0%} intervals")
+        print(summary.table.to_string(float_format=lambda v: f"{v:,.4f}"))
+        print(f"risk of ruin (equity <= {ruin:.0%} of start): {summary.risk_of_ruin:.4%}   ({summary.seconds:.1f}s)")
+        return 0
+
+    return guarded(run, fixable=(ValueError,))
