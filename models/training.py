@@ -152,11 +152,17 @@ def _log_family(name: str, model, ev: Evaluation, data: TrainingData, settings: 
     if spec.names != panel.features:
         raise ValueError(f"{name}: the panel's features are not the recipe's ({len(panel.features)} vs "
                          f"{len(spec.names)} columns)")
-    mlflow.log_dict(spec.to_dict(), "feature_spec.json")
     wrapper = DirectionModel(model, spec, name)
     symbol = panel.frame["symbol"].iloc[-1]
     example = panel.frame.loc[panel.frame["symbol"] == symbol, ["symbol", "ts", *panel.features]].tail(
         min(spec.sequence_length, 10)).reset_index(drop=True)
+    return register_model(wrapper, example, settings)
+
+
+def register_model(wrapper: DirectionModel, example: pd.DataFrame, settings: Settings) -> str:
+    """Log ``wrapper`` (model + feature recipe) in the active run with its signature and input
+    example, register it as a new version of the configured model; return the version."""
+    mlflow.log_dict(wrapper.spec.to_dict(), "feature_spec.json")
     signature = infer_signature(example, wrapper.predict(None, example))
     info = mlflow.pyfunc.log_model(
         name="model", python_model=wrapper, signature=signature, input_example=example,

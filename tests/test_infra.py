@@ -97,3 +97,12 @@ def test_spark_jars_are_local_and_not_duplicated(settings) -> None:
     assert not names & shipped
     assert all(j.is_file() and j.is_relative_to(settings.platform.state_dir) for j in jars)
     assert not any("_2.12" in j.name for j in jars)
+
+
+def test_spark_start_never_fetches_jars_it_names_the_command(tmp_path: Path) -> None:
+    from pipelines.lake.spark import MissingJarsError, extra_jars
+
+    empty = load_settings(env={"QL_PLATFORM__STATE_DIR": str(tmp_path)})
+    with pytest.raises(MissingJarsError, match=r"run `python -m infra fetch-jars`"):
+        extra_jars(empty)
+    assert not (tmp_path / "jars").exists()  # nothing was fetched or created

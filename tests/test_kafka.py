@@ -8,7 +8,7 @@ import uuid
 import pytest
 from kafka import KafkaAdminClient
 
-from pipelines.smoke import kafka_roundtrip
+from streaming.smoke import kafka_roundtrip
 from streaming.kafka_io import ensure_topics, make_consumer, make_producer
 
 pytestmark = pytest.mark.services

@@ -107,7 +107,7 @@ def test_training_logs_registers_and_gates_on_unseen_rows(spark, built: Settings
     # three more days: the new challenger is compared with the champion on bars it never saw
     second = training.train_and_register(spark, settings, date(2024, 3, 31), progress=False)
     oos = second.evaluations[second.candidate].predictions
-    decision = registry.compare_with_champion(settings, second.candidate_version, oos, second.data.panel)
+    decision = registry.compare_with_champion(settings, second.candidate_version, oos, second.data.panel.frame)
     assert decision.basis == "unseen rows" and decision.rows >= 200, decision
     unseen = oos[oos["ts"] > champion.tags["data_end"]]
     assert decision.rows == len(unseen)

@@ -14,6 +14,7 @@ from models.panel import Panel, time_split
 from models.pyfunc import DirectionModel
 from models.sequence import SequenceModel
 from pipelines.features.library import feature_names
+from pipelines.features.recipe import FeatureSpec
 from pipelines.ingest.sources.synthetic import generate_market
 from tests.test_evaluation import RANKS, WINDOWS, small_models
 
@@ -114,7 +115,9 @@ def test_pyfunc_wrapper_keeps_input_order_and_names_missing_columns(planted: Pan
     cfg = small_models()
     cfg = ModelSettings(**{**cfg.model_dump(), "families": ["momentum_sign", "lstm", "ensemble"]})
     fitted, _, _ = fit_models(planted, planted.labelled(), cfg)
-    wrapper = DirectionModel(fitted["ensemble"], planted.features, "ensemble", cfg.sequence_length)
+    spec = FeatureSpec(tuple(WINDOWS), tuple(RANKS), cfg.sequence_length)
+    assert spec.names == planted.features
+    wrapper = DirectionModel(fitted["ensemble"], spec, "ensemble")
     recent = planted.frame.groupby("symbol").tail(cfg.sequence_length)
     shuffled = recent.sample(frac=1.0, random_state=3)
     out = wrapper.predict(None, shuffled)

@@ -104,3 +104,31 @@ def test_return_magnitude_expectation(spark, ret: float) -> None:
     rows = [("R", D(2024, 1, i + 1), c, c, c, c, 1.0, None) for i, c in enumerate(closes)]
     result = run_bar_suite(with_bar_defaults(spark.createDataFrame(rows, SCHEMA), "1d"), Q)
     assert result.success == (ret < 1.0)
+
+
+def test_row_rules_run_on_a_stream_and_window_rules_do_not(spark, tmp_path) -> None:
+    """The per-row half of the rules is what a Structured Streaming job can apply to ticks."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    from pipelines.ingest.row_rules import reasons, tick_rules
+    from pipelines.ingest.window_rules import TICK_KEYS, flag_duplicates
+
+    landing = tmp_path / "ticks"
+    landing.mkdir()
+    rows = [{"symbol": "A", "ts": f"2024-01-02T10:00:{i:02d}", "seq": i, "price": -1.0 if i % 5 == 0 else 100.0,
+             "size": 1.0, "bid": 99.9, "ask": 100.1} for i in range(40)]
+    (landing / "part-0.json").write_text("\n".join(json.dumps(r) for r in rows))
+    schema = "symbol string, ts timestamp, seq long, price double, size double, bid double, ask double"
+    ticks = spark.readStream.schema(schema).json(str(landing))
+    rules = tick_rules(Q)
+    query = (ticks.withColumn("reason", reasons(*rules)).writeStream.format("memory").queryName("row_rules")
+             .option("checkpointLocation", str(tmp_path / "cp")).trigger(availableNow=True).start())
+    query.awaitTermination(120)
+    got = spark.sql("SELECT seq, reason FROM row_rules").toPandas()
+    assert len(got) == len(rows)
+    bad = got["seq"] % 5 == 0
+    assert (got.loc[bad, "reason"] == "missing or non-positive price").all() and got.loc[~bad, "reason"].isna().all()
+    with pytest.raises(AnalysisException):
+        (flag_duplicates(ticks, rules, TICK_KEYS, [F.col("ts")]).writeStream.format("memory").queryName("dups")
+         .option("checkpointLocation", str(tmp_path / "cp2")).trigger(availableNow=True).start())

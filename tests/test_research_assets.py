@@ -103,13 +103,14 @@ def test_crafted_bad_rows_are_quarantined_and_counted(spark, crafted_files) -> N
 
 
 def test_failing_expectations_block_features(spark, crafted_files, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.ingest import layers
     from pipelines.ingest.quality import Validated
 
     def let_everything_through(df, cfg, now=None):
         return Validated(df, df.limit(0).selectExpr("'bars' AS table", "symbol", "ts", "'x' AS date",
                                                      "'x' AS reason", "'x' AS record", "current_timestamp() AS quarantined_at"))
 
-    monkeypatch.setattr(research, "validate_bars", let_everything_through)
+    monkeypatch.setattr(layers, "validate_bars", let_everything_through)
     result = _run(crafted_files, "2024-02-01", "2024-02-01")
     assert not result.success
     assert _checks(result)["silver_bars_expectations"] is False

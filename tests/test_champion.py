@@ -1,0 +1,86 @@
+"""The model zoo's one interface, and a registered model that carries its feature recipe."""
+
+from __future__ import annotations
+
+import os
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from config import load_settings
+from config.schemas.data import SyntheticSettings
+from config.schemas.model import ModelFamily
+from models.baselines import LinearModel, Tabular
+from models.champion import load_champion
+from models.panel import Panel
+from models.pyfunc import DirectionModel
+from models.registry import promote
+from models.training import register_model
+from models.zoo import ENSEMBLE, ZOO, Forecaster, make_members, sequence_length_of
+from pipelines.features.labels import compute_labels
+from pipelines.features.recipe import FeatureSpec
+from pipelines.ingest.sources.synthetic import generate_market
+from tests.test_evaluation import small_models
+
+
+def test_config_families_are_the_zoo_plus_the_ensemble() -> None:
+    assert set(ModelFamily.__args__) == set(ZOO) | {ENSEMBLE}
+    cfg = small_models()
+    members = make_members(cfg)
+    assert [m.name for m in members] == [f for f in cfg.families if f != ENSEMBLE]
+    assert all(isinstance(m, Forecaster) for m in members)
+    assert sequence_length_of("lstm", cfg) == cfg.sequence_length == sequence_length_of(ENSEMBLE, cfg)
+    assert sequence_length_of("linear", cfg) == 1
+
+
+def test_recipe_names_its_lookback_and_rejects_unknown_ranks() -> None:
+    spec = FeatureSpec((3, 7), ("roc_3",), sequence_length=4)
+    assert spec.names[-1] == "rank_roc_3" and "roc_7" in spec.names and "roc_5" not in spec.names
+    assert spec.lookback_bars == 35 + 1 + 4 - 1  # MACD's 26 + 9 bars dominate short windows
+    assert FeatureSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="roc_5"):
+        FeatureSpec((3, 7), ("roc_5",))
+
+
+@pytest.fixture
+def local_registry(tmp_path, monkeypatch):
+    """A file-backed MLflow registry in a temporary folder (no server needed)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    MlflowClient(uri).create_experiment("recipes", artifact_location=str(tmp_path / "artifacts"))
+    return load_settings(env={**os.environ, "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": "recipe-test",
+                              "QL_PLATFORM__MLFLOW__EXPERIMENT": "recipes"})
+
+
+def test_the_champion_builds_features_from_its_own_recipe_not_the_config(local_registry) -> None:
+    settings = local_registry
+    bars = generate_market(SyntheticSettings(n_symbols=3, n_days=4, seed=5)).bars
+    bars["ts"] = bars["ts"].dt.tz_localize(None)  # as Spark hands them over (UTC, naive)
+    trained = FeatureSpec((3, 7), ("roc_3",))  # not the configured windows
+    configured = FeatureSpec.from_settings(settings)
+    assert trained != configured and set(trained.names) - set(configured.names)
+
+    features = trained.compute(bars)
+    labels = pd.concat([pd.concat([g[["symbol", "ts"]], compute_labels(g["close"], 1)], axis=1)
+                        for _, g in bars.sort_values("ts").groupby("symbol")])
+    panel = Panel(features.merge(labels, on=["symbol", "ts"]), trained.names)
+    model = Tabular(LinearModel()).fit(panel, panel.labelled(), None)
+    with mlflow.start_run():
+        version = register_model(DirectionModel(model, trained, "linear"), features.tail(3).reset_index(drop=True),
+                                 settings)
+    promote(settings, version, "recipe test")
+
+    champion = load_champion(settings)
+    assert champion.version == version and champion.family == "linear"
+    assert champion.spec == trained  # the recipe came back from the registry, not from the config
+    live = champion.features(bars)
+    assert list(live.columns) == ["symbol", "ts", *trained.names]
+    scored = champion.predict(live)
+    expected = model.predict(Panel(live, trained.names), np.arange(len(live)))[0]
+    np.testing.assert_allclose(scored["p_up"].to_numpy(), expected, rtol=1e-12)
+    with pytest.raises(Exception, match="roc_3"):  # today's config would not give the model its inputs
+        champion.predict(configured.compute(bars))
