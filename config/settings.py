@@ -68,7 +68,7 @@ FILES: dict[str, tuple[str, type[Frozen]]] = {
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) if path.exists() else {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if data is None:
@@ -152,6 +152,13 @@ def load_settings(
     """
     env = os.environ if env is None else env
     folder = Path(config_dir or env.get(f"{ENV_PREFIX}CONFIG_DIR") or CONFIG_DIR)
+    origin = "" if config_dir or not env.get(f"{ENV_PREFIX}CONFIG_DIR") else f" (from ${ENV_PREFIX}CONFIG_DIR)"
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such configuration folder{origin}")
+    missing = [name for name, _ in FILES.values() if not (folder / name).is_file()]
+    if missing:
+        raise ConfigError(f"{folder}: missing {', '.join(missing)}{origin}; a configuration folder holds "
+                          f"{', '.join(name for name, _ in FILES.values())} (copy them from {CONFIG_DIR})")
     profile_path, profile = (_read_profile(folder, env[f"{ENV_PREFIX}PROFILE"])
                              if env.get(f"{ENV_PREFIX}PROFILE") else (None, {}))
     sections: dict[str, Frozen] = {}

@@ -8,9 +8,13 @@ the rows before each row of the same symbol in the frame as its history, so pass
 
 The wrapper carries the model's feature recipe (:class:`FeatureSpec`): the windows, ranked
 features and sequence length it was trained with, so serving rebuilds exactly its inputs.
+Registered models are logged as models-from-code: :mod:`models.serving` is the code file and
+the fitted state (:mod:`models.persist`) the artifact that :meth:`DirectionModel.load_context` reads.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -22,13 +26,31 @@ from pipelines.features.recipe import FeatureSpec
 OUTPUT_COLUMNS = ["symbol", "ts", "p_up", "expected_return"]
 
 
+STATE_ARTIFACT = "state"
+
+
 class DirectionModel(mlflow.pyfunc.PythonModel):
     """A fitted model (baseline, sequence network or ensemble) with its feature recipe."""
 
-    def __init__(self, model, spec: FeatureSpec, family: str) -> None:
+    def __init__(self, model=None, spec: FeatureSpec | None = None, family: str = "") -> None:
         self.model = model
         self.spec = spec
         self.family = family
+
+    def load_context(self, context) -> None:
+        """Rebuild the fitted model from its saved state (models-from-code loading)."""
+        if self.model is not None or STATE_ARTIFACT not in (context.artifacts or {}):
+            return
+        from models import persist
+
+        self.model, extra = persist.load(Path(context.artifacts[STATE_ARTIFACT]))
+        self.spec, self.family = FeatureSpec.from_dict(extra["spec"]), extra["family"]
+
+    def save_state(self, folder: Path) -> Path:
+        """Write the fitted state and recipe that :meth:`load_context` reads."""
+        from models import persist
+
+        return persist.save(self.model, folder, {"spec": self.spec.to_dict(), "family": self.family})
 
     @property
     def features(self) -> list[str]:

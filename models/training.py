@@ -17,9 +17,11 @@ One call (:func:`train_and_register`) does what the ``trained_models`` asset sho
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -33,7 +35,7 @@ from config import Settings
 from models.champion import CHALLENGER
 from models.evaluation import Evaluation, comparison_table, fit_models, walk_forward_models
 from models.panel import Panel
-from models.pyfunc import DirectionModel
+from models.pyfunc import STATE_ARTIFACT, DirectionModel
 from models.scoring import HIGHER_IS_BETTER
 from models.tracking import configure_mlflow
 from models.zoo import ENSEMBLE, ZOO, sequence_length_of
@@ -43,6 +45,7 @@ from pipelines.ingest.layers import read_source_facts
 from pipelines.lake.tables import FEATURES, LABELS, PREDICTIONS
 
 log = logging.getLogger(__name__)
+SERVING_CODE = Path(__file__).with_name("serving.py")  # the code file of every registered model
 
 
 @dataclass
@@ -164,9 +167,14 @@ def register_model(wrapper: DirectionModel, example: pd.DataFrame, settings: Set
     example, register it as a new version of the configured model; return the version."""
     mlflow.log_dict(wrapper.spec.to_dict(), "feature_spec.json")
     signature = infer_signature(example, wrapper.predict(None, example))
-    info = mlflow.pyfunc.log_model(
-        name="model", python_model=wrapper, signature=signature, input_example=example,
-        pip_requirements=pip_requirements(), registered_model_name=settings.platform.mlflow.registered_model)
+    with tempfile.TemporaryDirectory() as tmp:
+        state = wrapper.save_state(Path(tmp) / STATE_ARTIFACT)
+        # models-from-code: the registry keeps a code file of this project and plain-data state,
+        # so loading a version runs only the project's code (no cloudpickled object)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(SERVING_CODE), artifacts={STATE_ARTIFACT: str(state)},
+            signature=signature, input_example=example, pip_requirements=pip_requirements(),
+            registered_model_name=settings.platform.mlflow.registered_model)
     return str(info.registered_model_version)
 
 

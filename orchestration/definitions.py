@@ -15,7 +15,7 @@ from orchestration.jobs import (
 )
 from orchestration.resources import default_resources
 from orchestration.schedules import nightly_retrain
-from orchestration.sensors import landing_files_sensor
+from orchestration.sensors import dead_runs_sensor, landing_files_sensor
 
 _modules = [platform, research, models, backtest]
 
@@ -25,7 +25,7 @@ defs = Definitions(
     resources=default_resources(),
     jobs=[platform_smoke_job, research_job, training_job, backtest_job, nightly_retrain_job, promote_model_job],
     schedules=[nightly_retrain],
-    sensors=[landing_files_sensor],
+    sensors=[landing_files_sensor, dead_runs_sensor],
     # one process per run: every step shares one SparkSession (a JVM per step cost ~10 s each,
     # and a Great Expectations step in its own process exited early)
     executor=in_process_executor,

@@ -21,10 +21,11 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from config import Settings, load_settings
 from config.cli import guarded
-from infra.services.dagster import dagster_home
+from infra.services.dagster import dagster_home, fail_dead_runs, process_tags
 from orchestration.assets.models import GATE_CHECK
 from orchestration.definitions import defs
 from orchestration.partitions import month_key
+from orchestration.schedules import nightly_retrain
 from pipelines.ingest.layers import source_date_range
 from pipelines.lake.spark import get_spark
 
@@ -37,7 +38,8 @@ def _run(job: JobDefinition, instance: DagsterInstance, tags: dict[str, str] | N
     started = time.monotonic()
     # the console shows the assets' own INFO lines, not Dagster's per-step DEBUG events
     # (all events are in the run's log in the Dagster UI)
-    result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False,
+    # the pid tag lets the daemon (dead_runs_sensor) fail this run if this process is killed
+    result = job.execute_in_process(instance=instance, tags={**(tags or {}), **process_tags()}, raise_on_error=False,
                                     run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
     # a failed promotion gate is an outcome, not a failure: its blocking check fails the step
     # that evaluates it (model_evaluation); any other failed step is a real failure
@@ -70,6 +72,16 @@ def _run(job: JobDefinition, instance: DagsterInstance, tags: dict[str, str] | N
     return ok
 
 
+def next_nightly_tick(settings: Settings) -> str:
+    """When the nightly retraining schedule fires next (it runs by default while the daemon runs)."""
+    from dagster._utils.schedules import cron_string_iterator
+
+    if not settings.model.training.nightly_retrain:
+        return "retraining off (model_config.yaml training.nightly_retrain: false)"
+    tick = next(cron_string_iterator(time.time(), nightly_retrain.cron_schedule, nightly_retrain.execution_timezone))
+    return f"retraining next at {tick:%Y-%m-%d %H:%M} {nightly_retrain.execution_timezone} (schedule nightly_retrain)"
+
+
 STAGES = {"smoke": "platform_smoke_job", "research": "research_job", "training": "training_job",
           "backtest": "backtest_job"}
 
@@ -93,6 +105,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
 def _main(stages: list[str], settings: Settings | None) -> int:
     settings = settings or load_settings()
     instance = DagsterInstance.from_config(str(dagster_home(settings)))
+    for run_id in fail_dead_runs(instance):  # e.g. an earlier main job that was killed
+        print(f"run {run_id} failed: its process was gone")
     ok = True
     if "smoke" in stages:
         ok = _run(defs.resolve_job_def("platform_smoke_job"), instance)
@@ -106,6 +120,7 @@ def _main(stages: list[str], settings: Settings | None) -> int:
     print(f"\nDagster UI   {p.dagster.url}")
     print(f"MLflow UI    {p.mlflow.tracking_uri}")
     print(f"Delta lake   {p.lake_root}")
+    print(f"Nightly      {next_nightly_tick(settings)}")
     if "backtest" in stages:
         print(f"Tear sheets  {p.reports_root / settings.data.dataset}")
     return 0 if ok else 1

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from dagster import RunRequest, ScheduleEvaluationContext, schedule
+from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
+
+from config import load_settings
 
 from orchestration.jobs import nightly_retrain_job
 from orchestration.partitions import month_key
 
 
 @schedule(job=nightly_retrain_job, cron_schedule="0 2 * * *", execution_timezone="UTC",
+          default_status=DefaultScheduleStatus.RUNNING,
           description="Every night at 02:00 UTC: re-ingest the month holding yesterday, rebuild its features and "
-                      "labels, retrain on all history, evaluate against @champion, promote if it wins.")
-def nightly_retrain(context: ScheduleEvaluationContext) -> RunRequest:
+                      "labels, retrain on all history, evaluate against @champion, promote if it wins. "
+                      "Runs by default; model_config.yaml training.nightly_retrain: false turns it off.")
+def nightly_retrain(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
+    if not load_settings().model.training.nightly_retrain:
+        return SkipReason("nightly retraining is off (model_config.yaml training.nightly_retrain: false)")
     yesterday = (context.scheduled_execution_time - timedelta(days=1)).date()
     return RunRequest(run_key=f"nightly-{yesterday.isoformat()}", partition_key=month_key(yesterday),
                       tags={"trigger": "nightly_retrain"})

@@ -1,4 +1,5 @@
-"""A sensor that ingests files dropped into the landing folder (data_config.yaml ``landing_dir``)."""
+"""Sensors: files dropped into the landing folder (data_config.yaml ``landing_dir``) are ingested,
+and runs whose process died are failed so they do not hold the run queue."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
-from dagster import RunRequest, SensorEvaluationContext, SkipReason, sensor
+from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SkipReason, sensor
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from config import Settings, load_settings
+from infra.services.dagster import fail_dead_runs
 from orchestration.jobs import research_job
 from orchestration.partitions import month_key
 
@@ -64,3 +66,15 @@ def landing_files_sensor(context: SensorEvaluationContext):
         seen[path.name] = path.stat().st_mtime_ns
     context.update_cursor(json.dumps(seen))
     return requests
+
+
+@sensor(minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING,
+        description="Fails STARTED runs whose process is gone (a killed main job, a crashed run worker), so "
+                    "they do not hold the run queue's slot; Dagster's run monitoring covers stuck starts and "
+                    "cancels.")
+def dead_runs_sensor(context: SensorEvaluationContext) -> SkipReason:
+    failed = fail_dead_runs(context.instance)
+    for run_id in failed:
+        context.log.warning("run %s failed: its process is gone", run_id)
+    return SkipReason(f"failed {len(failed)} run(s) whose process was gone" if failed
+                      else "every started run has a live process")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -76,6 +77,12 @@ def test_the_champion_builds_features_from_its_own_recipe_not_the_config(local_r
 
     champion = load_champion(settings)
     assert champion.version == version and champion.family == "linear"
+    # logged as models-from-code: a project code file and plain-data state, nothing pickled
+    source = MlflowClient().get_model_version(settings.platform.mlflow.registered_model, version).source
+    files = [p.relative_to(local) for local in [Path(mlflow.artifacts.download_artifacts(source))]
+             for p in local.rglob("*") if p.is_file()]
+    assert not [f for f in files if f.suffix in {".pkl", ".pickle", ".cloudpickle"}], files
+    assert {"state.json", "arrays.npz", "serving.py"} <= {f.name for f in files}
     assert champion.spec == trained  # the recipe came back from the registry, not from the config
     live = champion.features(bars)
     assert list(live.columns) == ["symbol", "ts", *trained.names]

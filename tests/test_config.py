@@ -111,3 +111,11 @@ def test_bad_profile_value_names_profile_and_key(config_copy: Path) -> None:
     (config_copy / "profiles" / "q.yaml").write_text("modle: {}\n")
     with pytest.raises(ConfigError, match=r"q\.yaml: unknown section"):
         load_settings(config_copy, env={"QL_PROFILE": "q"})
+
+
+def test_a_missing_folder_or_file_is_an_error_not_silent_defaults(tmp_path: Path, config_copy: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nowhere: no such configuration folder \(from \$QL_CONFIG_DIR\)"):
+        load_settings(env={"QL_CONFIG_DIR": str(tmp_path / "nowhere")})
+    (config_copy / "trading_config.yaml").unlink()
+    with pytest.raises(ConfigError, match=r"missing trading_config\.yaml"):
+        load_settings(config_copy, env={})

@@ -67,3 +67,22 @@ def test_webserver_serves_the_code_location(services) -> None:
     location = entry["locationOrLoadError"]
     assert location["__typename"] == "RepositoryLocation", location
     assert {"platform_smoke_job", "research_job"} <= {j["name"] for r in location["repositories"] for j in r["jobs"]}
+
+
+def test_settings_are_read_once_per_run(spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every asset and check of a run sees one validated Settings, not a fresh read of the YAML files."""
+    import orchestration.resources as resources
+
+    calls = []
+    real = resources.load_settings
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(resources, "load_settings", counting)
+    monkeypatch.setenv("QL_PLATFORM__LAKE__ROOT", str(tmp_path / "lake"))
+    result = materialize([smoke_prices, smoke_prices_complete], resources=default_resources(),
+                         instance=DagsterInstance.ephemeral())
+    assert result.success
+    assert len(calls) <= 2, len(calls)  # the settings resource, and at most once more for the nested copy

@@ -101,3 +101,46 @@ def test_daemon_start_fails_runs_its_predecessor_left_behind(services) -> None:
         for run in (launched, in_process):
             instance.delete_run(run.run_id)
         instance.dispose()
+
+
+def test_a_killed_main_job_does_not_block_runs_from_the_ui(services, tmp_path: Path) -> None:
+    """kill -9 of `python -m orchestration.main` mid-run: its run is failed by the daemon's
+    dead_runs_sensor, and a run launched from the UI afterwards gets the queue's slot and completes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    from config.settings import PROJECT_ROOT
+    from infra.services.dagster import PID_TAG, dagster_home
+
+    for svc in all_services(services, ["dagster-webserver", "dagster-daemon"]):
+        svc.up()
+    overrides = {"QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"), "QL_DATA__SYNTHETIC__N_SYMBOLS": "2",
+                 "QL_DATA__SYNTHETIC__N_DAYS": "3", "QL_DATA__SYNTHETIC__START_DATE": "2024-05-06"}
+    main = subprocess.Popen([sys.executable, "-m", "orchestration.main", "--stages", "research"],
+                            env={**os.environ, **overrides}, cwd=PROJECT_ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    instance = DagsterInstance.from_config(str(dagster_home(services)))
+    try:
+        killed = None
+        deadline = time.monotonic() + 180
+        while killed is None and time.monotonic() < deadline and main.poll() is None:
+            runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED], tags={PID_TAG: str(main.pid)}))
+            killed = runs[0].run_id if runs else None
+            time.sleep(0.2)
+        assert killed, "the main job's research run never started"
+        os.killpg(main.pid, signal.SIGKILL)  # the main job and its Spark JVM, mid-run
+        main.wait(30)
+        assert instance.get_run_by_id(killed).status == DagsterRunStatus.STARTED  # what used to block the queue
+
+        started = time.monotonic()
+        _launch_and_wait(services.platform.dagster.url, "research_job", overrides, deadline_s=300)
+        print(f"UI-style run completed {time.monotonic() - started:.0f}s after the kill")
+        assert instance.get_run_by_id(killed).status == DagsterRunStatus.FAILURE
+    finally:
+        if main.poll() is None:
+            os.killpg(main.pid, signal.SIGKILL)
+        instance.dispose()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -47,20 +49,59 @@ def test_up_twice_then_down(tmp_path: Path) -> None:
 
 
 def test_external_service_is_used_not_started(tmp_path: Path) -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    stop = threading.Event()
-    threading.Thread(target=lambda: stop.wait(), daemon=True).start()
+    """A real Redis that someone else runs is used as it is and left running."""
+    import shutil
+
+    port = _free_port()
+    external = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        svc = Redis(_settings(tmp_path, listener.getsockname()[1]))
+        svc = Redis(_settings(tmp_path, port))
+        deadline = time.monotonic() + 10
+        while not svc.reachable() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert svc.up() == "external, used as is"
-        assert svc.status().managed is False
+        assert svc.status().managed is False and svc.status().reachable
         assert svc.down() == "external, left running"
-        assert port_open(svc.host, svc.port)
+        assert external.poll() is None
     finally:
-        stop.set()
-        listener.close()
+        external.terminate()
+        external.wait(10)
+
+
+class _Http(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"hello")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.parametrize("service", ["redis", "postgres", "kafka", "mlflow", "dagster-webserver"])
+def test_something_else_on_a_service_port_is_named_not_used(tmp_path: Path, service: str) -> None:
+    """An HTTP server on the service's port: `up` refuses with one line, `status` says WRONG and exits 1."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Http)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    key = {"redis": "REDIS", "postgres": "POSTGRES", "kafka": "KAFKA", "mlflow": "MLFLOW",
+           "dagster-webserver": "DAGSTER"}[service]
+    env = {**os.environ, "QL_PLATFORM__STATE_DIR": str(tmp_path / "state"), f"QL_PLATFORM__{key}__PORT": str(port)}
+    try:
+        [svc] = all_services(load_settings(env=env), [service])
+        with pytest.raises(ServiceError, match=rf"something answers at 127.0.0.1:{port}, but not as"):
+            svc.up()
+        up = subprocess.run([sys.executable, "-m", "infra", "up", service], capture_output=True, text=True,
+                            cwd=PROJECT_ROOT, env=env, timeout=120)
+        assert up.returncode == 2 and len(up.stderr.strip().splitlines()) == 1, up.stdout + up.stderr
+        assert f"{service}: something answers" in up.stderr
+        status = subprocess.run([sys.executable, "-m", "infra", "status", service], capture_output=True, text=True,
+                                cwd=PROJECT_ROOT, env=env, timeout=120)
+        assert status.returncode == 1 and "WRONG" in status.stdout and "but not as" in status.stdout
+    finally:
+        server.shutdown()
 
 
 def test_unknown_service_is_named(settings) -> None:

@@ -45,6 +45,8 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
     configure_mlflow(services)
     assert MlflowClient().get_model_version_by_alias(model, "champion").tags["dataset"] == "synthetic"
     assert f"Dagster UI   {services.platform.dagster.url}" in out
+    assert "Nightly      retraining next at " in out and "UTC (schedule nightly_retrain)" in out
+    assert (out + proc.stderr).count("BetaWarning") == 0  # library warnings are filtered where understood
     # every strategy backtested with its figures, Monte Carlo per strategy, a tear sheet each
     assert "| strategy" in out and "deflated_sharpe" in out and "risk_of_ruin" in out
     reports = tmp_path / "reports" / "synthetic"

@@ -185,6 +185,16 @@ def test_nightly_schedule_targets_the_newest_month_at_two_utc() -> None:
     request = nightly_retrain.evaluate_tick(context).run_requests[0]
     assert request.partition_key == "2026-11-01"  # 02:00 on the 1st retrains on the month that just ended
     assert request.run_key == "nightly-2026-11-30"
+    # on by default: the schedule runs once the daemon does; the config switch turns it off
+    from dagster import DefaultScheduleStatus
+
+    assert nightly_retrain.default_status == DefaultScheduleStatus.RUNNING
+    os.environ["QL_MODEL__TRAINING__NIGHTLY_RETRAIN"] = "false"
+    try:
+        off = nightly_retrain.evaluate_tick(context)
+    finally:
+        del os.environ["QL_MODEL__TRAINING__NIGHTLY_RETRAIN"]
+    assert not off.run_requests and "nightly_retrain: false" in off.skip_message
     job = defs.resolve_job_def("nightly_retrain_job")
     assert {k.to_user_string() for k in job.asset_layer.executable_asset_keys} >= {
         "bronze_market_data", "silver_bars", "features", "labels", "trained_models", "model_evaluation",

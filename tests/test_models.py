@@ -142,3 +142,22 @@ def test_torch_distributor_trains_the_same_network(spark, planted: Panel) -> Non
     single = SequenceModel("lstm", small_models(max_epochs=3)).fit(planted, fit, valid)
     # same seed and data, the work split over two processes: a different but equally valid fit
     assert abs(model.history[0]["valid_loss"] - single.history[0]["valid_loss"]) < 0.05
+
+
+def test_saved_state_reloads_every_family_to_identical_predictions(planted: Panel, tmp_path) -> None:
+    """What the registry stores is plain data (JSON + arrays, no pickle) that rebuilds each model exactly."""
+    from models import persist
+
+    cfg = small_models(max_epochs=2)
+    fit, valid, test = _split(planted)
+    fitted, _, _ = fit_models(planted, np.concatenate([fit, valid]), cfg)
+    assert set(fitted) == {"always_up", "momentum_sign", "linear", "lstm", "transformer", "ensemble"}
+    for name, model in fitted.items():
+        folder = persist.save(model, tmp_path / name, {"family": name})
+        assert sorted(p.name for p in folder.iterdir()) == ["arrays.npz", "state.json"]
+        again, extra = persist.load(folder)
+        assert extra == {"family": name}
+        p0, r0 = model.predict(planted, test)
+        p1, r1 = again.predict(planted, test)
+        np.testing.assert_array_equal(p0, p1)
+        np.testing.assert_array_equal(r0, r1)

@@ -53,6 +53,8 @@ class FileSourceSettings(Frozen):
     where: str | None = None
     symbol_from_filename: bool = False
     symbols: list[str] | None = None
+    ts_format: str | None = None  # Spark datetime pattern when timestamps are not ISO, e.g. "dd/MM/yyyy"
+    null_values: list[str] = ["", "null", "NULL", "NaN", "nan", "N/A", "n/a", "NA", "-"]
 
 
 class ArchSourceSettings(Frozen):

@@ -39,6 +39,7 @@ class TrainingSettings(Frozen):
     return_loss_weight: float = Field(0.5, ge=0)
     weight_decay: float = Field(1e-5, ge=0)
     history_days: int | None = Field(None, ge=1)
+    nightly_retrain: bool = True  # the nightly_retrain schedule launches runs (false: it skips)
     distributed: bool = False
     num_processes: int = Field(2, ge=1)
 

@@ -1,8 +1,11 @@
-"""What every local service shares: a state folder, a pid file, a log, a port to probe.
+"""What every local service shares: a state folder, a pid file, a log, a protocol check.
 
-A service that already answers at its configured address is used as it is and never
-started or stopped by us; one we started is remembered by its pid file, so ``down``
-stops only what ``up`` started and a second ``up`` is a no-op.
+A service is judged by its own protocol (PostgreSQL ``SELECT 1``, Redis ``PING``, a Kafka
+metadata request, the HTTP health endpoints), never by an open port alone: something else
+listening on a service's port is reported as such, not used. A real service that already
+answers at its configured address is used as it is and never started or stopped by us;
+one we started is remembered by its pid file, so ``down`` stops only what ``up`` started
+and a second ``up`` is a no-op.
 """
 
 from __future__ import annotations
@@ -25,15 +28,17 @@ from infra.errors import ServiceError
 class Status:
     name: str
     address: str
-    reachable: bool
+    reachable: bool  # answers its protocol
     managed: bool  # started by us (pid file alive)
     pid: int | None
     log: Path
+    problem: str = ""  # why it does not answer (empty when it does, or when nothing listens)
 
     def line(self) -> str:
-        state = "up" if self.reachable else "down"
+        state = "up" if self.reachable else ("WRONG" if self.problem else "down")
         owner = f"pid {self.pid}" if self.managed else ("external" if self.reachable else "-")
-        return f"{self.name:<18} {state:<5} {self.address:<28} {owner:<12} log: {self.log}"
+        detail = f"  {self.problem}" if self.problem else ""
+        return f"{self.name:<18} {state:<5} {self.address:<28} {owner:<12} log: {self.log}{detail}"
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -63,6 +68,7 @@ class Service(ABC):
     """A local service started in the background and probed over TCP."""
 
     name: str
+    protocol: str = ""  # what should answer, for messages ("Redis", "PostgreSQL", ...)
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -82,8 +88,26 @@ class Service(ABC):
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def reachable(self) -> bool:
+    def listening(self) -> bool:
+        """Something accepts TCP connections at the address (not necessarily this service)."""
         return port_open(self.host, self.port)
+
+    def handshake(self) -> None:
+        """Talk the service's protocol once; raise if what answers is not the service."""
+
+    def check(self) -> str:
+        """Empty when the service answers its protocol; otherwise what is wrong."""
+        if not self.listening():
+            return "nothing listens"
+        try:
+            self.handshake()
+            return ""
+        except Exception as exc:  # noqa: BLE001 (any failure to speak the protocol is the answer)
+            return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+
+    def reachable(self) -> bool:
+        """The service answers its protocol at its address."""
+        return self.check() == ""
 
     def pid(self) -> int | None:
         try:
@@ -94,12 +118,26 @@ class Service(ABC):
 
     def status(self) -> Status:
         pid = self.pid()
-        return Status(self.name, self.address, self.reachable(), pid is not None, pid, self.log_path)
+        problem = self.check()
+        shown = "" if problem == "nothing listens" else self._not_the_service(problem) if problem else ""
+        return Status(self.name, self.address, not problem, pid is not None, pid, self.log_path, shown)
+
+    def _not_the_service(self, problem: str) -> str:
+        return f"something answers at {self.address}, but not as {self.protocol or self.name} ({problem})"
 
     def up(self, timeout: float = 120.0) -> str:
-        """Start the service unless it already answers; wait until it does."""
-        if self.reachable():
+        """Start the service unless it already answers; wait until it does.
+
+        Raises:
+            ServiceError: another program holds the service's port, or the service did not
+                come up (the message names the log).
+        """
+        problem = self.check()
+        if not problem:
             return "running" if self.pid() else "external, used as is"
+        if problem != "nothing listens" and not self.pid():
+            raise ServiceError(f"{self.name}: {self._not_the_service(problem)}; stop that program or set "
+                               f"another port in config/platform.yaml")
         if self.pid():
             # started by us but not answering yet (e.g. a slow second `up`): just wait
             self.wait_ready(timeout)
@@ -116,7 +154,7 @@ class Service(ABC):
         """Stop the service if we started it; leave external ones alone."""
         pid = self.pid()
         if pid is None:
-            return "external, left running" if self.reachable() else "not running"
+            return "external, left running" if self.listening() else "not running"
         self.stop(pid)
         deadline = time.monotonic() + timeout
         while pid_alive(pid) and time.monotonic() < deadline:
@@ -139,7 +177,7 @@ class Service(ABC):
         self._signal_group(pid, signal.SIGTERM)
 
     def ready(self) -> bool:
-        return self.reachable()
+        return self.reachable()  # still starting: the handshake fails until it answers
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -31,6 +31,7 @@ Configuration:
 
 class Kafka(Service):
     name = "kafka"
+    protocol = "Kafka"
 
     @property
     def host(self) -> str:
@@ -88,20 +89,17 @@ class Kafka(Service):
                     f"-Dlog4j2.configurationFile={self.home / 'log4j2.yaml'}",
                     "-cp", self._classpath(), "kafka.Kafka", str(self.home / "server.properties")])
 
-    def ready(self) -> bool:
-        if not self.reachable():
-            return False
-        try:
-            from kafka import KafkaAdminClient
+    def handshake(self) -> None:
+        # a metadata request; fails while the broker waits for its controller, and against
+        # anything that does not speak Kafka's protocol
+        from kafka import KafkaAdminClient
 
-            admin = KafkaAdminClient(bootstrap_servers=self.address, request_timeout_ms=3000)
-            try:
-                admin.list_topics()
-            finally:
-                admin.close()
-            return True
-        except Exception:  # the broker accepts connections before its controller is elected
-            return False
+        admin = KafkaAdminClient(bootstrap_servers=self.address, request_timeout_ms=3000,
+                                 api_version_auto_timeout_ms=3000)
+        try:
+            admin.list_topics()
+        finally:
+            admin.close()
 
     def after_start(self) -> None:
         from streaming.kafka_io import ensure_topics

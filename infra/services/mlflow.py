@@ -19,6 +19,7 @@ def venv_script(name: str) -> str:
 
 class Mlflow(Service):
     name = "mlflow"
+    protocol = "MLflow"
 
     @property
     def host(self) -> str:
@@ -46,9 +47,8 @@ class Mlflow(Service):
                         # costs ~1 GB of memory and holds up shutdown for a minute
                         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
 
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.address}/health", timeout=2) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
+    def handshake(self) -> None:
+        with urllib.request.urlopen(f"http://{self.address}/health", timeout=2) as resp:
+            body = resp.read(64).decode(errors="replace").strip()
+        if resp.status != 200 or body != "OK":
+            raise ConnectionError(f"/health answered {resp.status} {body!r}, not MLflow's 'OK'")

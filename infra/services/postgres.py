@@ -31,6 +31,7 @@ def _bin_dir() -> Path:
 
 class Postgres(Service):
     name = "postgres"
+    protocol = "PostgreSQL"
 
     def __init__(self, settings) -> None:
         super().__init__(settings)
@@ -109,14 +110,14 @@ class Postgres(Service):
         run(self._as_owner([str(_bin_dir() / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"]),
             "postgres stop")
 
-    def ready(self) -> bool:
-        if not self.reachable():
-            return False
+    def handshake(self) -> None:
+        conn = self._connect("postgres")  # fails while starting ("the database system is starting up")
         try:
-            self._connect("postgres").close()
-            return True
-        except Exception:  # still starting up ("the database system is starting up")
-            return False
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+        finally:
+            conn.close()
 
     def _connect(self, database: str):
         import psycopg2

@@ -11,6 +11,7 @@ from infra.services.base import Service, ServiceError
 
 class Redis(Service):
     name = "redis"
+    protocol = "Redis"
 
     @property
     def host(self) -> str:
@@ -29,6 +30,16 @@ class Redis(Service):
         # quick second `up` mistake our own server for an external one)
         self.spawn([binary, "--port", str(self.port), "--bind", self.host, "--dir", str(self.home),
                     "--daemonize", "no", "--logfile", "", "--appendonly", "yes", "--save", "60 1000"])
+
+    def handshake(self) -> None:
+        import redis
+
+        client = redis.Redis(host=self.host, port=self.port, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            if client.ping() is not True:
+                raise ConnectionError("PING was not answered with PONG")
+        finally:
+            client.close()
 
     def stop(self, pid: int) -> None:
         os.kill(pid, signal.SIGTERM)  # redis saves and exits on SIGTERM

@@ -15,8 +15,14 @@ import argparse
 from datetime import date
 from pathlib import Path
 
-from config import load_settings
-from config.cli import guarded
+from config.cli import UserError, guarded, settings_with_flags
+
+BACKTEST_FLAGS = {"initial_capital": "QL_TRADING__INITIAL_CAPITAL", "seeds": "QL_TRADING__BACKTEST__SWEEP_SEEDS"}
+MONTECARLO_FLAGS = {"simulations": "QL_TRADING__BACKTEST__MONTECARLO_SIMULATIONS",
+                    "confidence_interval": "QL_TRADING__BACKTEST__CONFIDENCE",
+                    "method": "QL_TRADING__BACKTEST__MONTECARLO_METHOD",
+                    "block": "QL_TRADING__BACKTEST__MONTECARLO_BLOCK",
+                    "ruin": "QL_TRADING__BACKTEST__RUIN_FRACTION"}
 
 
 def backtest_main(argv: list[str] | None = None) -> int:
@@ -28,17 +34,22 @@ def backtest_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategy", default="ensemble")
     parser.add_argument("--initial-capital", type=float, default=None, help="default: trading_config.yaml")
     parser.add_argument("--no-sweep", action="store_true", help="skip the parameter sweep (no deflated Sharpe / PBO)")
-    parser.add_argument("--seeds", type=int, default=1, help="sweep each configuration on this many perturbed copies")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="sweep each configuration on this many perturbed copies (default: trading_config.yaml)")
     parser.add_argument("--tear-sheet", default=None, help="HTML path (default <reports_dir>/<dataset>/<strategy>.html)")
     args = parser.parse_args(argv)
 
     def run() -> int:
+        if args.start_date and args.end_date and args.end_date < args.start_date:
+            raise UserError(f"--end-date {args.end_date} is before --start-date {args.start_date}")
+        settings = settings_with_flags(vars(args), BACKTEST_FLAGS)  # the same rules as the config files
         from pipelines.backtest.pipeline import backtest_strategy, headline
+        from pipelines.backtest.run import model_of
         from pipelines.lake.spark import get_spark
 
-        settings = load_settings()
+        model_of(args.strategy)  # an unknown strategy fails before Spark starts
         outcome = backtest_strategy(get_spark(settings), settings, args.strategy, args.start_date, args.end_date,
-                                    args.initial_capital, sweep=not args.no_sweep, seeds=args.seeds,
+                                    sweep=not args.no_sweep,
                                     tear_sheet=Path(args.tear_sheet) if args.tear_sheet else None, progress=True)
         result = outcome.backtest.result
         print(headline(outcome.backtest.metrics))
@@ -56,25 +67,22 @@ def montecarlo_main(argv: list[str] | None = None) -> int:
                                      description="Monte Carlo of a strategy's returns.")
     parser.add_argument("--simulations", type=int, default=None)
     parser.add_argument("--confidence-interval", type=float, default=None)
-    parser.add_argument("--method", choices=["iid", "stationary"], default=None)
+    parser.add_argument("--method", default=None, help="iid or stationary (default: trading_config.yaml)")
     parser.add_argument("--block", type=float, default=None, help="mean block length in bars (stationary)")
     parser.add_argument("--ruin", type=float, default=None, help="ruin: equity at or below this share of the start")
     parser.add_argument("--strategy", default="ensemble", help="the backtest whose returns to resample")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--local", action="store_true", help="simulate in this process instead of on Spark")
     args = parser.parse_args(argv)
-    if args.confidence_interval is not None and not 0 < args.confidence_interval < 1:
-        parser.error("--confidence-interval must be between 0 and 1")
 
     def run() -> int:
+        settings = settings_with_flags(vars(args), MONTECARLO_FLAGS)  # the same rules as the config files
         from pipelines.backtest.pipeline import montecarlo_strategy
         from pipelines.lake.spark import get_spark
 
-        settings = load_settings()
-        summary = montecarlo_strategy(get_spark(settings), settings, args.strategy, args.simulations,
-                                      args.confidence_interval, args.method, args.block, args.ruin, args.seed,
+        summary = montecarlo_strategy(get_spark(settings), settings, args.strategy, seed=args.seed,
                                       local=args.local, progress=True)
-        ruin = args.ruin or settings.trading.backtest.ruin_fraction
+        ruin = settings.trading.backtest.ruin_fraction
         print(f"Monte Carlo: {summary.simulations:,} {summary.method} paths of the {args.strategy} backtest's "
               f"returns, {summary.confidence:.0%} intervals")
         print(summary.table.to_string(float_format=lambda v: f"{v:,.4f}"))

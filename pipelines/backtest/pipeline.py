@@ -34,11 +34,10 @@ def report_path(settings: Settings, strategy: str) -> Path:
 
 
 def backtest_strategy(spark: SparkSession, settings: Settings, strategy: str, start: date | None = None,
-                      end: date | None = None, initial_capital: float | None = None, sweep: bool | None = None,
-                      seeds: int | None = None, tear_sheet: Path | None = None, progress: bool = False,
-                      log=print) -> BacktestOutcome:
+                      end: date | None = None, sweep: bool | None = None, tear_sheet: Path | None = None,
+                      progress: bool = False, log=print) -> BacktestOutcome:
     """Backtest ``strategy`` on its model's out-of-sample predictions, sweep on Spark, write the
-    gold tables and the tear sheet."""
+    gold tables and the tear sheet. Capital, rules and sweep come from ``settings.trading``."""
     started = time.monotonic()
     cfg = settings.trading.backtest
     family = bt_run.model_of(strategy)
@@ -51,7 +50,7 @@ def backtest_strategy(spark: SparkSession, settings: Settings, strategy: str, st
 
     step("load")
     preds, bars = load_inputs(spark, settings, family, start, end)
-    capital = initial_capital or settings.trading.initial_capital
+    capital = settings.trading.initial_capital
     market = Market.from_frames(bars, preds)
     bar.update()
     log(f"backtest {strategy} ({family} predictions): {len(market.symbols)} symbols, {len(market.ts):,} bars, "
@@ -61,7 +60,7 @@ def backtest_strategy(spark: SparkSession, settings: Settings, strategy: str, st
     bar.update()
     if do_sweep:
         step("sweep")
-        sweep_frame, returns = bt_run.sweep(spark, market, settings, capital, seeds=seeds or cfg.sweep_seeds)
+        sweep_frame, returns = bt_run.sweep(spark, market, settings, capital, seeds=cfg.sweep_seeds)
         bt.metrics.update(bt_run.overfitting(sweep_frame, returns, bt))
         bt.sweep = sweep_frame
         bar.update()
@@ -77,23 +76,22 @@ def backtest_strategy(spark: SparkSession, settings: Settings, strategy: str, st
     return BacktestOutcome(bt, tables, sheet, time.monotonic() - started)
 
 
-def montecarlo_strategy(spark: SparkSession, settings: Settings, strategy: str, simulations: int | None = None,
-                        confidence: float | None = None, method: str | None = None, block: float | None = None,
-                        ruin: float | None = None, seed: int = 0, local: bool = False,
+def montecarlo_strategy(spark: SparkSession, settings: Settings, strategy: str, seed: int = 0, local: bool = False,
                         progress: bool = False) -> Summary:
-    """Bootstrap the returns of ``strategy``'s backtest and write the summary table."""
+    """Bootstrap the returns of ``strategy``'s backtest and write the summary table (simulations,
+    method, block, confidence and ruin level from ``settings.trading.backtest``)."""
     cfg = settings.trading.backtest
     equity = load_equity(spark, settings, strategy)
-    kwargs = dict(method=method or cfg.montecarlo_method, block=block or cfg.montecarlo_block,
+    kwargs = dict(method=cfg.montecarlo_method, block=cfg.montecarlo_block,
                   initial_capital=settings.trading.initial_capital,
                   periods_per_year=float(equity["periods_per_year"].iloc[0]),
-                  ruin_fraction=ruin or cfg.ruin_fraction, seed=seed)
-    n = simulations or cfg.montecarlo_simulations
+                  ruin_fraction=cfg.ruin_fraction, seed=seed)
+    n = cfg.montecarlo_simulations
     started = time.monotonic()
     returns = equity["returns"].to_numpy()
     paths = (simulate_local(returns, n, progress=progress, **kwargs) if local
              else simulate_spark(spark, returns, n, progress=progress, **kwargs))
-    summary = summarize(paths, confidence or cfg.confidence, kwargs["method"], time.monotonic() - started)
+    summary = summarize(paths, cfg.confidence, kwargs["method"], time.monotonic() - started)
     write_montecarlo(spark, settings, strategy, summary)
     return summary
 

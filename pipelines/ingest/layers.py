@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from config import Settings
 from pipelines import lake
 from pipelines.ingest.bars import ticks_to_bars, with_bar_defaults
-from pipelines.ingest.quality import adjust_bars, reason_counts, validate_bars, validate_ticks
+from pipelines.ingest.quality import adjust_bars, reason_counts, split_malformed, validate_bars, validate_ticks
 from pipelines.ingest.sources import Source, source_for
 from pipelines.ingest.sources.base import interval_minutes
 from pipelines.lake.tables import QUARANTINE, SILVER_BARS, SOURCE_FACTS, bronze
@@ -72,20 +72,23 @@ def write_silver(spark: SparkSession, settings: Settings, start: date, end: date
     d = settings.data
     source = source_for(d)
     received = lake.read(spark, bronze(source.kind).path(settings)).where(lake.date_between(start, end))
-    quarantined = []
+    parsed = split_malformed(received.drop("date", "ingested_at"), source.kind)  # cells that did not parse
+    quarantined = [parsed.quarantine]
     if source.kind == "ticks":
-        ticks = validate_ticks(received.drop("date", "ingested_at"), d.quality)
+        ticks = validate_ticks(parsed.valid, d.quality)
         quarantined.append(ticks.quarantine)
         bars = ticks_to_bars(ticks.valid, interval_minutes(source.interval))
     else:
-        bars = with_bar_defaults(adjust_bars(received.drop("date", "ingested_at")), source.interval)
+        bars = with_bar_defaults(adjust_bars(parsed.valid), source.interval)
     checked = validate_bars(bars, d.quality)
     quarantined.append(checked.quarantine)
     silver = SILVER_BARS.conform(checked.valid.withColumn("date", F.date_format("ts", "yyyy-MM-dd")))
     target = SILVER_BARS.path(settings)
     version = lake.replace_range(silver, target, "date", start.isoformat(), end.isoformat())
 
-    quarantine = quarantined[0] if len(quarantined) == 1 else quarantined[0].unionByName(quarantined[1])
+    quarantine = quarantined[0]
+    for more in quarantined[1:]:
+        quarantine = quarantine.unionByName(more)
     q_path = QUARANTINE.path(settings)
     lake.replace_range(QUARANTINE.conform(_dated(quarantine, start, end)), q_path, "date", start.isoformat(),
                        end.isoformat())

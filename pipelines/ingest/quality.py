@@ -42,6 +42,14 @@ def _split(df: DataFrame, reason: Column, table: str) -> Validated:
     return Validated(valid, quarantine)
 
 
+def split_malformed(df: DataFrame, table: str) -> Validated:
+    """Rows with a cell the source could not parse (its ``malformed`` column, e.g.
+    ``malformed close: '1,234.5'``) go to the quarantine with that reason."""
+    if "malformed" not in df.columns:
+        return _split(df, F.lit(None).cast("string"), table)
+    return _split(df.withColumnRenamed("malformed", "_malformed"), F.col("_malformed"), table)
+
+
 def adjust_bars(df: DataFrame) -> DataFrame:
     """Scale open/high/low/close by ``adj_close / close`` where an adjusted close is given."""
     factor = F.when(F.col("adj_close").isNotNull() & (F.col("close") > 0), F.col("adj_close") / F.col("close")) \

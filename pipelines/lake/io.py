@@ -8,7 +8,11 @@ Paths come from the table catalog (:mod:`pipelines.lake.tables`).
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from datetime import date
 from typing import Union
 
@@ -30,12 +34,27 @@ class LayerResult:
     extra: dict = field(default_factory=dict)
 
 
+@contextmanager
+def _no_orphan(path: TablePath) -> Iterator[None]:
+    """A first write that fails (bad input, a killed job) removes the folder it began, so no
+    half-created table (a ``_delta_log`` without a commit) is left behind."""
+    folder = Path(path)
+    existed = folder.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and folder.exists() and "://" not in str(path):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 def overwrite(df: DataFrame, path: TablePath, partition_by: list[str] | None = None) -> int:
     """Replace the whole table at ``path`` with ``df``; return the new table version."""
     writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
-    writer.save(str(path))
+    with _no_orphan(path):
+        writer.save(str(path))
     return table_version(df.sparkSession, path)
 
 
@@ -43,7 +62,8 @@ def merge(df: DataFrame, path: TablePath, keys: list[str]) -> int:
     """Upsert ``df`` into the table at ``path`` on ``keys``; create the table if missing."""
     spark = df.sparkSession
     if not DeltaTable.isDeltaTable(spark, str(path)):
-        df.write.format("delta").save(str(path))
+        with _no_orphan(path):
+            df.write.format("delta").save(str(path))
         return table_version(spark, path)
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
     (DeltaTable.forPath(spark, str(path)).alias("t")
@@ -78,7 +98,8 @@ def replace_range(df: DataFrame, path: TablePath, column: str, start: str, end: 
     spark = df.sparkSession
     df = df.withColumn("month", F.substring(F.col(column), 1, 7))
     if not DeltaTable.isDeltaTable(spark, str(path)):
-        df.write.format("delta").partitionBy("month").save(str(path))
+        with _no_orphan(path):
+            df.write.format("delta").partitionBy("month").save(str(path))
     else:
         (df.write.format("delta").mode("overwrite")
          .option("replaceWhere", f"{column} >= '{start}' AND {column} <= '{end}'")
@@ -90,7 +111,8 @@ def replace_partition(df: DataFrame, path: TablePath, column: str, value: str) -
     """Replace the rows whose ``column`` equals ``value`` (a partition column) by ``df``."""
     spark = df.sparkSession
     if not DeltaTable.isDeltaTable(spark, str(path)):
-        df.write.format("delta").partitionBy(column).save(str(path))
+        with _no_orphan(path):
+            df.write.format("delta").partitionBy(column).save(str(path))
     else:
         escaped = value.replace("'", "''")
         (df.write.format("delta").mode("overwrite").option("replaceWhere", f"{column} = '{escaped}'")

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from config.schemas.data import FileSourceSettings
@@ -67,35 +68,89 @@ def _read_one(spark: SparkSession, file: Path, fmt: str) -> DataFrame:
     return df
 
 
+def _column(raw: DataFrame, file: Path, name: str, expr: str) -> Column:
+    """The file column or Spark SQL expression mapped to platform column ``name``."""
+    column = F.expr(expr)
+    try:
+        raw.select(column).schema  # resolve now: a wrong name is one line, not a query plan
+    except AnalysisException:
+        raise SourceError(f"{file}: data_config.yaml files.columns.{name} = {expr!r} names no column of the file "
+                          f"(it has {', '.join(raw.columns)})") from None
+    return column
+
+
+def _parsed(raw: Column, name: str, dtype: str, cfg: FileSourceSettings) -> tuple[Column, Column]:
+    """``(value, malformed)``: the cell read as ``dtype`` (NULL for the null tokens and for cells
+    that do not parse), and for the latter ``"malformed <name>: '<cell>'"``."""
+    text = raw.cast("string")
+    missing = raw.isNull() | F.trim(text).isin(list(cfg.null_values))
+    if name == "ts" and cfg.ts_format:
+        value = F.try_to_timestamp(text, F.lit(cfg.ts_format))
+    elif dtype == "string":
+        value = text
+    else:
+        value = raw.try_cast(dtype)
+    value = F.when(missing, F.lit(None).cast(dtype)).otherwise(value)
+    bad = ~missing & value.isNull()
+    return value, F.when(bad, F.concat(F.lit(f"malformed {name}: '"), F.substring(text, 1, 60), F.lit("'")))
+
+
+def _check_timestamps(frame: DataFrame, file: Path, cfg: FileSourceSettings) -> None:
+    """A file whose first timestamp does not parse has the wrong format: say so with the value."""
+    first = frame.where(F.col("ts").isNotNull() | F.col("malformed").isNotNull()).select("ts", "malformed").first()
+    if first is not None and first["ts"] is None and "malformed ts" in (first["malformed"] or ""):
+        example = first["malformed"].split(": ", 1)[1]
+        hint = (f"it does not match files.ts_format {cfg.ts_format!r}" if cfg.ts_format
+                else "set data_config.yaml files.ts_format, e.g. 'dd/MM/yyyy'")
+        raise SourceError(f"{file}: column ts: cannot read {example} as a timestamp; {hint}")
+
+
 def read_files(spark: SparkSession, cfg: FileSourceSettings, files: list[Path] | None = None) -> DataFrame:
     """Read ``cfg.path`` (or ``files``) into the bar or tick contract, as received (no cleaning).
 
+    Cells are read tolerantly: ``null_values`` are missing, and a cell that does not parse as
+    its column's type leaves the value NULL and says why in ``malformed`` (silver quarantines
+    such rows with that reason; every other row is ingested).
+
     Raises:
-        SourceError: no file matched, or a required column is neither mapped nor present.
+        SourceError: no file matched; a file is empty, has no data rows or no column for a
+            required field; a mapped expression names no column; its timestamps do not parse.
+            The message names the file, the column and an example value.
     """
     files = files or resolve_files(cfg.path or "")
     contract = BAR_COLUMNS if cfg.kind == "bars" else TICK_COLUMNS
     frames = []
     for file in files:
+        if file.stat().st_size == 0:
+            raise SourceError(f"{file}: the file is empty")
         raw = _read_one(spark, file, _format(file, cfg.format))
         if cfg.where:
             raw = raw.where(cfg.where)
+        if not raw.columns:
+            raise SourceError(f"{file}: no columns (not a CSV file with a header row?)")
         present = set(raw.columns)
-        cols = []
+        cols, problems = [], []
         for name, dtype in contract.items():
             expr = cfg.columns.get(name)
             if name == "symbol" and cfg.symbol_from_filename:
                 column = F.lit(file.name.split(".")[0])
             elif expr:
-                column = F.expr(expr)
+                column = _column(raw, file, name, expr)
             elif name in present:
-                column = F.col(name)
+                column = F.col(f"`{name}`")
             elif name in OPTIONAL:
                 column = F.lit(None)
             else:
-                raise SourceError(f"{file}: no column for '{name}' (map it in data_config.yaml files.columns)")
-            cols.append(column.cast(dtype).alias(name))
-        frame = raw.select(*cols)
+                raise SourceError(f"{file}: no column for '{name}' (the file has {', '.join(raw.columns)}; "
+                                  "map one in data_config.yaml files.columns)")
+            value, malformed = _parsed(column, name, dtype, cfg)
+            cols.append(value.alias(name))
+            problems.append(malformed)
+        joined = F.concat_ws("; ", *problems)
+        frame = raw.select(*cols, F.when(joined != "", joined).alias("malformed"))
+        if frame.limit(1).count() == 0:
+            raise SourceError(f"{file}: no data rows" + (f" matching files.where {cfg.where!r}" if cfg.where else ""))
+        _check_timestamps(frame, file, cfg)
         if cfg.kind == "ticks":  # the tick contract names where a tick came from
             frame = frame.withColumn("source", F.lit(cfg.name))
         frames.append(frame.withColumn("source_file", F.lit(file.name)))
