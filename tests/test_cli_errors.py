@@ -31,7 +31,7 @@ def test_a_bad_config_value_is_one_line_naming_file_and_key(argv: list[str]) -> 
 
 
 BAD_FLAGS = [
-    ("backtest", ["--initial-capital", "-100000"], "trading.initial_capital: Input should be greater than 0"),
+    ("backtest", ["--initial-capital", "-100000"], "trading_config.yaml: initial_capital: Input should be greater than 0"),
     ("backtest", ["--initial-capital", "0"], "(from --initial-capital)"),
     ("backtest", ["--seeds", "0"], "(from --seeds)"),
     ("backtest", ["--start-date", "2024-02-01", "--end-date", "2024-01-01"], "--end-date 2024-01-01 is before"),

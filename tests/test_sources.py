@@ -148,7 +148,7 @@ def test_a_failed_first_write_leaves_no_table_folder(spark, tmp_path: Path) -> N
     from pipelines import lake
 
     target = tmp_path / "never"
-    broken = spark.range(3).selectExpr("CAST(id AS STRING) AS date", "assert_true(id < 1) AS x")
+    broken = spark.range(3).selectExpr("CAST(id AS STRING) AS date", "CASE WHEN id < 2 THEN id ELSE raise_error('bad input') END AS x")
     with pytest.raises(CapturedException):
         lake.replace_range(broken, target, "date", "0", "9")
     assert not target.exists()
