@@ -12,9 +12,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-
-class UserError(Exception):
-    """A problem the user can fix; the message says what and how."""
+from config.errors import ConfigError, UserError
+from config.settings import Settings, load_settings
 
 
 def guarded(main: Callable[[], int], fixable: tuple[type[BaseException], ...] = ()) -> int:
@@ -33,7 +32,7 @@ def guarded(main: Callable[[], int], fixable: tuple[type[BaseException], ...] = 
         return 2
 
 
-def settings_with_flags(values: Mapping[str, Any], flags: Mapping[str, str]):
+def settings_with_flags(values: Mapping[str, Any], flags: Mapping[str, str]) -> Settings:
     """Load the settings with command-line values laid over the files, validated by the same
     rules as the configuration; an error names the flag, not the variable.
 
@@ -45,8 +44,6 @@ def settings_with_flags(values: Mapping[str, Any], flags: Mapping[str, str]):
     Raises:
         ConfigError: a value breaks a rule; the message names the flag and the rule.
     """
-    from config.settings import ConfigError, load_settings
-
     given = {var: str(values[dest]) for dest, var in flags.items() if values.get(dest) is not None}
     try:
         return load_settings(env={**os.environ, **given})

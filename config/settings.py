@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from config.cli import UserError
+from config.errors import ConfigError
 from config.schemas.base import PROJECT_ROOT, Frozen
 from config.schemas.data import DataSettings
 from config.schemas.kafka import KafkaSettings
@@ -36,10 +36,6 @@ CONFIG_DIR = Path(__file__).resolve().parent
 ENV_PREFIX = "QL_"
 
 __all__ = ["CONFIG_DIR", "PROJECT_ROOT", "ConfigError", "Settings", "load_settings"]
-
-
-class ConfigError(UserError, ValueError):
-    """A configuration file or override is invalid; the message names file and key."""
 
 
 class Settings(Frozen):

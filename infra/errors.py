@@ -1,6 +1,6 @@
 """The one error type of the service layer."""
 
-from config.cli import UserError
+from config.errors import UserError
 
 
 class ServiceError(UserError, RuntimeError):

@@ -94,7 +94,7 @@ class Kafka(Service):
         # anything that does not speak Kafka's protocol
         from kafka import KafkaAdminClient
 
-        admin = KafkaAdminClient(bootstrap_servers=self.address, request_timeout_ms=3000)
+        admin = KafkaAdminClient(bootstrap_servers=self.address, request_timeout_ms=3000, bootstrap_timeout_ms=5000)
         try:
             admin.list_topics()
         finally:

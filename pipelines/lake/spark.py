@@ -17,7 +17,7 @@ import pyspark
 from pyspark.sql import SparkSession
 
 from config import ConfigError, Settings
-from config.cli import UserError
+from config.errors import UserError
 
 # greedy: "spark-sql-kafka-0-10_2.13-4.2.0.jar" -> "spark-sql-kafka-0-10_2.13"; "guava-33.4.0-jre.jar" -> "guava"
 _ARTIFACT = re.compile(r"^(?P<artifact>.+)-\d[\w.]*(?:-[A-Za-z][\w.\-]*)?\.jar$")
