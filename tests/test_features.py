@@ -80,3 +80,17 @@ def test_labels_look_forward_only() -> None:
     changed = close.copy()
     changed.iloc[:2] = [1.0, 2.0]  # the past of t=2 does not move its label
     assert compute_labels(changed, 2)["fwd_return"].iloc[2] == lab["fwd_return"].iloc[2]
+
+
+def test_a_bar_without_volume_gives_missing_volume_features_not_huge_ones() -> None:
+    """Zero volume used to divide by 1e-12 (features of 1e14); those features are NaN now."""
+    bars = generate_market(SyntheticSettings(n_symbols=1, n_days=3, seed=3)).bars.reset_index(drop=True)
+    bars["vwap"] = (bars["high"] + bars["low"] + bars["close"]) / 3
+    bars.loc[100, "volume"] = 0.0
+    feats = compute_features(bars, [5, 10])
+    assert np.isnan(feats.loc[100, "vma_5"]) and np.isnan(feats.loc[100, "vstd_10"])
+    assert np.isnan(feats.loc[101:105, "cord_5"]).all()  # the volume change out of a no-volume bar
+    assert np.nanmax(np.abs(feats.to_numpy())) < 1e6
+    clean = compute_features(bars.assign(volume=bars["volume"].replace(0.0, 1.0)), [5, 10])
+    untouched = [c for c in feats.columns if not c.startswith(("vma", "vstd", "cord", "corr"))]
+    pd.testing.assert_frame_equal(feats[untouched], clean[untouched])

@@ -111,7 +111,10 @@ def compute_features(bars: pd.DataFrame, windows: Sequence[int] = (5, 10, 20, 30
     }
     ret = np.log(c / c.shift(1))
     log_v = np.log1p(v)
-    dv = np.log1p(v / (v.shift(1) + EPS))
+    # a bar without volume has no volume ratio: NaN (the models' missing-value handling), not
+    # a division by ~0 that gave values of 1e14
+    traded = v.where(v > 0)
+    dv = np.log1p(v / (traded.shift(1) + EPS))
     up = (c > c.shift(1)).astype(float).where(c.shift(1).notna())
     down = (c < c.shift(1)).astype(float).where(c.shift(1).notna())
     diff = c.diff()
@@ -140,8 +143,8 @@ def compute_features(bars: pd.DataFrame, windows: Sequence[int] = (5, 10, 20, 30
         moves = diff.abs().rolling(w, min_periods=w).sum()
         out[f"sump_{w}"] = gains / (moves + EPS)
         roll_v = v.rolling(w, min_periods=w)
-        out[f"vma_{w}"] = roll_v.mean() / (v + EPS)
-        out[f"vstd_{w}"] = roll_v.std(ddof=0) / (v + EPS)
+        out[f"vma_{w}"] = roll_v.mean() / (traded + EPS)
+        out[f"vstd_{w}"] = roll_v.std(ddof=0) / (traded + EPS)
         out[f"volat_{w}"] = ret.rolling(w, min_periods=w).std(ddof=0)
 
     gain = diff.clip(lower=0).ewm(alpha=1 / 14, adjust=False, min_periods=14).mean()
