@@ -37,7 +37,8 @@ def fit_models(panel: Panel, train: np.ndarray, cfg: ModelSettings, progress: bo
     Returns the fitted models by name, their predictions for ``predict_rows`` (if given) and
     the seconds each took to fit.
     """
-    fit, valid = time_split(panel, train, cfg.training.validation_fraction, cfg.label_horizon)
+    fit, valid = time_split(panel, train, cfg.training.validation_fraction, cfg.label_horizon,
+                            panel.label_end(cfg.label_horizon))
     members = make_members(cfg, progress)
     fitted, preds, seconds, valid_preds = {}, {}, {}, {}
     for model in members:
@@ -67,8 +68,9 @@ def walk_forward_models(panel: Panel, cfg: ModelSettings, progress: bool = False
     """
     labelled = panel.labelled()
     wf = cfg.walk_forward
+    label_end = panel.label_end(cfg.label_horizon)[labelled]
     splits = list(walk_forward(panel.ts.iloc[labelled].reset_index(drop=True), wf.n_folds, cfg.label_horizon,
-                               wf.purge_bars, wf.embargo_bars))
+                               wf.purge_bars, wf.embargo_bars, label_end=label_end))
     folds: dict[str, list[Scores]] = {}
     parts: dict[str, list[pd.DataFrame]] = {}
     seconds: dict[str, float] = {}

@@ -63,6 +63,17 @@ class Panel:
         first); ``-1`` where a symbol's history is shorter than the window."""
         return window_index(rows, length, self.first_of_symbol)
 
+    def label_end(self, horizon: int) -> np.ndarray:
+        """Per row, the time of its symbol's ``horizon``-th next bar, where its forward label
+        ends (NaT when the symbol has no such bar)."""
+        idx = np.arange(len(self)) + horizon
+        inside = idx < len(self)
+        same = np.zeros(len(self), dtype=bool)
+        same[inside] = self.first_of_symbol[idx[inside]] == self.first_of_symbol[inside]
+        out = np.full(len(self), np.datetime64("NaT"), dtype="datetime64[ns]")
+        out[same] = self.times[idx[same]]
+        return out
+
     def tail(self, rows: np.ndarray) -> pd.DataFrame:
         """Keys and labels of ``rows`` (for prediction tables)."""
         cols = KEYS + [c for c in LABELS if c in self.frame.columns]
@@ -76,14 +87,19 @@ def window_index(rows: np.ndarray, length: int, first_of_symbol: np.ndarray) -> 
     return np.where(idx >= first_of_symbol[rows][:, None], idx, -1)
 
 
-def time_split(panel: Panel, rows: np.ndarray, fraction: float, gap: int) -> tuple[np.ndarray, np.ndarray]:
+def time_split(panel: Panel, rows: np.ndarray, fraction: float, gap: int,
+               label_end: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Split ``rows`` by time: the last ``fraction`` of their timestamps is validation, and the
-    ``gap`` timestamps before it are dropped (their labels look into the validation block)."""
+    ``gap`` timestamps before it are dropped (their labels look into the validation block);
+    with ``label_end`` (per panel row) so is every row whose label ends in the validation block."""
     ts = panel.times[rows]
     times = np.unique(ts)
     cut = int(len(times) * (1 - fraction))
     if cut - gap < 1 or cut >= len(times):
         raise ValueError(f"{len(times)} timestamps are too few to hold out {fraction:.0%} for validation")
-    fit = rows[ts < times[cut - gap]]
+    keep = ts < times[cut - gap]
+    if label_end is not None:
+        keep &= label_end[rows] < times[cut]
+    fit = rows[keep]
     valid = rows[ts >= times[cut]]
     return fit, valid

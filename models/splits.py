@@ -3,7 +3,10 @@
 Folds are expanding windows over the sorted unique timestamps: fold k trains on
 everything before its test block, minus the ``purge`` timestamps right before the block
 (their labels look into it), and the ``embargo`` timestamps right after each earlier test
-block stay out of training too. Both are at least the label horizon.
+block stay out of training too. Both are at least the label horizon. Given each row's
+label end (the time of its symbol's ``horizon``-th next bar), a training row must also
+have its label end before the test block starts: with missing bars a label spans more
+timestamps than the horizon, and a count of shared timestamps would not purge it.
 """
 
 from __future__ import annotations
@@ -24,8 +27,16 @@ class Fold:
     test_end: pd.Timestamp
 
 
+def _naive(t) -> np.datetime64:
+    """A timestamp as naive UTC ``datetime64[ns]`` (how :class:`models.panel.Panel` keeps times)."""
+    stamp = pd.Timestamp(t)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return stamp.to_datetime64()
+
+
 def walk_forward(ts: pd.Series, n_folds: int, horizon: int, purge: int = 0, embargo: int = 0,
-                 min_train_fraction: float = 0.3) -> Iterator[Fold]:
+                 min_train_fraction: float = 0.3, label_end: np.ndarray | None = None) -> Iterator[Fold]:
     """Yield ``n_folds`` expanding-window folds over the timestamps in ``ts``.
 
     Args:
@@ -33,6 +44,8 @@ def walk_forward(ts: pd.Series, n_folds: int, horizon: int, purge: int = 0, emba
         n_folds: number of test blocks after the first ``min_train_fraction`` of time.
         horizon: label horizon in bars; purge and embargo are raised to at least this.
         purge, embargo: timestamps removed before each test block / after each past block.
+        label_end: per row, when its label ends (datetime64, NaT when unknown); rows whose
+            label reaches into the test block are purged whatever the timestamp count.
 
     Raises:
         ValueError: too few timestamps for the folds asked.
@@ -49,6 +62,8 @@ def walk_forward(ts: pd.Series, n_folds: int, horizon: int, purge: int = 0, emba
         start = first_test + k * block
         end = len(times) if k == n_folds - 1 else start + block
         train_mask = pos < start - purge
+        if label_end is not None:
+            train_mask &= np.asarray(label_end) < _naive(times[start])  # NaT compares False: dropped
         for j in range(k):  # embargo after each earlier test block (it is training data now)
             past_end = first_test + (j + 1) * block
             train_mask &= ~((pos >= past_end) & (pos < past_end + embargo))

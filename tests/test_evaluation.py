@@ -101,3 +101,36 @@ def test_planted_signal_ensemble_closes_the_gap_to_the_bayes_bound() -> None:
     assert evaluations["lstm"].pooled.accuracy > always.accuracy + 3 * always.accuracy_se
     weights = evaluations["ensemble"].details["weights_per_fold"]
     assert len(weights) == 3 and all(abs(sum(w.values()) - 1) < 1e-3 for w in weights)  # rounded to 4 places
+
+
+def test_purge_follows_each_symbol_s_label_end_across_missing_bars() -> None:
+    """Symbol B misses bars just before a test block: its last training label ends inside the
+    block. Counting shared timestamps keeps that row; purging by label end drops it."""
+    times = pd.date_range("2024-01-01", periods=100, freq="D")
+    gap = set(range(56, 64))  # B has no bars on days 56..63
+    frame = pd.concat([pd.DataFrame({"symbol": "A", "ts": times}),
+                       pd.DataFrame({"symbol": "B", "ts": [t for i, t in enumerate(times) if i not in gap]})])
+    frame["x"] = 0.0
+    panel = Panel(frame, ["x"])
+    ends = panel.label_end(horizon=1)
+    b55 = np.flatnonzero((panel.frame["symbol"] == "B") & (panel.frame["ts"] == times[55]))[0]
+    assert ends[b55] == times[64].to_datetime64()  # B's next bar after day 55 is day 64
+    assert np.isnat(ends[np.flatnonzero(panel.frame["symbol"] == "A")[-1]])  # no next bar: unknown
+
+    def folds(label_end):
+        return list(walk_forward(panel.ts, n_folds=5, horizon=1, label_end=label_end))
+
+    block = next(f for f in folds(None) if f.test_start == times[58])  # a test block starting inside B's gap
+    assert b55 in block.train  # the timestamp count alone leaks B's label into the test block
+    for fold in folds(ends):
+        assert (ends[fold.train] < fold.test_start.to_datetime64()).all()
+        assert len(fold.train) > 0
+    assert b55 not in next(f for f in folds(ends) if f.test_start == times[58]).train
+    # the same rule inside a training window: the validation block starts on day 58
+    from models.panel import time_split
+
+    labelled = np.flatnonzero(~np.isnat(ends))
+    fit, valid = time_split(panel, labelled, 0.41, gap=1)
+    assert panel.times[valid].min() == times[58].to_datetime64() and b55 in fit
+    fit, _ = time_split(panel, labelled, 0.41, gap=1, label_end=ends)
+    assert b55 not in fit and (ends[fit] < times[58].to_datetime64()).all()
