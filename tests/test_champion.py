@@ -91,3 +91,15 @@ def test_the_champion_builds_features_from_its_own_recipe_not_the_config(local_r
     np.testing.assert_allclose(scored["p_up"].to_numpy(), expected, rtol=1e-12)
     with pytest.raises(Exception, match="roc_3"):  # today's config would not give the model its inputs
         champion.predict(configured.compute(bars))
+
+
+def test_the_gate_compares_only_rows_whose_labels_the_champion_never_saw() -> None:
+    from models.registry.gate import _unseen
+
+    days = pd.date_range("2024-01-01", periods=10, freq="D")
+    oos = pd.DataFrame({"ts": np.repeat(days, 2), "direction": [1.0, np.nan] * 10})
+    assert _unseen(oos, days[4], horizon=1)["ts"].min() == days[5]
+    # a 3-bar label of the champion's last row covered days 5-7: days 5 and 6 overlap it
+    three = _unseen(oos, days[4], horizon=3)
+    assert three["ts"].min() == days[7] and three["direction"].notna().all() and len(three) == 3
+    assert _unseen(oos, days[9], horizon=1).empty

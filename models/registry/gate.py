@@ -65,6 +65,17 @@ def _score_rows(frame: pd.DataFrame, metric: str) -> float:
     return float(getattr(s, metric))
 
 
+def _unseen(oos: pd.DataFrame, data_end: pd.Timestamp, horizon: int) -> pd.DataFrame:
+    """Labelled rows the champion never learned from: after its ``data_end`` and after the next
+    ``horizon - 1`` timestamps too, whose labels overlap the returns its last labels covered."""
+    ts = pd.to_datetime(oos["ts"])
+    after = np.sort(ts[ts > data_end].unique())
+    if len(after) < horizon:
+        return oos.iloc[0:0]
+    first = after[horizon - 1]
+    return oos[ts >= first].dropna(subset=["direction"]).reset_index(drop=True)
+
+
 def compare_with_champion(settings: Settings, candidate_version: str, oos: pd.DataFrame | None = None,
                           history: History | None = None) -> Decision:
     """Decide whether ``candidate_version`` replaces the current champion.
@@ -94,14 +105,18 @@ def compare_with_champion(settings: Settings, candidate_version: str, oos: pd.Da
                         champion.version, None)
     champ_end = pd.Timestamp(champion.tags.get("data_end", "1970-01-01"))
     if oos is not None and history is not None:
-        unseen = oos[pd.to_datetime(oos["ts"]) > champ_end].dropna(subset=["direction"]).reset_index(drop=True)
+        unseen = _unseen(oos, champ_end, settings.model.label_horizon)
         if len(unseen) >= MIN_UNSEEN_ROWS:
             champ = load_champion(settings)
             rows = history(champ.spec, champ_end) if callable(history) else history
             if set(champ.spec.names) <= set(rows.columns):
-                scored = unseen[["symbol", "ts", "direction", "fwd_return"]].merge(
-                    champ.predict(rows[["symbol", "ts", *champ.spec.names]]), on=["symbol", "ts"])
-                champ_score, cand_score = _score_rows(scored, metric), _score_rows(unseen, metric)
+                # both scored on exactly the same rows: those the champion could score
+                both = unseen.merge(champ.predict(rows[["symbol", "ts", *champ.spec.names]]), on=["symbol", "ts"],
+                                    suffixes=("", "_champion"))
+                champ_rows = both.drop(columns=["p_up", "expected_return"]).rename(
+                    columns={"p_up_champion": "p_up", "expected_return_champion": "expected_return"})
+                unseen = both
+                champ_score, cand_score = _score_rows(champ_rows, metric), _score_rows(both, metric)
                 gain = _improvement(cand_score, champ_score, metric)
                 return Decision(gain >= promo.min_improvement,
                                 f"{metric} {cand_score:.4f} vs champion {champ_score:.4f} on {len(unseen)} rows "
