@@ -71,6 +71,7 @@ def test_backtest_cli_writes_gold_tables_and_a_tear_sheet(spark, lake_with_predi
                             "momentum_lstm"]) == 0
     out = capsys.readouterr().out
     assert "Monte Carlo: 2,000 stationary paths" in out and "risk of ruin" in out
+    assert "drawdown breaker is not re-applied" in out  # what the paths do not model is said
     summary = lake.read(spark, MONTECARLO_SUMMARY.path(settings)).toPandas()
     assert set(summary["statistic"]) == {"final_equity", "total_return", "max_drawdown", "sharpe"}
     assert (summary["simulations"] == 2000).all()

@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from orchestration.assets.models import trained_models
 from orchestration.partitions import monthly, single_run
 from orchestration.resources import SettingsResource, SparkResource
+from pipelines.backtest.montecarlo import BREAKER_NOTE
 from pipelines.backtest.pipeline import backtest_strategy, montecarlo_strategy, strategies
 
 GROUP = "backtest"
@@ -57,4 +58,5 @@ def montecarlo(context: AssetExecutionContext, spark: SparkResource, settings: S
     b = cfg.trading.backtest
     return MaterializeResult(metadata={
         "summary": MetadataValue.md(pd.DataFrame(rows).to_markdown(index=False)),
-        "simulations": b.montecarlo_simulations, "method": b.montecarlo_method, "confidence": b.confidence})
+        "simulations": b.montecarlo_simulations, "method": b.montecarlo_method, "confidence": b.confidence,
+        "note": BREAKER_NOTE})

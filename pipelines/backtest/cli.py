@@ -77,6 +77,7 @@ def montecarlo_main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         settings = settings_with_flags(vars(args), MONTECARLO_FLAGS)  # the same rules as the config files
+        from pipelines.backtest.montecarlo import BREAKER_NOTE
         from pipelines.backtest.pipeline import montecarlo_strategy
         from pipelines.lake.spark import get_spark
 
@@ -87,6 +88,7 @@ def montecarlo_main(argv: list[str] | None = None) -> int:
               f"returns, {summary.confidence:.0%} intervals")
         print(summary.table.to_string(float_format=lambda v: f"{v:,.4f}"))
         print(f"risk of ruin (equity <= {ruin:.0%} of start): {summary.risk_of_ruin:.4%}   ({summary.seconds:.1f}s)")
+        print(f"note: {BREAKER_NOTE}")
         return 0
 
     return guarded(run, fixable=(ValueError,))

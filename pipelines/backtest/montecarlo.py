@@ -7,6 +7,10 @@ length of the original, compounds them from the initial capital and records fina
 maximum drawdown, annualized Sharpe and whether equity ever fell below the ruin level.
 Paths are spread over Spark partitions, each with its own seed, so the result depends only
 on ``--seed``, not on the partitioning.
+
+The paths resample returns; they do not re-run the strategy, so the drawdown breaker is
+not applied on them (:data:`BREAKER_NOTE`): a resampled path can fall further than
+``max_drawdown`` where the live strategy would have flattened and halted.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pipelines.progress import progress_bar
 import numpy as np
 import pandas as pd
 
+BREAKER_NOTE = "paths resample the backtest's returns; the drawdown breaker is not re-applied on them"
 PATH_COLUMNS = ["path", "final_equity", "total_return", "max_drawdown", "sharpe", "ruined"]
 
 
