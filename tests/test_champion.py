@@ -22,6 +22,7 @@ from models.registry import promote
 from models.training import register_model
 from models.zoo import ENSEMBLE, ZOO, Forecaster, make_members, sequence_length_of
 from pipelines.features.labels import compute_labels
+from pipelines.features.library import EWM_WARMUP
 from pipelines.features.recipe import FeatureSpec
 from pipelines.ingest.sources.synthetic import generate_market
 from tests.test_evaluation import small_models
@@ -40,7 +41,8 @@ def test_config_families_are_the_zoo_plus_the_ensemble() -> None:
 def test_recipe_names_its_lookback_and_rejects_unknown_ranks() -> None:
     spec = FeatureSpec((3, 7), ("roc_3",), sequence_length=4)
     assert spec.names[-1] == "rank_roc_3" and "roc_7" in spec.names and "roc_5" not in spec.names
-    assert spec.lookback_bars == 35 + 1 + 4 - 1  # MACD's 26 + 9 bars dominate short windows
+    assert spec.lookback_bars == EWM_WARMUP + 1 + 4 - 1  # the smoothed indicators' warm-up dominates
+    assert 400 < EWM_WARMUP < 600
     assert FeatureSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(ValueError, match="roc_5"):
         FeatureSpec((3, 7), ("roc_5",))

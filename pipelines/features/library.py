@@ -25,6 +25,7 @@ so that live code imports this module only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,9 +49,28 @@ def feature_names(windows: Sequence[int], rank_features: Sequence[str] = ()) -> 
     return names
 
 
+# RSI, MACD and ATR are exponentially smoothed, so in principle they depend on all history.
+# They are defined here on the last EWM_WARMUP bars: the weight left on older bars is at most
+# EWM_TRUNCATION, so a row computed from that many bars of history equals the full-history
+# value to ~1e-12 (relative to the price level). Every build (any partition range) and the
+# live stream reproduce a row from that much history, whatever came before it.
+EWM_TRUNCATION = 1e-12
+
+
+def _bars_to_forget(decay: float) -> int:
+    """Bars after which an EWM with this per-bar decay keeps at most EWM_TRUNCATION of its start."""
+    return math.ceil(math.log(EWM_TRUNCATION) / math.log(decay))
+
+
+# RSI and ATR decay by 13/14 per bar; MACD's signal (decay 8/10) smooths the MACD line,
+# whose slower EMA decays by 25/27: the line must forget its start before the signal does
+EWM_WARMUP = max(_bars_to_forget(13 / 14), _bars_to_forget(25 / 27) + _bars_to_forget(8 / 10))
+
+
 def max_lookback(windows: Sequence[int]) -> int:
-    """Bars of history a feature row needs before it is fully defined."""
-    return max([*windows, 26 + 9, 20, 14]) + 1
+    """Bars of history a feature row needs: the longest window, or the smoothed indicators'
+    warm-up (:data:`EWM_WARMUP`), whichever is longer."""
+    return max([*windows, EWM_WARMUP, 20]) + 1
 
 
 def _rolling_slope_stats(close: pd.Series, w: int) -> tuple[pd.Series, pd.Series, pd.Series]:
@@ -77,6 +97,24 @@ def _rolling_slope_stats(close: pd.Series, w: int) -> tuple[pd.Series, pd.Series
         resid[w - 1:] = windows[:, -1] - fitted_last
     idx = close.index
     return pd.Series(slope, idx), pd.Series(rsq, idx), pd.Series(resid, idx)
+
+
+def _rolling_corr(x: pd.Series, y: pd.Series, w: int) -> pd.Series:
+    """Pearson correlation of the last ``w`` values of ``x`` and ``y``, computed from each window
+    itself (NaN if a value is missing or either side is constant). pandas' rolling ``corr``
+    updates running sums, so its value at a row drifts by ~1e-9 with how much history came
+    before it; a row must not depend on where a build started."""
+    a, b = x.to_numpy(dtype=float), y.to_numpy(dtype=float)
+    out = np.full(len(a), np.nan)
+    if len(a) >= w:
+        wa = np.lib.stride_tricks.sliding_window_view(a, w)
+        wb = np.lib.stride_tricks.sliding_window_view(b, w)
+        da = wa - wa.mean(axis=1, keepdims=True)
+        db = wb - wb.mean(axis=1, keepdims=True)
+        denom = np.sqrt((da * da).sum(axis=1) * (db * db).sum(axis=1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[w - 1:] = np.where(denom > EPS, (da * db).sum(axis=1) / denom, np.nan)
+    return pd.Series(out, index=x.index)
 
 
 def compute_features(bars: pd.DataFrame, windows: Sequence[int] = (5, 10, 20, 30, 60)) -> pd.DataFrame:
@@ -134,8 +172,8 @@ def compute_features(bars: pd.DataFrame, windows: Sequence[int] = (5, 10, 20, 30
         hh = h.rolling(w, min_periods=w).max()
         ll = l.rolling(w, min_periods=w).min()
         out[f"rsv_{w}"] = (c - ll) / (hh - ll + EPS)
-        out[f"corr_{w}"] = c.rolling(w, min_periods=w).corr(log_v).replace([np.inf, -np.inf], np.nan)
-        out[f"cord_{w}"] = ret.rolling(w, min_periods=w).corr(dv).replace([np.inf, -np.inf], np.nan)
+        out[f"corr_{w}"] = _rolling_corr(c, log_v, w)
+        out[f"cord_{w}"] = _rolling_corr(ret, dv, w)
         cntp = up.rolling(w, min_periods=w).mean()
         out[f"cntp_{w}"] = cntp
         out[f"cntd_{w}"] = cntp - down.rolling(w, min_periods=w).mean()
