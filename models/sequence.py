@@ -118,7 +118,7 @@ def train_loop(family: str, n_features: int, cfg: ModelSettings, Xpad: np.ndarra
         seen += count
         val = evaluate_loss(net, Xpad, first, yt, rt, valid_rows, L, t.return_loss_weight)
         history.append({"epoch": epoch, "train_loss": total / max(count, 1), "valid_loss": val})
-        bar.set_postfix(train=f"{total / max(count, 1):.4f}", valid=f"{val:.4f}")
+        bar.set_postfix(train=f"{total / max(count, 1):.4f}", valid=f"{val:.4f}", refresh=False)
         if val < best - 1e-5:
             best, best_state, best_epoch, stale = val, copy.deepcopy(net.state_dict()), epoch, 0
         else:

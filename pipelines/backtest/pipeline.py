@@ -46,7 +46,7 @@ def backtest_strategy(spark: SparkSession, settings: Settings, strategy: str, st
     bar = progress_bar(total=len(steps), desc=f"backtest {strategy}", unit="step", enabled=progress)
 
     def step(name: str) -> None:
-        bar.set_postfix_str(name)
+        bar.set_postfix_str(name, refresh=False)  # shown with the next update (at most every 30 s in logs)
 
     step("load")
     preds, bars = load_inputs(spark, settings, family, start, end)
