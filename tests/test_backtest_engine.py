@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from config.schemas.trading import TradingSettings
-from pipelines.backtest.engine import Market, run_backtest
+from pipelines.backtest.engine import Market, known_volume, run_backtest
 from pipelines.backtest.reference import run_reference
 from pipelines.trading.rules import Rules
 
@@ -57,7 +57,8 @@ def test_the_random_cases_exercise_the_breaker_and_volume_caps() -> None:
         halted += result.halted_at is not None
         f = result.fills
         idx = {s: i for i, s in enumerate(market.symbols)}
-        vol = market.volume[f["t"].to_numpy(), f["symbol"].map(idx).to_numpy()]
+        # capped at the volume known when the order was decided: the bar before the fill's
+        vol = known_volume(market.volume)[f["t"].to_numpy() - 1, f["symbol"].map(idx).to_numpy()]
         capped += int(np.isclose(np.abs(f["quantity"]), rules.max_participation * vol).sum())
         filled += int((f["quantity"].abs() > 0).sum())
     assert halted >= 2 and capped >= 10 and filled > 0
@@ -100,6 +101,22 @@ def test_stop_loss_exits_at_the_next_open_and_costs_are_charged() -> None:
     # 1 + 2 bps + 5 bps per % of the bar's volume (50 of 1,000 shares = 5%)
     assert f["cost"].iloc[0] == pytest.approx(50 * 100 * (3 + 5 * 5) / 1e4)
     assert f["t"].iloc[2] == 3  # the signal is still long: it re-enters a bar later
+
+
+def test_fills_are_capped_by_the_volume_known_when_the_order_was_decided() -> None:
+    """Bar 1 prints only 10 shares, which nobody knows at its open: the cap is 5% of bar 0's 1,000."""
+    m = _one_symbol(open_=[100, 100, 100], close=[100, 100, 100], p_up=[0.9, 0.9, 0.9])
+    m.volume[:, 0] = [1000.0, 10.0, np.nan]
+    rules = Rules.from_settings(TradingSettings(
+        costs={"commission_bps": 0, "half_spread_bps": 0, "slippage_bps_per_pct_volume": 5, "max_participation": 0.05},
+        risk={"max_position_size": 0.5, "stop_loss": 0.5, "take_profit": 0.5, "max_drawdown": 0.5}))
+    r = run_backtest(m, rules, 100_000.0)
+    first, second = r.fills.itertuples()
+    assert first.t == 1 and first.quantity == pytest.approx(50.0)  # not 0.5 (5% of the fill bar's 10)
+    assert first.cost == pytest.approx(50 * 100 * 5 * 5 / 1e4)  # slippage on 5% of the known 1,000
+    assert second.t == 2 and second.quantity == pytest.approx(0.5)  # then 5% of bar 1's 10 shares
+    reference = run_reference(m, rules, 100_000.0)
+    np.testing.assert_allclose(reference.fills[["quantity", "price", "cost"]], r.fills[["quantity", "price", "cost"]])
 
 
 def test_drawdown_breaker_flattens_and_halts_for_good() -> None:

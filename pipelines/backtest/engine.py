@@ -9,8 +9,9 @@ used by the tests to show both agree.
 Timing, per bar ``t``:
 
 1. orders decided at the close of ``t - 1`` fill at the **open of ``t``**: quantity capped
-   at ``max_participation`` of bar ``t``'s volume, costs = commission + half-spread +
-   slippage growing with participation, charged in cash;
+   at ``max_participation`` of the volume known when the order was decided (the last bar's
+   volume up to ``t - 1``: bar ``t``'s own volume is not known at its open), costs =
+   commission + half-spread + slippage growing with that participation, charged in cash;
 2. equity is marked at the close of ``t``;
 3. at that close the next targets are decided: the drawdown breaker (flatten everything
    and halt for good), then stop-loss / take-profit against the entry price (flatten that
@@ -116,10 +117,11 @@ def _simulate(open_, closes, volume, p_up, annual_vol, params, initial_capital):
                 price = open_[t, i]
                 if not (price > 0) or not math.isfinite(price):
                     continue
-                qty = R.cap_quantity(target[i] / price - shares[i], volume[t, i], max_part)
+                known = volume[t - 1, i]  # decision-time volume (see known_volume)
+                qty = R.cap_quantity(target[i] / price - shares[i], known, max_part)
                 if abs(qty) < 1e-9:
                     continue
-                cost = R.trade_cost(qty, price, volume[t, i], commission, half_spread, slippage)
+                cost = R.trade_cost(qty, price, known, commission, half_spread, slippage)
                 cash -= qty * price + cost
                 new = shares[i] + qty
                 entry[i] = R.new_entry(shares[i], new, entry[i], qty, price)
@@ -147,11 +149,16 @@ def _simulate(open_, closes, volume, p_up, annual_vol, params, initial_capital):
 def run_backtest(market: Market, rules: Rules, initial_capital: float) -> Result:
     """Simulate the strategy over ``market``; see the module docstring for the timing."""
     equity, positions, fills, halted = _simulate(
-        np.ascontiguousarray(market.open, dtype=np.float64), marks(market.close),
-        np.ascontiguousarray(market.volume, dtype=np.float64), np.ascontiguousarray(market.p_up, dtype=np.float64),
+        np.ascontiguousarray(market.open, dtype=np.float64), marks(market.close), known_volume(market.volume), np.ascontiguousarray(market.p_up, dtype=np.float64),
         np.ascontiguousarray(market.annual_vol, dtype=np.float64), rules.params(), float(initial_capital))
     return Result(equity, positions, fills_frame(market, fills), None if halted < 0 else int(halted),
                   float(initial_capital), market)
+
+
+def known_volume(volume: np.ndarray) -> np.ndarray:
+    """Per bar and symbol, the last volume printed up to and including that bar (gaps carried);
+    an order filled at bar ``t`` is sized and charged with row ``t - 1`` of this."""
+    return marks(volume)
 
 
 def fills_frame(market: Market, fills: np.ndarray) -> pd.DataFrame:

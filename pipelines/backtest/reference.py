@@ -15,6 +15,14 @@ from pipelines.backtest.engine import Market, Result, fills_frame, marks
 from pipelines.trading.rules import Rules
 
 
+def _volume_known_before(market: Market, t: int, i: int) -> float:
+    """The last volume printed before bar ``t`` (what is known when its order is decided)."""
+    for s in range(t - 1, -1, -1):
+        if math.isfinite(float(market.volume[s, i])):
+            return float(market.volume[s, i])
+    return math.nan
+
+
 def run_reference(market: Market, rules: Rules, initial_capital: float) -> Result:
     T, N = market.close.shape
     closes = marks(market.close)
@@ -30,11 +38,11 @@ def run_reference(market: Market, rules: Rules, initial_capital: float) -> Resul
             if not (price > 0 and math.isfinite(price)):
                 continue
             pos = book[i]
-            qty = R.cap_quantity(target / price - pos["shares"], float(market.volume[t, i]), p.max_participation)
+            known = _volume_known_before(market, t, i)
+            qty = R.cap_quantity(target / price - pos["shares"], known, p.max_participation)
             if abs(qty) < 1e-9:
                 continue
-            cost = R.trade_cost(qty, price, float(market.volume[t, i]), p.commission, p.half_spread,
-                                p.slippage_per_pct_volume)
+            cost = R.trade_cost(qty, price, known, p.commission, p.half_spread, p.slippage_per_pct_volume)
             cash -= qty * price + cost
             new = pos["shares"] + qty
             pos["entry"] = R.new_entry(pos["shares"], new, pos["entry"], qty, price)
