@@ -41,11 +41,6 @@ class Scores:
         value, se = getattr(self, name), getattr(self, f"{name}_se")
         return value - Z95 * se, value + Z95 * se
 
-    def improvement(self, other: "Scores", metric: str) -> float:
-        """How much better these scores are than ``other`` on ``metric`` (positive: better)."""
-        gain = getattr(self, metric) - getattr(other, metric)
-        return gain if HIGHER_IS_BETTER[metric] else -gain
-
     def as_dict(self) -> dict[str, float]:
         out = asdict(self)
         for name in ("accuracy", "log_loss", "ic", "rank_ic"):

@@ -81,7 +81,7 @@ class DagsterSettings(Frozen):
     port: int = Field(3300, ge=1, le=65535)
     run_start_timeout_s: int = Field(180, ge=10)   # a run stuck STARTING this long is failed
     run_cancel_timeout_s: int = Field(180, ge=10)  # a run stuck CANCELING this long is marked canceled
-    monitor_interval_s: int = Field(30, ge=5)      # how often dead runs are looked for
+    monitor_interval_s: int = Field(30, ge=5)      # run monitoring's poll interval
 
     @property
     def url(self) -> str:

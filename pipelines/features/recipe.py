@@ -6,7 +6,6 @@ recipe, never from today's config (what serves live is what was trained).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import pandas as pd
@@ -70,8 +69,3 @@ class FeatureSpec:
             frame = pd.concat(add_cross_sectional_ranks(rows, self.rank_features) for _, rows in frame.groupby("ts"))
         frame = frame.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
         return frame[["symbol", "ts", *self.names]]
-
-
-def spec_of(windows: Sequence[int], rank_features: Sequence[str], sequence_length: int = 1) -> FeatureSpec:
-    """Shorthand for :class:`FeatureSpec` from plain sequences."""
-    return FeatureSpec(tuple(windows), tuple(rank_features), sequence_length)
