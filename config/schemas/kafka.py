@@ -11,7 +11,8 @@ from config.schemas.base import Frozen
 
 class KafkaTopics(Frozen):
     market_data: str = "market-data"
-    dead_letter: str = "market-data-dlq"
+    dead_letter: str = "market-data.dlq"
+    predictions: str = "predictions"
     orders: str = "orders"
     fills: str = "fills"
 
@@ -28,6 +29,25 @@ class KafkaConsumerSettings(Frozen):
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
 
 
+class StreamSettings(Frozen):
+    """The live job (``python -m streaming run``): triggers, lateness and model reloads."""
+
+    trigger_seconds: float = Field(1.0, gt=0)        # micro-batch interval
+    watermark: str = "10 seconds"                    # event-time lateness accepted before a tick counts as late
+    max_offsets_per_trigger: int | None = Field(None, ge=1)  # cap on ticks per micro-batch (None: all available)
+    starting_offsets: Literal["earliest", "latest"] = "earliest"  # for a new checkpoint only
+    champion_poll_seconds: float = Field(30.0, gt=0)  # how often the registry is asked whether @champion moved
+    stale_after_seconds: float = Field(300.0, gt=0)  # Dagster's freshness check fails when the newest batch is older
+
+
+class FeedSettings(Frozen):
+    """The market-data feed (``python -m streaming feed``)."""
+
+    days: int = Field(3, ge=1)                       # synthetic: trading days continued past the research period
+    speed: float = Field(0.0, ge=0)                  # 1 = real time, k = k x real time, 0 = as fast as possible
+    batch_ticks: int = Field(5000, ge=1)             # ticks handed to the producer between pacing checks
+
+
 class KafkaSettings(Frozen):
     bootstrap_servers: str | None = None
     topics: KafkaTopics = KafkaTopics()
@@ -35,3 +55,5 @@ class KafkaSettings(Frozen):
     replication_factor: int = Field(1, ge=1)
     producer: KafkaProducerSettings = KafkaProducerSettings()
     consumer: KafkaConsumerSettings = KafkaConsumerSettings()
+    stream: StreamSettings = StreamSettings()
+    feed: FeedSettings = FeedSettings()

@@ -6,7 +6,7 @@ on ``(ts, seq)`` instead of ``first``/``last``, whose order a stream does not ke
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 BAR_COLUMNS = ["symbol", "ts", "interval", "open", "high", "low", "close", "volume", "vwap", "trades"]
@@ -16,8 +16,13 @@ def interval_label(minutes: int) -> str:
     return f"{minutes}m" if minutes < 1440 else f"{minutes // 1440}d"
 
 
-def ticks_to_bars(ticks: DataFrame, minutes: int) -> DataFrame:
-    """Aggregate ticks into ``minutes`` bars keyed by bar start (bar contract columns)."""
+def ticks_to_bars(ticks: DataFrame, minutes: int, extra: dict[str, Column] | None = None) -> DataFrame:
+    """Aggregate ticks into ``minutes`` bars keyed by bar start (bar contract columns).
+
+    ``extra`` adds aggregate columns after the contract's (the stream adds the Kafka append
+    time of each bar's last tick).
+    """
+    extra = extra or {}
     order = F.struct("ts", "seq")
     size = F.coalesce(F.col("size"), F.lit(0.0))
     bars = ticks.groupBy("symbol", F.window("ts", f"{minutes} minutes").alias("w")).agg(
@@ -28,11 +33,12 @@ def ticks_to_bars(ticks: DataFrame, minutes: int) -> DataFrame:
         F.sum(size).alias("volume"),
         (F.sum(F.col("price") * size) / F.sum(size)).alias("vwap"),
         F.count(F.lit(1)).alias("trades"),
+        *[agg.alias(name) for name, agg in extra.items()],
     )
     return bars.select(
         "symbol", F.col("w.start").alias("ts"), F.lit(interval_label(minutes)).alias("interval"),
         "open", "high", "low", "close", "volume",
-        F.coalesce("vwap", "close").alias("vwap"), F.col("trades").cast("long").alias("trades"),
+        F.coalesce("vwap", "close").alias("vwap"), F.col("trades").cast("long").alias("trades"), *extra,
     )
 
 

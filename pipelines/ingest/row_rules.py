@@ -7,7 +7,7 @@ The window rules (duplicates, isolated spikes), which need neighbouring rows, ar
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from pyspark.sql import Column
 from pyspark.sql import functions as F
@@ -18,8 +18,13 @@ Rule = tuple[Column, str]
 
 
 def future_limit(cfg: QualitySettings, now: datetime | None = None) -> Column:
-    """The latest acceptable timestamp: now plus ``max_future_minutes``."""
-    now = now or datetime.now(timezone.utc)
+    """The latest acceptable timestamp: now plus ``max_future_minutes``.
+
+    Without ``now`` it is the query's current time, which a stream evaluates per micro-batch
+    (and replays with the same value after a restart).
+    """
+    if now is None:
+        return F.current_timestamp() + F.make_dt_interval(mins=F.lit(cfg.max_future_minutes))
     return F.lit((now + timedelta(minutes=cfg.max_future_minutes)).replace(tzinfo=None)).cast("timestamp")
 
 

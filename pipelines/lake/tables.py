@@ -6,7 +6,8 @@ imports its declaration and asks it for the path; nothing else builds a lake pat
 strings. Per-dataset tables live at ``<lake root>/<layer>/<dataset>/<name>``.
 
 Layers: bronze (raw, as received), silver (validated; rejected rows in ``quarantine``),
-gold (features, labels, predictions, backtests, Monte Carlo).
+gold (features, labels, predictions, backtests, Monte Carlo), live (what the streaming job
+writes per micro-batch: bars, features, predictions and dead letters).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pyspark.sql import functions as F
 
 from config import Settings
 
-Layer = Literal["bronze", "silver", "gold"]
+Layer = Literal["bronze", "silver", "gold", "live"]
 
 
 @dataclass(frozen=True)
@@ -113,13 +114,26 @@ MONTECARLO_SUMMARY = Table("gold", "montecarlo_summary", "statistic string, mean
                                                          "confidence double, risk_of_ruin double, strategy string",
                            ("strategy",))
 
+# live: the streaming job's tables, appended once per micro-batch (Delta txnAppId/txnVersion)
+LIVE_BARS = Table("live", "bars", f"{BAR_SCHEMA}, date string, last_append timestamp, batch_id long", ("date",))
+LIVE_FEATURES = Table("live", "features", f"{KEY_SCHEMA}, batch_id long", ("date",), open_schema=True)
+LIVE_PREDICTIONS = Table("live", "predictions", "symbol string, ts timestamp, model string, model_version string, "
+                                                "family string, p_up double, expected_return double, "
+                                                "last_append timestamp, bar_ready timestamp, scored_at timestamp, "
+                                                "batch_id long, date string", ("date",))
+LIVE_DEAD_LETTERS = Table("live", "dead_letters", "topic string, partition int, offset long, kafka_ts timestamp, "
+                                                  "key binary, value binary, reason string, symbol string, "
+                                                  "ts timestamp, batch_id long, dead_lettered_at timestamp, "
+                                                  "date string", ("date",))
+
 # the platform smoke run's table (belongs to no dataset)
 SMOKE_PRICES = Table("bronze", "smoke_prices", "symbol string, ts timestamp, close double, ret double, date string",
                      ("date",), per_dataset=False)
 
 CATALOG: tuple[Table, ...] = (BRONZE_TICKS, BRONZE_BARS, SOURCE_FACTS, SILVER_BARS, QUARANTINE, FEATURES, LABELS,
                               PREDICTIONS, BACKTEST_TRADES, BACKTEST_EQUITY, BACKTEST_POSITIONS, BACKTEST_METRICS,
-                              MONTECARLO_SUMMARY, SMOKE_PRICES)
+                              MONTECARLO_SUMMARY, LIVE_BARS, LIVE_FEATURES, LIVE_PREDICTIONS, LIVE_DEAD_LETTERS,
+                              SMOKE_PRICES)
 
 
 def bronze(kind: Literal["ticks", "bars"]) -> Table:

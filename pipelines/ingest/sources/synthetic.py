@@ -41,6 +41,17 @@ SESSION_OPEN = pd.Timedelta(hours=14, minutes=30)  # 09:30 New York in UTC (wint
 
 
 @dataclass(frozen=True)
+class GeneratorState:
+    """Where the generator stands after its last bar: enough to continue the same market."""
+
+    returns_tail: np.ndarray   # [signal_lookback, symbols] the last log returns (the planted signal reads them)
+    h: np.ndarray              # GARCH variance per symbol
+    prev_eps2: np.ndarray      # last squared de-seasonalised shock per symbol
+    stressed: bool             # regime of the last bar
+    log_close: np.ndarray      # last log close per symbol
+
+
+@dataclass(frozen=True)
 class SyntheticMarket:
     """Bars (one row per symbol and bar) plus the generator's own truth."""
 
@@ -51,6 +62,7 @@ class SyntheticMarket:
     oracle_accuracy: float     # realized share of bars whose sign matched sign(mu) (mu != 0)
     timestamps: pd.DatetimeIndex
     symbols: list[str]
+    end: GeneratorState | None = None  # the state after the last bar (see :func:`continue_market`)
 
 
 def _unit_t(rng: np.random.Generator, df: float | None, size) -> np.ndarray:
@@ -76,25 +88,48 @@ def seasonality(bars_per_day: int) -> np.ndarray:
 
 def generate_market(cfg: SyntheticSettings, progress: bool = False) -> SyntheticMarket:
     """Simulate the bar-level market described in the module docstring."""
-    rng = np.random.default_rng(cfg.seed)
-    ts = bar_timestamps(cfg)
+    return _simulate(cfg, np.random.default_rng(cfg.seed), bar_timestamps(cfg), None, progress)
+
+
+def continue_market(cfg: SyntheticSettings, market: SyntheticMarket, days: int,
+                    progress: bool = False) -> SyntheticMarket:
+    """The same market ``days`` trading days further: same symbols, factor loadings,
+    volatility and regime state, planted signal and shocks law, fresh random draws.
+
+    The live feed publishes it, so the champion scores bars it never saw while the Bayes bound
+    of exactly those bars is known. ``market`` is :func:`generate_market`'s research period.
+    """
+    if market.end is None:
+        raise ValueError("market has no generator state to continue from")
+    first = (market.timestamps[-1].normalize() + pd.offsets.BDay(1)).date()
+    ts = bar_timestamps(cfg.model_copy(update={"start_date": first, "n_days": days}))
+    return _simulate(cfg, np.random.default_rng([cfg.seed, 1]), ts, market.end, progress)
+
+
+def _simulate(cfg: SyntheticSettings, rng: np.random.Generator, ts: pd.DatetimeIndex,
+              start: GeneratorState | None, progress: bool) -> SyntheticMarket:
     n_bars, n_sym = len(ts), cfg.n_symbols
+    n_days = n_bars // cfg.bars_per_day
     symbols = [f"SYN{i:03d}" for i in range(n_sym)]
     base_var = cfg.annual_vol**2 / (TRADING_DAYS * cfg.bars_per_day)
     random_walk = cfg.mode == "random_walk"
+    # the loadings are the seed's first draw: a continuation re-draws the same ones
+    loadings = np.random.default_rng(cfg.seed).normal(0.6, 0.25, (n_sym, cfg.n_factors))
+    if start is None and not random_walk:
+        rng.normal(0.6, 0.25, (n_sym, cfg.n_factors))  # keep the research period's draw order
 
     if random_walk:
         shocks = rng.standard_normal((n_bars, n_sym))
         season = np.ones(n_bars)
         regime = np.ones(n_bars)
+        stressed = np.zeros(n_bars, dtype=bool)
     else:
-        loadings = rng.normal(0.6, 0.25, (n_sym, cfg.n_factors))
         factors = _unit_t(rng, cfg.df_tails, (n_bars, cfg.n_factors))
         idio = _unit_t(rng, cfg.df_tails, (n_bars, n_sym))
         shocks = (factors @ loadings.T + idio) / np.sqrt((loadings**2).sum(axis=1) + 1.0)
-        season = np.tile(np.sqrt(seasonality(cfg.bars_per_day)), cfg.n_days)
+        season = np.tile(np.sqrt(seasonality(cfg.bars_per_day)), n_days)
         flips = rng.random(n_bars) < cfg.regime_switch_prob
-        stressed = np.cumsum(flips) % 2 == 1
+        stressed = (np.cumsum(flips) + (start is not None and start.stressed)) % 2 == 1
         regime = np.where(stressed, cfg.regime_vol_mult, 1.0)
 
     alpha, beta = (0.0, 0.0) if random_walk else (cfg.garch_alpha, cfg.garch_beta)
@@ -102,17 +137,21 @@ def generate_market(cfg: SyntheticSettings, progress: bool = False) -> Synthetic
     strength = 0.0 if random_walk else cfg.signal_strength
     lookback = cfg.signal_lookback
 
-    returns = np.zeros((n_bars, n_sym))
+    # rows [0, lookback) hold the previous period's last returns (zeros for a new market)
+    history = np.zeros((lookback + n_bars, n_sym))
+    if start is not None:
+        history[:lookback] = start.returns_tail
+    returns = history[lookback:]
     mu = np.zeros((n_bars, n_sym))
     sigma = np.zeros((n_bars, n_sym))
-    h = np.full(n_sym, base_var)
-    prev_eps2 = np.full(n_sym, base_var)
+    h = np.full(n_sym, base_var) if start is None else start.h.copy()
+    prev_eps2 = np.full(n_sym, base_var) if start is None else start.prev_eps2.copy()
     steps = progress_bar(range(n_bars), desc="synthetic bars", unit="bar", enabled=progress)
     for t in steps:
         h = omega + alpha * prev_eps2 + beta * h if not random_walk else h
         sigma[t] = np.sqrt(h) * regime[t] * season[t]
-        if strength and t >= lookback:
-            z = returns[t - lookback:t].sum(axis=0) / (sigma[t] * np.sqrt(lookback))
+        if strength and (t >= lookback or start is not None):
+            z = history[t:t + lookback].sum(axis=0) / (sigma[t] * np.sqrt(lookback))
             mu[t] = strength * sigma[t] * np.clip(z, -3.0, 3.0)
         eps = sigma[t] * shocks[t]
         returns[t] = mu[t] + eps
@@ -123,13 +162,14 @@ def generate_market(cfg: SyntheticSettings, progress: bool = False) -> Synthetic
     oracle = float((np.sign(returns[moving]) == np.sign(mu[moving])).mean()) if moving.any() else 0.5
     oracle = oracle * moving.mean() + 0.5 * (1 - moving.mean())
 
-    log_close = np.log(100.0 * np.exp(rng.normal(0, 0.5, n_sym)))[None, :] + np.cumsum(returns, axis=0)
+    first_log = (np.log(100.0 * np.exp(rng.normal(0, 0.5, n_sym))) if start is None else start.log_close)
+    log_close = first_log[None, :] + np.cumsum(returns, axis=0)
     close = np.exp(log_close)
     open_ = np.vstack([close[:1] / np.exp(returns[:1]), close[:-1]])
     bar_range = sigma * np.abs(rng.standard_normal((n_bars, n_sym))) * 0.5
     high = np.maximum(open_, close) * np.exp(bar_range * rng.random((n_bars, n_sym)))
     low = np.minimum(open_, close) * np.exp(-bar_range * rng.random((n_bars, n_sym)))
-    volume_shape = np.tile(seasonality(cfg.bars_per_day), cfg.n_days)[:, None]
+    volume_shape = np.tile(seasonality(cfg.bars_per_day), n_days)[:, None]
     volume = np.round(rng.lognormal(np.log(1000.0), 0.5, (n_bars, n_sym)) * volume_shape * regime[:, None])
 
     bars = pd.DataFrame({
@@ -139,7 +179,9 @@ def generate_market(cfg: SyntheticSettings, progress: bool = False) -> Synthetic
         "volume": volume.ravel(),
     })
     bars["ts"] = pd.to_datetime(bars["ts"], utc=True)
-    return SyntheticMarket(bars, mu, sigma, bayes, oracle, ts, symbols)
+    end = GeneratorState(history[-lookback:].copy(), h.copy(), prev_eps2.copy(), bool(stressed[-1]),
+                         log_close[-1].copy())
+    return SyntheticMarket(bars, mu, sigma, bayes, oracle, ts, symbols, end)
 
 
 def _bayes_accuracy(mu: np.ndarray, sigma: np.ndarray, rng: np.random.Generator, df: float | None,
@@ -164,16 +206,19 @@ def _bayes_accuracy(mu: np.ndarray, sigma: np.ndarray, rng: np.random.Generator,
     return float(np.mean(1.0 - below))
 
 
-def generate_ticks(market: SyntheticMarket, cfg: SyntheticSettings, progress: bool = False) -> pd.DataFrame:
+def generate_ticks(market: SyntheticMarket, cfg: SyntheticSettings, progress: bool = False,
+                   seed: int | list[int] | None = None, first_seq: int = 0) -> pd.DataFrame:
     """Trades and quotes inside each bar whose OHLC rebuilds ``market.bars`` closes exactly.
 
     Columns follow the tick contract: symbol, ts, seq, price, size, bid, ask, side, source.
+    ``seed`` (default: the config's seed + 1) and ``first_seq`` let a continuation of the
+    market (:func:`continue_market`) draw fresh ticks whose sequence numbers carry on.
     """
-    rng = np.random.default_rng(cfg.seed + 1)
+    rng = np.random.default_rng(cfg.seed + 1 if seed is None else seed)
     bars = market.bars
     n = len(bars)
-    season = np.tile(seasonality(cfg.bars_per_day), cfg.n_days)
-    season = np.repeat(season, cfg.n_symbols)
+    season = np.tile(seasonality(cfg.bars_per_day), len(market.timestamps) // cfg.bars_per_day)
+    season = np.repeat(season, len(market.symbols))
     counts = np.maximum(1, rng.poisson(cfg.ticks_per_bar * season))
     bar_idx = np.repeat(np.arange(n), counts)
     total = len(bar_idx)
@@ -211,7 +256,7 @@ def generate_ticks(market: SyntheticMarket, cfg: SyntheticSettings, progress: bo
     })
     ticks["ts"] = pd.to_datetime(ticks["ts"], utc=True).dt.floor("us")  # Spark keeps microseconds
     ticks = ticks.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
-    ticks["seq"] = ticks.groupby("symbol").cumcount().astype("int64")
+    ticks["seq"] = ticks.groupby("symbol").cumcount().astype("int64") + first_seq
     ticks = ticks[["symbol", "ts", "seq", "price", "size", "bid", "ask", "side", "source"]]
     return _with_bad_ticks(ticks, cfg.bad_tick_rate, rng)
 

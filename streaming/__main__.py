@@ -1,0 +1,225 @@
+"""``python -m streaming feed|run|live|status|report|stop``: the live market-data path.
+
+* ``feed``: publish the configured dataset's live ticks to ``market-data`` (synthetic: the
+  market continued past the research period).
+* ``run``: the Structured Streaming job (resumes from its checkpoint; ``--fresh`` starts a new
+  one at the topic's end).
+* ``live``: both in one process for a few minutes (``make live``), then the figures and the
+  live-accuracy report; Ctrl-C stops cleanly.
+* ``status``: the running figures; ``report``: live accuracy against the bound and the
+  walk-forward figure; ``stop``: stop a running feed and stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import shutil
+import sys
+import threading
+import time
+
+from config.cli import guarded, settings_with_flags
+
+FLAGS = {"days": "QL_KAFKA__FEED__DAYS", "speed": "QL_KAFKA__FEED__SPEED",
+         "trigger": "QL_KAFKA__STREAM__TRIGGER_SECONDS"}
+
+
+def _stop_flag() -> threading.Event:
+    """An event set by SIGTERM or Ctrl-C (the second Ctrl-C interrupts for real)."""
+    event = threading.Event()
+
+    def handler(signum, frame):
+        if event.is_set():
+            raise KeyboardInterrupt
+        print(f"\n{signal.Signals(signum).name}: stopping cleanly (again to abort)", file=sys.stderr)
+        event.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return event
+
+
+def _fresh(settings) -> None:
+    """Forget the previous live run: its checkpoint, figures and live tables."""
+    from pipelines.lake.tables import LIVE_BARS, LIVE_DEAD_LETTERS, LIVE_FEATURES, LIVE_PREDICTIONS
+    from streaming.status import live_dir
+
+    folder = live_dir(settings)
+    for name in ("checkpoint", "status.json", "feed.json"):
+        target = folder / name
+        shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+    for table in (LIVE_BARS, LIVE_FEATURES, LIVE_PREDICTIONS, LIVE_DEAD_LETTERS):
+        shutil.rmtree(table.path(settings), ignore_errors=True)
+
+
+def _print_figures(settings) -> None:
+    from streaming.status import read_status
+
+    status = read_status(settings)
+    if status is None:
+        print("no live figures yet (the stream has not finished a micro-batch)")
+        return
+    dead = status["dead_letters"]
+    print(f"ticks in {status['ticks_in']:,}  valid {status['ticks_valid']:,}  "
+          f"dead-lettered {sum(v for k, v in dead.items()):,}  bars {status['bars']:,} "
+          f"(warming up {status['warming_bars']:,})  feature rows {status['feature_rows']:,}  "
+          f"predictions {status['predictions']:,}")
+    for reason, n in sorted(dead.items(), key=lambda kv: -kv[1]):
+        print(f"  dead letter: {reason}: {n:,}")
+    print(f"last batch {status['last_batch_id']} at {status['last_batch_at']} ({status['last_batch_seconds']} s), "
+          f"newest bar {status['last_bar_ts']}, watermark {status['watermark']}")
+    print(f"model: {status['model'] or 'none'}" + (f"  note: {status['note']}" if status["note"] else ""))
+
+
+def _cmd_feed(args, settings) -> int:
+    from streaming.feed import feed_ticks, publish, write_facts
+    from streaming.status import write_pid
+
+    stop = _stop_flag()
+    write_pid(settings, "feed")
+    ticks, facts = feed_ticks(settings, days=args.days)
+    write_facts(settings, facts)
+    result = publish(settings, ticks, settings.kafka.feed.speed, should_stop=stop.is_set)
+    print(f"published {result.ticks:,} ticks ({result.first_ts} .. {result.last_ts}) in {result.seconds:.1f} s "
+          f"({result.rate:,.0f} ticks/s) to {settings.kafka.topics.market_data}")
+    return 0
+
+
+def _run_stream(settings, stop: threading.Event, fresh: bool, idle_seconds: float | None = None,
+                feeder: threading.Thread | None = None, starting_offsets: str | None = None):
+    from pipelines.lake.spark import get_spark
+    from streaming import job
+    from streaming.status import read_status
+
+    if fresh:
+        _fresh(settings)
+    spark = get_spark(settings)
+    spark.sparkContext.setLogLevel("ERROR")
+    query, sink = job.start(spark, settings, starting_offsets="latest" if fresh else starting_offsets)
+    print(f"stream started: {settings.kafka.topics.market_data} -> live tables of {settings.data.dataset} "
+          f"(checkpoint {job.checkpoint_dir(settings)}); serving {sink.scorer.champion.name + ' v' + sink.scorer.champion.version if sink.scorer.champion else 'no model'}")
+    last_print, last_rows, idle_since = time.monotonic(), -1, time.monotonic()
+    try:
+        while query.isActive and not stop.is_set():
+            time.sleep(0.5)
+            status = read_status(settings) or {}
+            if feeder is not None and not feeder.is_alive() and status.get("ticks_in", 0) != last_rows:
+                last_rows, idle_since = status.get("ticks_in", 0), time.monotonic()
+            if idle_seconds and feeder is not None and not feeder.is_alive() \
+                    and time.monotonic() - idle_since > idle_seconds:
+                break
+            if time.monotonic() - last_print > 15 and status:
+                last_print = time.monotonic()
+                print(f"  batch {status['last_batch_id']}: ticks {status['ticks_in']:,}, bars {status['bars']:,}, "
+                      f"predictions {status['predictions']:,}, newest bar {status['last_bar_ts']}", flush=True)
+    finally:
+        query.stop()
+    if query.exception() is not None:
+        raise RuntimeError(f"the live query failed: {query.exception()}")
+    return query
+
+
+def _cmd_run(args, settings) -> int:
+    from streaming.status import write_pid
+
+    stop = _stop_flag()
+    write_pid(settings, "stream")
+    _run_stream(settings, stop, args.fresh)
+    _print_figures(settings)
+    return 0
+
+
+def _cmd_live(args, settings) -> int:
+    """Stream + feed for ``--minutes``, then figures and the report."""
+    from streaming.feed import feed_ticks, publish, write_facts
+    from streaming.report import live_report
+    from streaming.status import read_status, write_pid
+
+    stop = _stop_flag()
+    write_pid(settings, "stream")
+    ticks, facts = feed_ticks(settings, days=args.days)
+    span = (ticks["ts"].iloc[-1] - ticks["ts"].iloc[0]).total_seconds()
+    speed = span / (args.minutes * 60)
+    print(f"feed: {len(ticks):,} ticks over {facts['first_bar']} .. {facts['last_bar']}, at {speed:,.0f}x real time "
+          f"(~{args.minutes} min)")
+
+    def feeder_body():
+        while read_status(settings) is None and not stop.is_set():  # the stream's first batch fixed its offsets
+            time.sleep(0.5)
+        write_facts(settings, facts)
+        publish(settings, ticks, speed, should_stop=stop.is_set, progress=False)
+
+    _fresh(settings)  # before the feeder looks for the new stream's first batch
+    feeder = threading.Thread(target=feeder_body, name="feed", daemon=True)
+    feeder.start()
+    _run_stream(settings, stop, fresh=False, idle_seconds=args.drain, feeder=feeder, starting_offsets="latest")
+    print()
+    _print_figures(settings)
+    print()
+    print(live_report(settings).text())
+    return 0
+
+
+def _cmd_status(args, settings) -> int:
+    from streaming.status import live_dir, running_pid
+
+    for role in ("feed", "stream"):
+        pid = running_pid(settings, role)
+        print(f"{role:7s} {'running (pid %d)' % pid if pid else 'not running'}")
+    _print_figures(settings)
+    facts = live_dir(settings) / "feed.json"
+    if facts.exists():
+        print("feed facts:", json.dumps(json.loads(facts.read_text())))
+    return 0
+
+
+def _cmd_report(args, settings) -> int:
+    from streaming.report import live_report
+
+    print(live_report(settings).text())
+    return 0
+
+
+def _cmd_stop(args, settings) -> int:
+    from streaming.status import stop
+
+    for role in ("feed", "stream"):
+        print(f"{role}: {'stopped' if stop(settings, role) else 'was not running'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m streaming", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    feed = sub.add_parser("feed", help="publish live ticks to market-data")
+    feed.add_argument("--days", type=int, help="synthetic: trading days past the research period")
+    feed.add_argument("--speed", type=float, help="1 = real time, k = k x real time, 0 = as fast as possible")
+    run = sub.add_parser("run", help="the Structured Streaming job")
+    run.add_argument("--fresh", action="store_true", help="new checkpoint and live tables, read from the topic's end")
+    run.add_argument("--trigger", type=float, help="micro-batch interval in seconds")
+    live = sub.add_parser("live", help="feed + stream for a few minutes, then figures and the report")
+    live.add_argument("--minutes", type=float, default=3.0)
+    live.add_argument("--days", type=int, help="synthetic: trading days past the research period")
+    live.add_argument("--drain", type=float, default=20.0, help="seconds without new ticks before stopping")
+    live.add_argument("--trigger", type=float, help="micro-batch interval in seconds")
+    sub.add_parser("status", help="running figures")
+    sub.add_parser("report", help="live accuracy against the Bayes bound and the walk-forward figure")
+    sub.add_parser("stop", help="stop a running feed and stream")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("py4j", "kafka", "mlflow", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    def body() -> int:
+        settings = settings_with_flags(vars(args), FLAGS)
+        return {"feed": _cmd_feed, "run": _cmd_run, "live": _cmd_live, "status": _cmd_status,
+                "report": _cmd_report, "stop": _cmd_stop}[args.command](args, settings)
+
+    return guarded(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

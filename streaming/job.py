@@ -1,0 +1,290 @@
+"""The live market-data job: Kafka ticks -> validated, de-duplicated ticks -> bars -> features
+-> champion predictions, as one Spark Structured Streaming query.
+
+Plan (one query, one checkpoint under ``.state/live/<dataset>/checkpoint``)::
+
+    Kafka market-data ──parse──┬── every tick (reason, Kafka coordinates) ─────────────┐
+                               └── good ticks ─ watermark ─ drop duplicate (symbol, seq)  │
+                                     ─ event-time bars ─ BarHistory (per-symbol state) ──┤
+                                                                              union ─ foreachBatch
+
+``foreachBatch`` (:class:`BatchSink`) then, per micro-batch:
+
+1. dead-letters malformed ticks and ticks later than the watermark: the original key and
+   bytes go to ``market-data.dlq`` with the reasons in headers, and to the ``dead_letters``
+   live table;
+2. appends the bars, the ranked features and the predictions to their live tables, each
+   write tagged with the query's id and the batch id (Delta ``txnAppId``/``txnVersion``), so
+   a batch replayed after a restart is not written twice;
+3. scores the bars' cross-section with the champion and publishes the predictions to the
+   ``predictions`` topic (at least once: a replayed batch may publish again; each message
+   carries its (symbol, ts, model version) key for consumers to drop repeats);
+4. writes the running figures to ``status.json`` (see :mod:`streaming.status`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from config import Settings
+from pipelines import lake
+from pipelines.features.library import add_cross_sectional_ranks
+from pipelines.ingest.bars import ticks_to_bars
+from pipelines.lake.tables import FEATURES, LIVE_BARS, LIVE_DEAD_LETTERS, LIVE_FEATURES, LIVE_PREDICTIONS, SILVER_BARS
+from streaming import records
+from streaming.history import STATE_COLUMNS, BarHistory, history_needed, output_schema
+from streaming.kafka_io import ensure_topics, make_producer
+from streaming.scoring import LiveScorer
+from streaming.status import LiveFigures, live_dir
+
+log = logging.getLogger(__name__)
+
+QUERY_NAME = "quantlake-live"
+LATE = "late: event time before the watermark"
+TICK_SIDE = ["reason", "key", "value", "partition", "offset", "kafka_ts", "symbol", "ts", "seq"]
+
+
+def bar_minutes(settings: Settings) -> int:
+    """The dataset's bar interval in minutes (synthetic: its bar length; files: its interval)."""
+    data = settings.data
+    if data.source == "synthetic":
+        return data.synthetic.bar_minutes
+    interval = data.files.interval if data.source == "files" else "1d"
+    unit = {"m": 1, "h": 60, "d": 1440}[interval[-1]]
+    return int(interval[:-1]) * unit
+
+
+def checkpoint_dir(settings: Settings, dataset: str | None = None) -> Path:
+    return live_dir(settings, dataset) / "checkpoint"
+
+
+def _initial_state(spark: SparkSession, settings: Settings, keep: int) -> DataFrame:
+    """Each symbol's last ``keep`` silver bars (the research history the stream continues)."""
+    path = SILVER_BARS.path(settings)
+    schema = f"symbol string, {', '.join(f'{c} {t}' for c, t in zip(STATE_COLUMNS, ['timestamp'] + ['double'] * 6))}"
+    if not lake.exists(spark, path):
+        return spark.createDataFrame([], schema)
+    from pyspark.sql import Window
+
+    newest = Window.partitionBy("symbol").orderBy(F.col("ts").desc())
+    return (lake.read(spark, path).withColumn("_rn", F.row_number().over(newest))
+            .where(F.col("_rn") <= keep).select("symbol", *STATE_COLUMNS))
+
+
+def build_stream(spark: SparkSession, settings: Settings, windows: tuple[int, ...],
+                 starting_offsets: str | None = None) -> DataFrame:
+    """The streaming DataFrame before the sink: tick rows (``kind = 'tick'``) and bar rows with
+    their unranked features (``kind = 'bar'``)."""
+    cfg = settings.kafka.stream
+    reader = (spark.readStream.format("kafka")
+              .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+              .option("subscribe", settings.kafka.topics.market_data)
+              .option("startingOffsets", starting_offsets or cfg.starting_offsets)
+              .option("failOnDataLoss", "false"))
+    if cfg.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
+    parsed = records.parse(reader.load(), settings.data.quality)
+
+    ticks = parsed.select(F.lit("tick").alias("kind"), *TICK_SIDE)
+    good = (parsed.where(F.col("reason").isNull())
+            .select(*records.TICK_COLUMNS, "kafka_ts")
+            .withWatermark("ts", cfg.watermark)
+            .dropDuplicatesWithinWatermark(["symbol", "seq"]))
+    bars = ticks_to_bars(good, bar_minutes(settings), extra={"last_append": F.max("kafka_ts")})
+    keep = history_needed(windows)
+    featured = bars.groupBy("symbol").transformWithStateInPandas(
+        statefulProcessor=BarHistory(windows), outputStructType=output_schema(windows), outputMode="Append",
+        timeMode="None", initialState=_initial_state(spark, settings, keep).groupBy("symbol"))
+    return ticks.unionByName(featured.withColumn("kind", F.lit("bar")), allowMissingColumns=True)
+
+
+def _watermark_ms(checkpoint: Path, batch_id: int) -> int:
+    """The event-time watermark Spark recorded for ``batch_id`` in the offset log (0 if none)."""
+    path = checkpoint / "offsets" / str(batch_id)
+    if batch_id < 0 or not path.exists():
+        return 0
+    for line in path.read_text().splitlines()[1:]:
+        if line.startswith("{") and "batchWatermarkMs" in line:
+            return int(json.loads(line)["batchWatermarkMs"])
+    return 0
+
+
+def _query_id(checkpoint: Path) -> str:
+    return json.loads((checkpoint / "metadata").read_text())["id"]
+
+
+def _append(df: DataFrame, table, settings: Settings, app_id: str, batch_id: int) -> None:
+    """Append ``df`` to a live table once per (query, batch): a replay is skipped by Delta."""
+    (table.conform(df).write.format("delta").mode("append")
+     .option("txnAppId", f"{app_id}-{table.name}").option("txnVersion", batch_id)
+     .partitionBy(*table.partition_by).save(table.path(settings)))
+
+
+@dataclass
+class BatchSink:
+    """The ``foreachBatch`` function: routes, writes and scores one micro-batch."""
+
+    settings: Settings
+    checkpoint: Path
+    scorer: LiveScorer
+    figures: LiveFigures
+    producer: object = None
+    _app_id: str = ""
+    _ranks: tuple[str, ...] = field(default_factory=tuple)
+
+    def __call__(self, df: DataFrame, batch_id: int) -> None:
+        started = datetime.now(timezone.utc)
+        spark = df.sparkSession
+        self._app_id = self._app_id or _query_id(self.checkpoint)
+        df = df.persist()
+        try:
+            counts = self._dead_letters(df, batch_id, started)
+            bars = self._bars(df, batch_id)
+            predictions = self._features_and_predictions(spark, bars, batch_id, started)
+            self.figures.add_batch(batch_id, started, counts, bars, predictions, self.scorer,
+                                   _watermark_ms(self.checkpoint, batch_id))
+        finally:
+            df.unpersist()
+
+    # 1. dead letters -------------------------------------------------------------------------
+    def _dead_letters(self, df: DataFrame, batch_id: int, now: datetime) -> dict[str, int]:
+        late_before = _watermark_ms(self.checkpoint, batch_id - 1)
+        ticks = df.where(F.col("kind") == "tick")
+        late = F.col("reason").isNull() & (F.col("ts") < F.lit(late_before / 1000.0).cast("timestamp"))
+        routed = ticks.select(
+            "key", "value", "partition", "offset", "kafka_ts", "symbol", "ts",
+            F.when(late, F.lit(LATE)).otherwise(F.col("reason")).alias("reason"))
+        counts = {r["reason"] or "": int(r["n"]) for r in
+                  routed.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
+        if not any(counts.get(k) for k in counts if k):
+            return counts
+        dead = routed.where(F.col("reason").isNotNull())
+        topic = self.settings.kafka.topics.market_data
+        table = dead.select(
+            F.lit(topic).alias("topic"), "partition", "offset", "kafka_ts", "key", "value", "reason", "symbol", "ts",
+            F.lit(batch_id).alias("batch_id"), F.lit(now.replace(tzinfo=None)).alias("dead_lettered_at"),
+            F.date_format("kafka_ts", "yyyy-MM-dd").alias("date"))
+        _append(table, LIVE_DEAD_LETTERS, self.settings, self._app_id, batch_id)
+        header = lambda k, v: F.struct(F.lit(k).alias("key"), v.cast("string").cast("binary").alias("value"))  # noqa: E731
+        (dead.select("key", "value", F.array(
+            header("dlq.reason", F.col("reason")), header("dlq.topic", F.lit(topic)),
+            header("dlq.partition", F.col("partition")), header("dlq.offset", F.col("offset")),
+            header("dlq.batch_id", F.lit(batch_id))).alias("headers"))
+         .write.format("kafka").option("kafka.bootstrap.servers", self.settings.kafka_bootstrap)
+         .option("topic", self.settings.kafka.topics.dead_letter).save())
+        return counts
+
+    # 2. bars ---------------------------------------------------------------------------------
+    def _bars(self, df: DataFrame, batch_id: int) -> pd.DataFrame:
+        bars = df.where(F.col("kind") == "bar").drop("kind", "reason", "key", "value", "partition", "offset",
+                                                     "kafka_ts", "seq")
+        rows = bars.toPandas()
+        if not rows.empty:
+            _append(bars.withColumn("batch_id", F.lit(batch_id)).withColumn("date", F.date_format("ts", "yyyy-MM-dd"))
+                    .select(*LIVE_BARS.columns), LIVE_BARS, self.settings, self._app_id, batch_id)
+        return rows
+
+    # 3. features and predictions -------------------------------------------------------------
+    def _features_and_predictions(self, spark: SparkSession, bars: pd.DataFrame, batch_id: int,
+                                  now: datetime) -> pd.DataFrame:
+        self.scorer.poll()
+        spec = self.scorer.spec
+        complete = bars[bars["complete"]] if not bars.empty else bars
+        if complete.empty:
+            return pd.DataFrame()
+        ranked = pd.concat(add_cross_sectional_ranks(g, spec.rank_features) for _, g in complete.groupby("ts"))
+        ranked = ranked.sort_values(["symbol", "ts"]).reset_index(drop=True)
+        features = ranked[["symbol", "ts", *spec.names]].assign(
+            date=ranked["ts"].dt.strftime("%Y-%m-%d"), batch_id=batch_id)
+        _append(spark.createDataFrame(features), LIVE_FEATURES, self.settings, self._app_id, batch_id)
+
+        scored = self.scorer.score(ranked)
+        if scored.empty:
+            return scored
+        champion = self.scorer.champion
+        scored = scored.merge(ranked[["symbol", "ts", "last_append"]], on=["symbol", "ts"], how="left").assign(
+            model=champion.name, model_version=champion.version, family=champion.family,
+            bar_ready=pd.Timestamp(now).tz_convert(None), batch_id=batch_id,
+            date=lambda d: d["ts"].dt.strftime("%Y-%m-%d"))
+        scored["scored_at"] = pd.Timestamp.now(tz="UTC").tz_convert(None)
+        _append(spark.createDataFrame(scored), LIVE_PREDICTIONS, self.settings, self._app_id, batch_id)
+        self._publish(scored)
+        return scored
+
+    def _publish(self, scored: pd.DataFrame) -> None:
+        if self.producer is None:
+            self.producer = make_producer(self.settings)
+        topic = self.settings.kafka.topics.predictions
+        for row in scored.itertuples(index=False):
+            key = f"{row.symbol}|{pd.Timestamp(row.ts).isoformat()}|{row.model_version}"
+            self.producer.send(topic, key=key, value={
+                "v": 1, "id": key, "symbol": row.symbol, "ts": pd.Timestamp(row.ts).isoformat() + "Z",
+                "model": row.model, "model_version": row.model_version, "family": row.family,
+                "p_up": float(row.p_up), "expected_return": float(row.expected_return),
+                "last_append": pd.Timestamp(row.last_append).isoformat() + "Z",
+                "scored_at": pd.Timestamp(row.scored_at).isoformat() + "Z"})
+        self.producer.flush()
+
+
+def start(spark: SparkSession, settings: Settings, trigger_seconds: float | None = None,
+          starting_offsets: str | None = None) -> tuple[StreamingQuery, BatchSink]:
+    """Start the live query (resuming from its checkpoint when there is one)."""
+    topics = settings.kafka.topics
+    ensure_topics(settings, [topics.market_data, topics.dead_letter, topics.predictions])
+    spark.conf.set("spark.sql.streaming.stateStore.providerClass",
+                   "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+    scorer = LiveScorer.start(settings)
+    checkpoint = checkpoint_dir(settings)
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    scorer.recent = _recent_features(spark, settings, scorer)
+    sink = BatchSink(settings, checkpoint, scorer, LiveFigures.resume(settings))
+    stream = build_stream(spark, settings, scorer.spec.windows, starting_offsets)
+    trigger = trigger_seconds or settings.kafka.stream.trigger_seconds
+    query = (stream.writeStream.queryName(QUERY_NAME).foreachBatch(sink)
+             .option("checkpointLocation", str(checkpoint))
+             .trigger(processingTime=f"{trigger} seconds").start())
+    return query, sink
+
+
+def _recent_features(spark: SparkSession, settings: Settings, scorer: LiveScorer) -> pd.DataFrame:
+    """Each symbol's last ``sequence_length - 1`` ranked feature rows: from the live table when
+    the stream ran before, else from the research feature table it continues."""
+    if scorer.champion is None or scorer.spec.sequence_length <= 1:
+        return pd.DataFrame()
+    from pyspark.sql import Window
+
+    keep = scorer.spec.sequence_length - 1
+    for table in (LIVE_FEATURES, FEATURES):
+        path = table.path(settings)
+        if not lake.exists(spark, path):
+            continue
+        frame = lake.read(spark, path)
+        if not set(scorer.spec.names) <= set(frame.columns):
+            continue
+        newest = Window.partitionBy("symbol").orderBy(F.col("ts").desc())
+        rows = (frame.withColumn("_rn", F.row_number().over(newest)).where(F.col("_rn") <= keep)
+                .select("symbol", "ts", *scorer.spec.names).toPandas())
+        if not rows.empty:
+            return rows.sort_values(["symbol", "ts"]).reset_index(drop=True)
+    return pd.DataFrame()
+
+
+def run_until(query: StreamingQuery, stop_when=None, poll_seconds: float = 1.0) -> None:
+    """Wait for the query to end, or until ``stop_when()`` is true; raise the query's error."""
+    while query.isActive:
+        if stop_when is not None and stop_when():
+            query.stop()
+            break
+        time.sleep(poll_seconds)
+    if query.exception() is not None:
+        raise RuntimeError(f"the live query failed: {query.exception()}")

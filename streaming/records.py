@@ -1,0 +1,91 @@
+"""The market-data record on Kafka, and how the stream reads and validates it.
+
+One tick per message, keyed by symbol (so a symbol's ticks stay in order on one partition),
+value a compact JSON object::
+
+    {"v":1,"symbol":"SYN000","ts":"2024-01-31T14:30:02.123456Z","seq":812,"price":101.25,
+     "size":40.0,"bid":101.23,"ask":101.27,"side":"buy","source":"synthetic"}
+
+Why JSON and not Avro: no schema registry runs here, every tool (``kafka-console-consumer``,
+the dead-letter topic's readers, a browser) can read it, and a producer in any language can
+write it without a generated class. ``v`` is the schema version; a record with another
+version is dead-lettered, never guessed at. Parsing costs more than Avro would; the stream
+benchmark measures how much (``benchmarks/stream_throughput.py``).
+
+Required: ``v``, ``symbol``, ``ts`` (ISO 8601, UTC), ``seq`` (per-symbol sequence number),
+``price``. Optional: ``size``, ``bid``, ``ask``, ``side``, ``source``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from config.schemas.data import QualitySettings
+from pipelines.ingest.row_rules import tick_rules
+
+SCHEMA_VERSION = 1
+REQUIRED = ("v", "symbol", "ts", "seq", "price")
+TYPES = {"v": "int", "symbol": "string", "ts": "timestamp", "seq": "bigint", "price": "double",
+         "size": "double", "bid": "double", "ask": "double", "side": "string", "source": "string"}
+TICK_COLUMNS = ["symbol", "ts", "seq", "price", "size", "bid", "ask", "side", "source"]
+# every field read as text first, so a wrong type can be named with its value
+_TEXT_SCHEMA = ", ".join(f"`{name}` string" for name in TYPES) + ", `_corrupt` string"
+
+
+def encode(ticks: pd.DataFrame) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) pairs for ticks with the tick contract's columns (``ts`` UTC)."""
+    frame = ticks[TICK_COLUMNS].copy()
+    frame.insert(0, "v", SCHEMA_VERSION)
+    if frame["ts"].dt.tz is None:
+        frame["ts"] = frame["ts"].dt.tz_localize("UTC")
+    lines = frame.to_json(orient="records", lines=True, date_format="iso", date_unit="us").splitlines()
+    for symbol, line in zip(frame["symbol"].astype(str), lines):
+        yield symbol.encode(), line.encode()
+
+
+def _shown(value: Column) -> Column:
+    """``'value'`` for a reason text, cut at 40 characters."""
+    return F.concat(F.lit("'"), F.substring(value, 1, 40), F.lit("'"))
+
+
+def parse(raw: DataFrame, quality: QualitySettings) -> DataFrame:
+    """Kafka rows -> typed tick columns, ``reason`` (NULL for a good tick, else every problem
+    joined by ``; ``) and the Kafka coordinates (``partition``, ``offset``, ``kafka_ts``,
+    ``key``, ``value``) a dead letter keeps.
+
+    Problems: ``malformed JSON``, ``unknown schema version: '<v>'``, ``missing <field>``,
+    ``wrong type <field>: '<value>'``, then the silver tick rules (non-positive price or size,
+    crossed quote, timestamp in the future) on the typed values.
+    """
+    text = F.col("value").cast("string")
+    parsed = raw.select(
+        "key", "value", "partition", "offset", F.col("timestamp").alias("kafka_ts"),
+        F.from_json(text, _TEXT_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"}).alias("j"),
+    )
+    malformed = F.col("j").isNull() | F.col("j._corrupt").isNotNull()
+    typed = {name: F.col(f"j.`{name}`").try_cast(kind) for name, kind in TYPES.items()}
+    checks: list[tuple[Column, Column | str]] = [(malformed, "malformed JSON")]
+    for name in TYPES:
+        raw_value = F.col(f"j.`{name}`")
+        if name in REQUIRED:
+            checks.append((~malformed & raw_value.isNull(), f"missing {name}"))
+        checks.append((~malformed & raw_value.isNotNull() & typed[name].isNull(),
+                       F.concat(F.lit(f"wrong type {name}: "), _shown(raw_value))))
+    checks.append((~malformed & typed["v"].isNotNull() & (typed["v"] != SCHEMA_VERSION),
+                   F.concat(F.lit("unknown schema version: "), _shown(F.col("j.v")))))
+    checks.append((~malformed & (F.trim(F.coalesce(typed["symbol"], F.lit("x"))) == ""), "missing symbol"))
+    parse_reasons = F.concat_ws("; ", *[F.when(cond, text if isinstance(text, Column) else F.lit(text))
+                                        for cond, text in checks])
+
+    staged = parsed.select("key", "value", "partition", "offset", "kafka_ts",
+                           *[typed[c].alias(c) for c in TICK_COLUMNS], parse_reasons.alias("_parse"))
+    # the silver rules, on ticks that parsed (their own "missing" rules are covered above)
+    ok = F.col("_parse") == ""
+    rules = F.concat_ws("; ", *[F.when(ok & F.coalesce(cond, F.lit(False)), F.lit(text))
+                                for cond, text in tick_rules(quality)])
+    joined = F.concat_ws("; ", F.when(~ok, F.col("_parse")), F.when(rules != "", rules))
+    return staged.withColumn("reason", F.when(joined != "", joined)).drop("_parse")
