@@ -1,0 +1,300 @@
+"""The live market-data job against the real Kafka broker and Spark: parity with the batch
+tables, dead letters for every bad tick, late ticks, and restarts from the checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from mlflow import MlflowClient
+
+from config import load_settings
+from config.schemas.data import SyntheticSettings
+from models.baselines import LinearModel, Tabular
+from models.panel import Panel
+from models.pyfunc import DirectionModel
+from models.registry import promote
+from models.tracking import configure_mlflow
+from models.training import register_model
+from pipelines import lake
+from pipelines.features.build import write_features
+from pipelines.features.labels import compute_labels
+from pipelines.features.recipe import FeatureSpec
+from pipelines.ingest.layers import write_bronze, write_silver
+from pipelines.ingest.sources.synthetic import generate_market, generate_ticks
+from pipelines.lake.tables import FEATURES, LIVE_BARS, LIVE_DEAD_LETTERS, LIVE_FEATURES, LIVE_PREDICTIONS, SILVER_BARS
+from streaming import job
+from streaming.feed import publish
+from streaming.history import history_needed
+from streaming.job import LATE
+from streaming.records import encode
+from streaming.status import read_status
+
+BAR_COLUMNS = ["open", "high", "low", "close", "volume", "vwap", "trades"]
+
+
+def _settings(tmp_path, **extra: str):
+    """Settings with their own dataset name (so their own live folder and tables) and topics."""
+    tag = uuid.uuid4().hex[:8]
+    env = {**os.environ, "QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"),
+           "QL_DATA__SYNTHETIC__NAME": f"stream-{tag}", "QL_KAFKA__TOPICS__MARKET_DATA": f"md-{tag}",
+           "QL_KAFKA__TOPICS__DEAD_LETTER": f"md-{tag}.dlq", "QL_KAFKA__TOPICS__PREDICTIONS": f"pred-{tag}",
+           "QL_KAFKA__STREAM__TRIGGER_SECONDS": "0.5", "QL_KAFKA__FEED__BATCH_TICKS": "2000", **extra}
+    return load_settings(env=env)
+
+
+def _drain(settings, query, ticks_expected: int, bars_at_least: int = 0, timeout_s: float = 240.0) -> dict:
+    """Wait until the stream has counted ``ticks_expected`` ticks and landed enough bars."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if query.exception() is not None:
+            raise AssertionError(f"query died: {query.exception()}")
+        status = read_status(settings) or {}
+        if status.get("ticks_in", 0) >= ticks_expected and status.get("bars", 0) >= bars_at_least:
+            query.processAllAvailable()
+            return read_status(settings)
+        time.sleep(0.5)
+    raise AssertionError(f"stream did not catch up: {read_status(settings)}")
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    """A file-backed MLflow registry for the test's champion."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    MlflowClient(uri).create_experiment("stream", artifact_location=str(tmp_path / "artifacts"))
+    return uri
+
+
+def test_stream_gives_the_batch_tables_bars_features_and_predictions(spark, services, tmp_path, registry) -> None:
+    settings = _settings(tmp_path, QL_DATA__SYNTHETIC__N_SYMBOLS="3", QL_DATA__SYNTHETIC__N_DAYS="10",
+                         QL_DATA__SYNTHETIC__START_DATE="2024-03-04", QL_PLATFORM__MLFLOW__EXPERIMENT="stream",
+                         QL_PLATFORM__MLFLOW__REGISTERED_MODEL=f"stream-{uuid.uuid4().hex[:6]}")
+    cfg = settings.data.synthetic
+    days = pd.bdate_range(cfg.start_date, periods=cfg.n_days)
+    research_end, live_start = days[6].date(), days[7].date()
+
+    # research: silver and features of the first seven days, and a champion trained on them
+    write_bronze(spark, settings, days[0].date(), research_end)
+    write_silver(spark, settings, days[0].date(), research_end)
+    write_features(spark, settings, days[0].date(), research_end)
+    spec = FeatureSpec(tuple(settings.data.features.windows), tuple(settings.data.features.rank_features),
+                       sequence_length=3)
+    gold = lake.read(spark, FEATURES.path(settings)).toPandas().sort_values(["symbol", "ts"])
+    bars = generate_market(cfg).bars
+    bars["ts"] = bars["ts"].dt.tz_localize(None)
+    labels = pd.concat([pd.concat([g[["symbol", "ts"]], compute_labels(g["close"], 1)], axis=1)
+                        for _, g in bars.sort_values("ts").groupby("symbol")])
+    panel = Panel(gold.merge(labels, on=["symbol", "ts"])[["symbol", "ts", *spec.names, "fwd_return", "direction"]],
+                  spec.names)
+    model = Tabular(LinearModel()).fit(panel, panel.labelled(), None)
+    configure_mlflow(settings)
+    with mlflow.start_run():
+        version = register_model(DirectionModel(model, spec, "linear"), gold[["symbol", "ts", *spec.names]].tail(3)
+                                 .reset_index(drop=True), settings)
+    promote(settings, version, "stream parity test")
+
+    # live: the ticks of the last three days through Kafka and the stream
+    ticks = generate_ticks(generate_market(cfg), cfg)
+    live_ticks = ticks[ticks["ts"].dt.date >= live_start].reset_index(drop=True)
+    query, sink = job.start(spark, settings, starting_offsets="earliest")
+    try:
+        assert sink.scorer.champion.version == version
+        publish(settings, live_ticks, progress=False)
+        n_bars = 3 * 3 * cfg.bars_per_day
+        status = _drain(settings, query, len(live_ticks), bars_at_least=n_bars - 3)
+    finally:
+        query.stop()
+
+    # batch: the same ticks through bronze, silver and features
+    write_bronze(spark, settings, live_start, days[-1].date())
+    write_silver(spark, settings, live_start, days[-1].date())
+    write_features(spark, settings, live_start, days[-1].date())
+    key = ["symbol", "ts"]
+    live_bars = lake.read(spark, LIVE_BARS.path(settings)).toPandas().sort_values(key).reset_index(drop=True)
+    silver = lake.read(spark, SILVER_BARS.path(settings)).toPandas()
+    merged = live_bars.merge(silver, on=key, suffixes=("", "_batch"))
+    # every bar but each symbol's last (its window is still open under the watermark) is out
+    assert len(live_bars) == len(merged) == n_bars - 3 == status["bars"]
+    assert status["warming_bars"] == 0  # the silver tail warmed the state: no bar lacked history
+    for col in BAR_COLUMNS:
+        np.testing.assert_allclose(merged[col], merged[f"{col}_batch"], rtol=0, atol=1e-9, err_msg=col)
+
+    live_features = lake.read(spark, LIVE_FEATURES.path(settings)).toPandas()
+    gold = lake.read(spark, FEATURES.path(settings)).toPandas()
+    both = live_features.merge(gold, on=key, suffixes=("", "_batch"))
+    assert len(both) == len(live_features) == len(live_bars)
+    for name in spec.names:
+        a, b = both[name].to_numpy(), both[f"{name}_batch"].to_numpy()
+        assert np.array_equal(np.isnan(a), np.isnan(b)), name
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9, equal_nan=True, err_msg=name)
+
+    # predictions: the champion on the batch features (with their history) gives the same numbers
+    live_pred = lake.read(spark, LIVE_PREDICTIONS.path(settings)).toPandas()
+    assert len(live_pred) == len(live_bars) and set(live_pred["model_version"]) == {version}
+    champion = sink.scorer.champion
+    batch_pred = champion.predict(gold.sort_values(key).reset_index(drop=True)[["symbol", "ts", *spec.names]])
+    check = live_pred.merge(batch_pred, on=key, suffixes=("", "_batch"))
+    assert len(check) == len(live_pred)
+    np.testing.assert_allclose(check["p_up"], check["p_up_batch"], rtol=0, atol=1e-9)
+    assert (check["scored_at"] >= check["last_append"]).all()
+
+    consumer = KafkaConsumer(settings.kafka.topics.predictions, bootstrap_servers=settings.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    published = {json.loads(m.value)["id"] for m in consumer}
+    consumer.close()
+    assert len(published) == len(live_pred)
+
+
+def test_state_holds_exactly_the_history_the_recipe_needs() -> None:
+    """The state's size reproduces full-history features; a short one does not (the stream then
+    marks its bars incomplete instead of emitting them, see the fuzz test's warming bars)."""
+    from pipelines.features.library import compute_features
+
+    bars = generate_market(SyntheticSettings(n_symbols=1, n_days=10, seed=3)).bars
+    bars["vwap"] = (bars["high"] + bars["low"] + bars["close"]) / 3
+    windows = (5, 10, 20, 30, 60)
+    full = compute_features(bars, windows).iloc[-1]
+    keep = history_needed(windows)
+    exact = compute_features(bars.tail(keep).reset_index(drop=True), windows).iloc[-1]
+    short = compute_features(bars.tail(100).reset_index(drop=True), windows).iloc[-1]
+    np.testing.assert_allclose(exact, full, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(short, full, rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+
+def _fuzz(valid: pd.DataFrame, n: int, seed: int) -> list[tuple[bytes, bytes, str]]:
+    """``n`` broken records (key, value, a reason the stream must give) built from valid ticks."""
+    rng = np.random.default_rng(seed)
+    base = [json.loads(v) for _, v in encode(valid.sample(n, replace=True, random_state=seed))]
+    out = []
+    for i, rec in enumerate(base):
+        kind = i % 11
+        rec = dict(rec)
+        if kind == 0:
+            value, reason = json.dumps(rec)[: int(rng.integers(1, 40))].encode(), "malformed JSON"
+        elif kind == 1:
+            field = ["symbol", "ts", "seq", "price", "v"][int(rng.integers(5))]
+            rec.pop(field)
+            value, reason = json.dumps(rec).encode(), f"missing {field}"
+        elif kind == 2:
+            field = ["ts", "seq", "price", "size", "bid"][int(rng.integers(5))]
+            rec[field] = "not-a-" + field
+            value, reason = json.dumps(rec).encode(), f"wrong type {field}"
+        elif kind == 3:
+            rec["price"] = -abs(rec["price"]) * float(rng.random())
+            value, reason = json.dumps(rec).encode(), "missing or non-positive price"
+        elif kind == 4:
+            rec["size"] = 0
+            value, reason = json.dumps(rec).encode(), "non-positive size"
+        elif kind == 5:
+            rec["bid"], rec["ask"] = rec["ask"] + 1, rec["bid"]
+            value, reason = json.dumps(rec).encode(), "crossed quote"
+        elif kind == 6:
+            rec["v"] = int(rng.integers(2, 99))
+            value, reason = json.dumps(rec).encode(), "unknown schema version"
+        elif kind == 7:
+            rec["ts"] = "2999-01-01T00:00:00Z"
+            value, reason = json.dumps(rec).encode(), "timestamp in the future"
+        elif kind == 8:
+            value, reason = bytes(rng.integers(0, 256, int(rng.integers(1, 60)), dtype=np.uint8)), "malformed JSON"
+        elif kind == 9:
+            value, reason = json.dumps([rec]).encode(), "malformed JSON"
+        else:
+            rec["symbol"] = ""
+            value, reason = json.dumps(rec).encode(), "missing symbol"
+        out.append((str(rec.get("symbol", "x")).encode(), value, reason))
+    return out
+
+
+def _send(settings, records: list[tuple[bytes, bytes]]) -> None:
+    from streaming.kafka_io import ensure_topics, make_producer
+
+    ensure_topics(settings, [settings.kafka.topics.market_data])
+    producer = make_producer(settings, key_serializer=None, value_serializer=None)
+    for key, value in records:
+        producer.send(settings.kafka.topics.market_data, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def _dlq(settings) -> list:
+    topic = settings.kafka.topics.dead_letter
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    end = consumer.end_offsets(parts)
+    rows = []
+    while any(consumer.position(tp) < end[tp] for tp in parts):
+        for batch in consumer.poll(timeout_ms=1000).values():
+            rows += batch
+    consumer.close()
+    return rows
+
+
+def test_fuzzed_ticks_are_dead_lettered_with_reasons_and_nothing_counts_twice_after_restart(
+        spark, services, tmp_path, registry) -> None:
+    settings = _settings(tmp_path, QL_DATA__SYNTHETIC__N_SYMBOLS="3", QL_DATA__SYNTHETIC__N_DAYS="1",
+                         QL_PLATFORM__MLFLOW__REGISTERED_MODEL="no-such-model")
+    cfg = settings.data.synthetic
+    ticks = generate_ticks(generate_market(cfg), cfg.model_copy(update={"bad_tick_rate": 0.0}))
+    ticks = ticks.sort_values("ts", kind="stable").reset_index(drop=True)
+    first, second = ticks.iloc[: len(ticks) // 2], ticks.iloc[len(ticks) // 2:]
+    bad = _fuzz(ticks, 10_000, seed=1)
+    resends = list(encode(first.sample(200, random_state=2)))  # exact duplicates: dropped, counted once
+
+    query, _ = job.start(spark, settings, starting_offsets="earliest")
+    try:
+        assert query.isActive
+        _send(settings, list(encode(first)) + [(k, v) for k, v, _ in bad[:5000]] + resends)
+        _drain(settings, query, len(first) + 5000 + len(resends))
+        query.stop()  # a restart: the same checkpoint, new data since
+        # late ticks: valid records older than the watermark the first half set
+        late = first.iloc[:300].assign(seq=first["seq"].iloc[:300] + 10_000_000)
+        _send(settings, list(encode(second)) + [(k, v) for k, v, _ in bad[5000:]] + list(encode(late)))
+        query, _ = job.start(spark, settings)
+        _drain(settings, query, len(ticks) + 10_000 + len(resends) + len(late))
+    finally:
+        query.stop()
+
+    # the Delta dead-letter table: each bad record once, with the reason it was built to have
+    dead = lake.read(spark, LIVE_DEAD_LETTERS.path(settings)).drop("ts").toPandas()  # ts 2999 overflows pandas
+    assert not dead.duplicated(["partition", "offset"]).any()
+    expected = {v: r for _, v, r in bad}
+    late_values = {v for _, v in encode(late)}
+    by_value = dead.groupby(dead["value"].map(bytes))["reason"].first()
+    assert len(dead) == len(bad) + len(late)
+    for value, reason in expected.items():
+        assert reason in by_value[value], (value, by_value.get(value), reason)
+    assert all(by_value[v] == LATE for v in late_values)
+    # the dead-letter topic has the same records, original bytes and reasons in headers
+    dlq = _dlq(settings)
+    assert {(int(dict(m.headers)["dlq.partition"]), int(dict(m.headers)["dlq.offset"])) for m in dlq} == \
+        set(zip(dead["partition"], dead["offset"]))
+    assert {m.value for m in dlq} == set(by_value.index)
+
+    # every valid tick is in exactly one bar (all but each symbol's last bar are closed)
+    bars = lake.read(spark, LIVE_BARS.path(settings)).toPandas()
+    assert not bars.duplicated(["symbol", "ts"]).any()
+    bar_start = ticks["ts"].dt.floor(f"{cfg.bar_minutes}min").dt.tz_localize(None)
+    last = bar_start.groupby(ticks["symbol"]).transform("max")
+    closed = ticks[bar_start < last]
+    assert int(bars["trades"].sum()) == len(closed)
+    status = read_status(settings)
+    assert status["ticks_in"] == len(ticks) + 10_000 + len(resends) + len(late)
+    assert sum(n for r, n in status["dead_letters"].items() if r == LATE) == len(late)
+    assert status["bars"] == len(bars)
+    # no silver history to start from: every bar lacked the recipe's history, none got features
+    assert status["warming_bars"] == len(bars) and status["feature_rows"] == 0
+    assert not lake.exists(spark, LIVE_FEATURES.path(settings))
