@@ -298,3 +298,41 @@ def test_fuzzed_ticks_are_dead_lettered_with_reasons_and_nothing_counts_twice_af
     # no silver history to start from: every bar lacked the recipe's history, none got features
     assert status["warming_bars"] == len(bars) and status["feature_rows"] == 0
     assert not lake.exists(spark, LIVE_FEATURES.path(settings))
+
+
+def test_dagster_sees_live_figures_and_fails_freshness_when_the_stream_stalls(tmp_path, monkeypatch) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from dagster import AssetCheckEvaluation, AssetObservation, SensorResult, SkipReason, build_sensor_context
+
+    from orchestration.assets.live import freshness, live_figures_sensor
+    from orchestration.definitions import defs
+    from streaming.status import LiveFigures
+
+    monkeypatch.setenv("QL_PLATFORM__STATE_DIR", str(tmp_path / "state"))
+    settings = load_settings()
+    graph = defs.get_repository_def().asset_graph
+    assert {"live_bars", "live_features", "live_predictions", "live_dead_letters"} <= \
+        {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert isinstance(live_figures_sensor(build_sensor_context()), SkipReason)  # never ran
+
+    figures = LiveFigures.resume(settings)
+    figures.last_batch_id, figures.ticks_in, figures.bars, figures.predictions = 7, 1000, 24, 24
+    figures.dead_letters = {"malformed JSON": 3, LATE: 2}
+    figures.last_batch_at = datetime.now(timezone.utc).isoformat()
+    figures.save()
+    context = build_sensor_context()
+    result = live_figures_sensor(context)
+    assert isinstance(result, SensorResult)
+    observations = [e for e in result.asset_events if isinstance(e, AssetObservation)]
+    checks = [e for e in result.asset_events if isinstance(e, AssetCheckEvaluation)]
+    assert {o.asset_key.to_user_string() for o in observations} == {"live_bars", "live_features",
+                                                                    "live_predictions", "live_dead_letters"}
+    dead = next(o for o in observations if o.asset_key.to_user_string() == "live_dead_letters")
+    assert dead.metadata["dead letters: malformed JSON"].value == 3
+    assert checks and all(c.passed for c in checks)
+    assert isinstance(live_figures_sensor(build_sensor_context(cursor=context.cursor)), SkipReason)  # nothing new
+
+    stalled = datetime.now(timezone.utc) + timedelta(seconds=settings.kafka.stream.stale_after_seconds + 5)
+    passed, text, _ = freshness(settings, now=stalled)
+    assert not passed and text.startswith("stalled")
