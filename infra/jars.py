@@ -21,7 +21,7 @@ def _jar_set(settings: Settings, name: str) -> tuple[Path, dict[str, str]]:
     p = settings.platform
     if name == "spark":
         props = {"spark.version": p.spark.version, "spark.line": p.spark.line, "delta.version": p.spark.delta_version}
-    elif name == "kafka-broker":
+    elif name in ("kafka-broker", "kafka-tools"):
         props = {"kafka.version": p.kafka.version}
     else:
         raise ValueError(f"unknown jar set {name!r}")
@@ -29,7 +29,7 @@ def _jar_set(settings: Settings, name: str) -> tuple[Path, dict[str, str]]:
 
 
 def ensure_jars(settings: Settings, name: str) -> Path:
-    """Return the folder holding jar set ``name`` ("spark" or "kafka-broker"), fetching it once."""
+    """Return the folder holding jar set ``name`` ("spark", "kafka-broker" or "kafka-tools"), fetching it once."""
     folder, props = _jar_set(settings, name)
     marker = folder / ".complete"
     if marker.exists():

@@ -114,7 +114,7 @@ class PlatformSettings(Frozen):
     def reports_root(self) -> Path:
         return self.reports_dir if self.reports_dir.is_absolute() else self.state_dir / self.reports_dir
 
-    def jar_dir(self, jar_set: Literal["spark", "kafka-broker"]) -> Path:
+    def jar_dir(self, jar_set: Literal["spark", "kafka-broker", "kafka-tools"]) -> Path:
         """Where ``python -m infra fetch-jars`` puts a jar set (named by its versions, so an
         upgrade fetches afresh); Spark start-up reads the same folder and never fetches."""
         tag = (f"spark{self.spark.version}-delta{self.spark.delta_version}" if jar_set == "spark"

@@ -6,8 +6,9 @@ imports its declaration and asks it for the path; nothing else builds a lake pat
 strings. Per-dataset tables live at ``<lake root>/<layer>/<dataset>/<name>``.
 
 Layers: bronze (raw, as received), silver (validated; rejected rows in ``quarantine``),
-gold (features, labels, predictions, backtests, Monte Carlo), live (what the streaming job
-writes per micro-batch: bars, features, predictions and dead letters).
+gold (features, labels, predictions, backtests, Monte Carlo). The streaming job's tables sit
+in the same layers under ``live_`` names: bars and dead letters in silver, features and
+predictions in gold.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pyspark.sql import functions as F
 
 from config import Settings
 
-Layer = Literal["bronze", "silver", "gold", "live"]
+Layer = Literal["bronze", "silver", "gold"]
 
 
 @dataclass(frozen=True)
@@ -115,13 +116,13 @@ MONTECARLO_SUMMARY = Table("gold", "montecarlo_summary", "statistic string, mean
                            ("strategy",))
 
 # live: the streaming job's tables, appended once per micro-batch (Delta txnAppId/txnVersion)
-LIVE_BARS = Table("live", "bars", f"{BAR_SCHEMA}, date string, last_append timestamp, batch_id long", ("date",))
-LIVE_FEATURES = Table("live", "features", f"{KEY_SCHEMA}, batch_id long", ("date",), open_schema=True)
-LIVE_PREDICTIONS = Table("live", "predictions", "symbol string, ts timestamp, model string, model_version string, "
+LIVE_BARS = Table("silver", "live_bars", f"{BAR_SCHEMA}, date string, last_append timestamp, batch_id long", ("date",))
+LIVE_FEATURES = Table("gold", "live_features", f"{KEY_SCHEMA}, batch_id long", ("date",), open_schema=True)
+LIVE_PREDICTIONS = Table("gold", "live_predictions", "symbol string, ts timestamp, model string, model_version string, "
                                                 "family string, p_up double, expected_return double, "
                                                 "last_append timestamp, bar_ready timestamp, scored_at timestamp, "
                                                 "batch_id long, date string", ("date",))
-LIVE_DEAD_LETTERS = Table("live", "dead_letters", "topic string, partition int, offset long, kafka_ts timestamp, "
+LIVE_DEAD_LETTERS = Table("silver", "live_dead_letters", "topic string, partition int, offset long, kafka_ts timestamp, "
                                                   "key binary, value binary, reason string, symbol string, "
                                                   "ts timestamp, batch_id long, dead_lettered_at timestamp, "
                                                   "date string", ("date",))

@@ -1,0 +1,413 @@
+"""The live path's throughput, latency and memory, next to what Kafka and Spark allow.
+
+    python -m benchmarks.stream_throughput [--ticks 3000000] [--symbols 50] [--seconds 60]
+                                           [--triggers 0.5,1,2] [--short]
+
+On one pre-filled topic of synthetic ticks (the research market continued, JSON records):
+
+1. physical limit: Kafka's own consumer performance tool (``ConsumerPerformance``) and a bare
+   Spark Kafka read (batch count, and a streaming query that only counts);
+2. the stream job stage by stage, each sustained for ``--seconds`` (the topic is replayed with a
+   fresh checkpoint when a stage reaches its end): validate only, + bars (watermark, dedup,
+   event-time windows), + features (per-symbol state, the feature library), + inference (the
+   whole job: dead letters, live Delta tables, the champion); ticks/s and the ratio to the limit;
+3. latency per prediction with a paced feed at several trigger intervals: from the Kafka append
+   time of a bar's last tick, and from the moment the bar could close (the first tick past
+   the bar's end plus the watermark), to the prediction written; p50/p95/p99;
+4. peak RSS of the driver JVM and of the Python workers;
+5. Spark 4.2's real-time mode (``trigger(realTime=...)``) for the stateless validate-and-route
+   stage (Kafka -> Kafka), next to micro-batch on the same path.
+
+Writes ``results/stream_throughput.json`` (``--short``: ``stream_throughput_short.json``,
+tiny sizes, what the test suite runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQueryListener
+
+from benchmarks.common import Timer, write_result
+from config import load_settings
+from infra.jars import ensure_jars
+from pipelines import lake
+from pipelines.ingest.bars import ticks_to_bars
+from pipelines.ingest.sources.synthetic import continue_market, generate_market, generate_ticks
+from pipelines.lake.spark import get_spark
+from pipelines.lake.tables import LIVE_PREDICTIONS, SILVER_BARS
+from streaming import job, records
+from streaming.feed import publish
+from streaming.history import BarHistory, history_needed, output_schema
+from streaming.scoring import champion_version
+from streaming.status import read_status
+
+SEED_TARGETS = {"ticks_per_second": 1_000_000, "latency_ms": 50, "memory_gb": 2}
+
+
+class _Rows(StreamingQueryListener):
+    """Input rows and batch count per query id, from Spark's progress events."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+        self.batches: dict[str, int] = {}
+
+    def onQueryStarted(self, event) -> None:
+        pass
+
+    def onQueryProgress(self, event) -> None:
+        p = event.progress
+        self.rows[str(p.id)] = self.rows.get(str(p.id), 0) + int(p.numInputRows)
+        self.batches[str(p.id)] = self.batches.get(str(p.id), 0) + 1
+
+    def onQueryIdle(self, event) -> None:
+        pass
+
+    def onQueryTerminated(self, event) -> None:
+        pass
+
+
+def _topic(settings, name: str, partitions: int) -> str:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1, topic_configs={"message.timestamp.type": "LogAppendTime"})])
+    finally:
+        admin.close()
+    return name
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def peak_memory() -> dict:
+    """Peak RSS (VmHWM) of this process's JVM and of the Python workers under it, in MB."""
+    procs = {}
+    for pid in _descendants(os.getpid()):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+            procs[pid] = (cmd, _rss_mb(pid))
+        except OSError:
+            continue
+    jvm = [rss for cmd, rss in procs.values() if cmd.endswith("java")]
+    workers = [rss for cmd, rss in procs.values() if "python" in cmd]
+    return {"driver_jvm_peak_mb": round(max(jvm, default=0.0)),
+            "python_workers_peak_mb_max": round(max(workers, default=0.0)),
+            "python_workers": len(workers), "driver_python_peak_mb": round(_rss_mb(os.getpid()))}
+
+
+def _prepare(settings, n_ticks: int, n_symbols: int, topic: str) -> dict:
+    """Warm-up silver bars and the continuation's ticks on ``topic``; returns what was sent."""
+    cfg = settings.data.synthetic
+    days = max(1, int(np.ceil(n_ticks / (n_symbols * cfg.bars_per_day * cfg.ticks_per_bar))))
+    research = generate_market(cfg)
+    live = continue_market(cfg, research, days)
+    ticks = generate_ticks(live, cfg, seed=[cfg.seed, 2]).sort_values("ts", kind="stable").reset_index(drop=True)
+    spark = get_spark(settings)
+    silver = research.bars.assign(interval="5m", vwap=lambda b: (b.high + b.low + b.close) / 3, trades=8,
+                                  date=lambda b: b.ts.dt.strftime("%Y-%m-%d"))
+    silver["ts"] = silver["ts"].dt.tz_localize(None)
+    lake.overwrite(SILVER_BARS.conform(spark.createDataFrame(silver[SILVER_BARS.columns])), SILVER_BARS.path(settings))
+    with Timer() as t:
+        sent = publish(settings, ticks, topic=topic, progress=True)
+    print(f"published {sent.ticks:,} ticks in {t.seconds:.1f} s ({sent.ticks / t.seconds:,.0f} ticks/s, kafka-python)")
+    return {"ticks": len(ticks), "days": days, "symbols": n_symbols, "publish_ticks_per_second": round(sent.rate),
+            "bytes_per_tick": round(float(np.mean([len(v) for _, v in records.encode(ticks.head(1000))])), 1)}
+
+
+def kafka_tool_limit(settings, topic: str, n: int) -> dict:
+    """Kafka's ConsumerPerformance over ``n`` messages of ``topic``."""
+    jars = ensure_jars(settings, "kafka-tools")
+    argv = ["java", "-Xmx512m", "-cp", f"{jars}/*", "org.apache.kafka.tools.ConsumerPerformance",
+            "--bootstrap-server", settings.kafka_bootstrap, "--topic", topic, "--messages", str(n),
+            "--timeout", "60000"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    lines = [l for l in proc.stdout.splitlines() if l and l[0].isdigit()]
+    header = next((l for l in proc.stdout.splitlines() if l.startswith("start.time")), "")
+    if not lines or not header:
+        return {"error": (proc.stdout + proc.stderr)[-500:]}
+    fields = dict(zip([h.strip() for h in header.split(",")], [v.strip() for v in lines[-1].split(",")]))
+    return {"messages_per_second": round(float(fields["nMsg.sec"])), "mb_per_second": float(fields["MB.sec"]),
+            "messages": int(fields["data.consumed.in.nMsg"])}
+
+
+def spark_read_limit(spark, settings, topic: str, listener: _Rows, seconds: float) -> dict:
+    """A batch read that only counts, and a streaming query that only counts."""
+    source = dict(kafka_bootstrap=settings.kafka_bootstrap, topic=topic)
+    with Timer() as t:
+        n = (spark.read.format("kafka").option("kafka.bootstrap.servers", source["kafka_bootstrap"])
+             .option("subscribe", topic).option("startingOffsets", "earliest").load().count())
+    stream = _sustained(spark, settings, topic, lambda raw: raw, listener, seconds)
+    return {"batch_count_ticks_per_second": round(n / t.seconds), "batch_ticks": n, "stream_count": stream}
+
+
+def _sustained(spark, settings, topic: str, plan, listener: _Rows, seconds: float, max_offsets: int = 500_000) -> dict:
+    """Run ``plan(kafka rows)`` into a counting sink for ``seconds``, replaying the topic with a
+    fresh checkpoint whenever it reaches the end; ticks/s from Spark's progress events."""
+    rows, started, runs = 0, time.monotonic(), 0
+    while time.monotonic() - started < seconds:
+        raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+               .option("subscribe", topic).option("startingOffsets", "earliest")
+               .option("maxOffsetsPerTrigger", str(max_offsets)).load())
+        checkpoint = tempfile.mkdtemp(prefix="bench-ck-")
+        query = (plan(raw).writeStream.foreachBatch(lambda df, _: df.write.format("noop").mode("overwrite").save())
+                 .option("checkpointLocation", checkpoint).trigger(availableNow=True).start())
+        while query.isActive and time.monotonic() - started < seconds:
+            time.sleep(0.2)
+        query.stop()
+        query.awaitTermination()
+        rows += listener.rows.get(str(query.id), 0)
+        runs += 1
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        if query.exception():
+            return {"error": str(query.exception())[:500]}
+    elapsed = time.monotonic() - started
+    return {"ticks": rows, "seconds": round(elapsed, 1), "ticks_per_second": round(rows / elapsed),
+            "topic_passes": runs}
+
+
+def stages(spark, settings, topic: str, listener: _Rows, seconds: float) -> dict:
+    windows = tuple(settings.data.features.windows)
+    cfg = settings.kafka.stream
+
+    def validate(raw):
+        return records.parse(raw, settings.data.quality).select("reason", "symbol", "ts")
+
+    def bars(raw):
+        good = (records.parse(raw, settings.data.quality).where(F.col("reason").isNull())
+                .select(*records.TICK_COLUMNS, "kafka_ts").withWatermark("ts", cfg.watermark)
+                .dropDuplicatesWithinWatermark(["symbol", "seq"]))
+        return ticks_to_bars(good, job.bar_minutes(settings), extra={"last_append": F.max("kafka_ts")})
+
+    def features(raw):
+        initial = job._initial_state(spark, settings, history_needed(windows))
+        return bars(raw).groupBy("symbol").transformWithStateInPandas(
+            BarHistory(windows), output_schema(windows), "Append", "None", initialState=initial.groupBy("symbol"))
+
+    spark.conf.set("spark.sql.streaming.stateStore.providerClass",
+                   "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
+    out = {}
+    # the feature stage computes ~0.02 s of pandas per symbol and bar: smaller batches, so some finish
+    for name, plan, batch in [("validate", validate, 500_000), ("bars", bars, 500_000), ("features", features, 20_000)]:
+        print(f"stage {name}: {seconds:.0f} s ...", flush=True)
+        out[name] = _sustained(spark, settings, topic, plan, listener, seconds, max_offsets=batch)
+        print(f"  {out[name]}")
+    out["inference"] = _inference(spark, settings, topic, seconds)
+    print(f"  inference: {out['inference']}")
+    return out
+
+
+def _job_settings(settings, topic: str, trigger: float):
+    env = {**os.environ, "QL_KAFKA__TOPICS__MARKET_DATA": topic, "QL_KAFKA__TOPICS__DEAD_LETTER": f"{topic}.dlq",
+           "QL_KAFKA__TOPICS__PREDICTIONS": f"{topic}.pred", "QL_KAFKA__STREAM__TRIGGER_SECONDS": str(trigger),
+           "QL_KAFKA__STREAM__MAX_OFFSETS_PER_TRIGGER": "20000",
+           "QL_PLATFORM__LAKE__ROOT": str(settings.platform.lake_root),
+           "QL_DATA__SYNTHETIC__N_SYMBOLS": str(settings.data.synthetic.n_symbols),
+           "QL_DATA__SYNTHETIC__N_DAYS": str(settings.data.synthetic.n_days),
+           "QL_DATA__SYNTHETIC__NAME": settings.data.synthetic.name}
+    return load_settings(env=env)
+
+
+def _inference(spark, settings, topic: str, seconds: float) -> dict:
+    """The whole job (dead letters, live tables, champion) on the pre-filled topic."""
+    if champion_version(settings) is None:
+        return {"skipped": "no version holds @champion (run `make demo` first)"}
+    run = _job_settings(settings, topic, 0.5)
+    shutil.rmtree(job.checkpoint_dir(run), ignore_errors=True)
+    (job.checkpoint_dir(run).parent / "status.json").unlink(missing_ok=True)
+    query, sink = job.start(spark, run, starting_offsets="earliest")
+    started = time.monotonic()
+    while time.monotonic() - started < seconds and query.isActive:
+        time.sleep(0.5)
+    query.stop()
+    status = read_status(run) or {}
+    elapsed = time.monotonic() - started
+    ticks = status.get("ticks_in", 0)
+    return {"ticks": ticks, "seconds": round(elapsed, 1), "ticks_per_second": round(ticks / elapsed),
+            "bars": status.get("bars", 0), "predictions": status.get("predictions", 0),
+            "model": status.get("model"), "error": str(query.exception())[:300] if query.exception() else None}
+
+
+def latency(spark, settings, n_symbols: int, triggers: list[float], seconds: float) -> dict:
+    """The whole job fed at a pace, per trigger interval: p50/p95/p99 of two latencies."""
+    if champion_version(settings) is None:
+        return {"skipped": "no version holds @champion (run `make demo` first)"}
+    cfg = settings.data.synthetic.model_copy(update={"n_symbols": n_symbols})
+    research = generate_market(cfg)
+    live = continue_market(cfg, research, 2)
+    ticks = generate_ticks(live, cfg, seed=[cfg.seed, 3]).sort_values("ts", kind="stable").reset_index(drop=True)
+    bar_seconds = 2.0  # one bar of event time per 2 s of wall time
+    speed = cfg.bar_minutes * 60 / bar_seconds
+    ticks = ticks[ticks["ts"] < ticks["ts"].iloc[0] + pd.Timedelta(seconds=seconds * speed)]
+    out = {"symbols": n_symbols, "wall_seconds_per_bar": bar_seconds, "speed": speed}
+    watermark = pd.Timedelta(settings.kafka.stream.watermark)
+    for trigger in triggers:
+        tag = uuid.uuid4().hex[:6]
+        topic = _topic(settings, f"bench-lat-{tag}", settings.kafka.partitions)
+        run = load_settings(env={**os.environ, "QL_KAFKA__TOPICS__MARKET_DATA": topic,
+                                 "QL_KAFKA__TOPICS__DEAD_LETTER": f"{topic}.dlq",
+                                 "QL_KAFKA__TOPICS__PREDICTIONS": f"{topic}.pred",
+                                 "QL_KAFKA__STREAM__TRIGGER_SECONDS": str(trigger),
+                                 "QL_PLATFORM__LAKE__ROOT": str(settings.platform.lake_root),
+                                 "QL_DATA__SYNTHETIC__N_SYMBOLS": str(n_symbols),
+                                 "QL_DATA__SYNTHETIC__NAME": f"{settings.data.synthetic.name}-lat{trigger}"})
+        silver = research.bars.assign(interval="5m", vwap=lambda b: (b.high + b.low + b.close) / 3, trades=8,
+                                      date=lambda b: b.ts.dt.strftime("%Y-%m-%d"))
+        silver["ts"] = silver["ts"].dt.tz_localize(None)
+        lake.overwrite(SILVER_BARS.conform(spark.createDataFrame(silver[SILVER_BARS.columns])), SILVER_BARS.path(run))
+        query, _ = job.start(spark, run, starting_offsets="earliest")
+        feeder = threading.Thread(target=publish, args=(run, ticks, speed), kwargs={"progress": False})
+        time.sleep(3)
+        feeder.start()
+        feeder.join()
+        time.sleep(max(5.0, 3 * trigger))
+        query.stop()
+        pred = lake.read(spark, LIVE_PREDICTIONS.path(run)).select("ts", "last_append", "scored_at").toPandas()
+        sent = (spark.read.format("kafka").option("kafka.bootstrap.servers", run.kafka_bootstrap)
+                .option("subscribe", topic).option("startingOffsets", "earliest").load()
+                .select(F.col("timestamp").alias("appended"),
+                        F.get_json_object(F.col("value").cast("string"), "$.ts").cast("timestamp").alias("ts"))
+                .toPandas().sort_values("ts"))
+        # a bar can close once a tick at or after its end + the watermark is in Kafka
+        closable_ts = pred["ts"] + pd.Timedelta(minutes=cfg.bar_minutes) + watermark
+        first = np.searchsorted(sent["ts"].to_numpy(), closable_ts.to_numpy())
+        valid = first < len(sent)
+        closable = pd.Series(pd.NaT, index=pred.index, dtype="datetime64[ns]")
+        closable[valid] = sent["appended"].to_numpy()[first[valid]]
+        from_last = (pred["scored_at"] - pred["last_append"]).dt.total_seconds() * 1000
+        from_close = (pred["scored_at"] - closable).dt.total_seconds().dropna() * 1000
+        q = lambda s: {f"p{p}": round(float(np.percentile(s, p)), 1) for p in (50, 95, 99)} if len(s) else {}  # noqa: E731
+        out[f"trigger_{trigger}s"] = {"predictions": len(pred), "from_last_tick_ms": q(from_last),
+                                      "from_bar_closable_ms": q(from_close)}
+        print(f"latency at trigger {trigger} s: {out[f'trigger_{trigger}s']}", flush=True)
+    return out
+
+
+def real_time_mode(spark, settings, seconds: float, rate: int = 5000) -> dict:
+    """Validate-and-route (Kafka -> Kafka, stateless) in real-time mode and in micro-batch:
+    latency from the input record's append time to the routed record's append time."""
+    out = {}
+    cfg = settings.data.synthetic.model_copy(update={"n_symbols": 10})
+    ticks = generate_ticks(continue_market(cfg, generate_market(cfg), 1), cfg, seed=[cfg.seed, 4])
+    ticks = ticks.sort_values("ts", kind="stable").head(int(rate * seconds)).reset_index(drop=True)
+    span = (ticks["ts"].iloc[-1] - ticks["ts"].iloc[0]).total_seconds()
+    for mode, trigger in [("micro-batch 0 s", {"processingTime": "0 seconds"}),
+                          ("micro-batch 100 ms", {"processingTime": "100 milliseconds"}),
+                          ("real-time 5 s", {"realTime": "5 seconds"})]:
+        tag = uuid.uuid4().hex[:6]
+        src = _topic(settings, f"bench-rt-in-{tag}", settings.kafka.partitions)
+        dst = _topic(settings, f"bench-rt-out-{tag}", settings.kafka.partitions)
+        raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+               .option("subscribe", src).option("startingOffsets", "earliest").load())
+        routed = records.parse(raw, settings.data.quality).select(
+            F.col("key"), F.concat_ws(":", F.col("partition"), F.col("offset")).cast("binary").alias("value"))
+        checkpoint = tempfile.mkdtemp(prefix="bench-rt-")
+        try:
+            query = (routed.writeStream.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+                     .option("topic", dst).option("checkpointLocation", checkpoint).trigger(**trigger)
+                     .outputMode("update").start())
+            time.sleep(5)
+            publish(settings, ticks, speed=span / seconds, topic=src, progress=False)
+            time.sleep(8)
+            error = query.exception()
+            query.stop()
+        except Exception as exc:  # noqa: BLE001 - report why the mode could not run
+            out[mode] = {"error": " ".join(str(exc).split())[:400]}
+            continue
+        finally:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+        if error is not None:
+            out[mode] = {"error": " ".join(str(error).split())[:400]}
+            continue
+        read = lambda t: (spark.read.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)  # noqa: E731
+                          .option("subscribe", t).option("startingOffsets", "earliest").load())
+        inputs = read(src).select(F.concat_ws(":", "partition", "offset").alias("id"), F.col("timestamp").alias("t_in"))
+        outputs = read(dst).select(F.col("value").cast("string").alias("id"), F.col("timestamp").alias("t_out"))
+        lat = inputs.join(outputs, "id").select(
+            ((F.col("t_out").cast("double") - F.col("t_in").cast("double")) * 1000).alias("ms")).toPandas()["ms"]
+        out[mode] = {"records": int(len(lat)), **({f"p{p}_ms": round(float(np.percentile(lat, p)), 1)
+                                                    for p in (50, 95, 99)} if len(lat) else {})}
+        print(f"{mode}: {out[mode]}", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ticks", type=int, default=3_000_000)
+    parser.add_argument("--symbols", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--triggers", default="0.5,1,2")
+    parser.add_argument("--latency-symbols", type=int, default=10)
+    parser.add_argument("--short", action="store_true", help="tiny sizes: the test suite's version")
+    args = parser.parse_args(argv)
+    if args.short:
+        args.ticks, args.symbols, args.seconds, args.triggers, args.latency_symbols = 30_000, 5, 15.0, "1", 3
+    lake_root = Path(tempfile.mkdtemp(prefix="bench-stream-lake-"))
+    tag = uuid.uuid4().hex[:6]
+    settings = load_settings(env={**os.environ, "QL_PLATFORM__LAKE__ROOT": str(lake_root),
+                                  "QL_DATA__SYNTHETIC__N_SYMBOLS": str(args.symbols),
+                                  "QL_DATA__SYNTHETIC__N_DAYS": "7",
+                                  "QL_DATA__SYNTHETIC__NAME": f"bench-stream-{tag}"})
+    spark = get_spark(settings)
+    spark.sparkContext.setLogLevel("ERROR")
+    listener = _Rows()
+    spark.streams.addListener(listener)
+    figures: dict = {"seed_targets": SEED_TARGETS, "partitions": settings.kafka.partitions,
+                     "spark_master": settings.platform.spark.master}
+    try:
+        topic = _topic(settings, f"bench-md-{tag}", settings.kafka.partitions)
+        figures["data"] = _prepare(settings, args.ticks, args.symbols, topic)
+        figures["physical_limit"] = {"kafka_consumer_perf": kafka_tool_limit(settings, topic, figures["data"]["ticks"]),
+                                     "spark": spark_read_limit(spark, settings, topic, listener, args.seconds)}
+        print(f"physical limit: {figures['physical_limit']}", flush=True)
+        figures["stages"] = stages(spark, settings, topic, listener, args.seconds)
+        limit = figures["physical_limit"]["spark"]["stream_count"].get("ticks_per_second") or 0
+        for name, stage in figures["stages"].items():
+            if stage.get("ticks_per_second") and limit:
+                stage["ratio_to_spark_read"] = round(stage["ticks_per_second"] / limit, 4)
+        figures["memory_after_throughput"] = peak_memory()
+        figures["latency"] = latency(spark, settings, args.latency_symbols,
+                                     [float(t) for t in args.triggers.split(",")], args.seconds)
+        figures["real_time_mode"] = real_time_mode(spark, settings, min(args.seconds, 20.0))
+        figures["memory_peak"] = peak_memory()
+    finally:
+        shutil.rmtree(lake_root, ignore_errors=True)
+    write_result("stream_throughput_short" if args.short else "stream_throughput", figures)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
