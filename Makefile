@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs are `make demo` and `make test`.
 PY := .venv/bin/python
 
-.PHONY: setup up status down demo demo-sp500 bench test clean
+.PHONY: setup up status down demo demo-sp500 live bench bench-stream test clean
 
 setup:            ## install system packages, the virtualenv and the JVM jars (idempotent)
 	bash infra/setup.sh
@@ -29,6 +29,17 @@ demo-sp500: up    ## the main job on the real S&P 500 panel instead of the synth
 	QL_DATA__FILES__COLUMNS='{"symbol": "ticker", "ts": "date", "adj_close": "adjusted_close"}' \
 	QL_PLATFORM__MLFLOW__REGISTERED_MODEL=quantlake-direction-sp500 \
 	$(PY) -m orchestration.main $(STAGES)
+
+# the live path for a few minutes: the synthetic market continued past `make demo`'s research
+# period -> Kafka -> the Structured Streaming job -> the champion's predictions; then the
+# figures and the live accuracy against the Bayes bound (Ctrl-C stops cleanly)
+MINUTES ?= 3
+live: export QL_PROFILE ?= demo
+live: up          ## the live market-data path for $(MINUTES) minutes (after `make demo`)
+	$(PY) -m streaming live --minutes $(MINUTES)
+
+bench-stream: up  ## the stream benchmark alone (Kafka/Spark limits, stage throughput, latency, memory)
+	$(PY) -m benchmarks.stream_throughput
 
 bench: up         ## benchmarks (writes benchmarks/results/*.json; installs vectorbt and backtrader to compare)
 	$(PY) -m pip install -q -e '.[bench]'

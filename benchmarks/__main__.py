@@ -1,6 +1,6 @@
 """Run every benchmark: ``python -m benchmarks``."""
 
-from benchmarks import backtest_speed, feature_throughput, model_quality, model_speed
+from benchmarks import backtest_speed, feature_throughput, model_quality, model_speed, stream_throughput
 
 if __name__ == "__main__":
     status = feature_throughput.main([])
@@ -8,4 +8,5 @@ if __name__ == "__main__":
     status |= model_speed.main(["--profile", "demo"])
     status |= model_quality.main([])
     status |= backtest_speed.main([])
+    status |= stream_throughput.main([])
     raise SystemExit(status)

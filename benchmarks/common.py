@@ -39,10 +39,11 @@ def machine() -> dict:
             "versions": versions}
 
 
-def write_result(name: str, figures: dict) -> Path:
-    """Write ``figures`` with the machine and a timestamp to ``results/<name>.json``; print the path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_result(name: str, figures: dict, folder: Path | None = None) -> Path:
+    """Write ``figures`` with the machine and a timestamp to ``<folder or results>/<name>.json``; print the path."""
+    folder = folder or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     payload = {"benchmark": name, "ran_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "machine": machine(), "figures": figures}
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")

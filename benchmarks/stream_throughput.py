@@ -64,6 +64,7 @@ class _Rows(StreamingQueryListener):
     def __init__(self) -> None:
         self.rows: dict[str, int] = {}
         self.batches: dict[str, int] = {}
+        self.durations: dict[str, dict[str, int]] = {}
 
     def onQueryStarted(self, event) -> None:
         pass
@@ -72,6 +73,9 @@ class _Rows(StreamingQueryListener):
         p = event.progress
         self.rows[str(p.id)] = self.rows.get(str(p.id), 0) + int(p.numInputRows)
         self.batches[str(p.id)] = self.batches.get(str(p.id), 0) + 1
+        total = self.durations.setdefault(str(p.id), {})
+        for key, ms in (p.durationMs or {}).items():
+            total[key] = total.get(key, 0) + int(ms)
 
     def onQueryIdle(self, event) -> None:
         pass
@@ -111,6 +115,33 @@ def _descendants(pid: int) -> list[int]:
             out.append(child)
             todo.append(child)
     return out
+
+
+class MemorySampler(threading.Thread):
+    """Samples the resident memory (VmRSS) of the JVM and of every Python worker once a second:
+    workers come and go, and a finished one's peak is gone with it."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = {"jvm": 0.0, "python_worker": 0.0, "python_workers_total": 0.0}
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(1.0):
+            total = 0.0
+            for pid in _descendants(os.getpid()):
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+                    rss = next(int(l.split()[1]) / 1024 for l in Path(f"/proc/{pid}/status").read_text().splitlines()
+                               if l.startswith("VmRSS"))
+                except (OSError, StopIteration, ValueError):
+                    continue
+                if cmd.endswith("java"):
+                    self.peak["jvm"] = max(self.peak["jvm"], rss)
+                elif "python" in cmd:
+                    self.peak["python_worker"] = max(self.peak["python_worker"], rss)
+                    total += rss
+            self.peak["python_workers_total"] = max(self.peak["python_workers_total"], total)
 
 
 def peak_memory() -> dict:
@@ -261,7 +292,7 @@ def _inference(spark, settings, topic: str, seconds: float) -> dict:
             "model": status.get("model"), "error": str(query.exception())[:300] if query.exception() else None}
 
 
-def latency(spark, settings, n_symbols: int, triggers: list[float], seconds: float) -> dict:
+def latency(spark, settings, n_symbols: int, triggers: list[float], seconds: float, listener: _Rows) -> dict:
     """The whole job fed at a pace, per trigger interval: p50/p95/p99 of two latencies."""
     if champion_version(settings) is None:
         return {"skipped": "no version holds @champion (run `make demo` first)"}
@@ -289,6 +320,7 @@ def latency(spark, settings, n_symbols: int, triggers: list[float], seconds: flo
         silver["ts"] = silver["ts"].dt.tz_localize(None)
         lake.overwrite(SILVER_BARS.conform(spark.createDataFrame(silver[SILVER_BARS.columns])), SILVER_BARS.path(run))
         query, _ = job.start(spark, run, starting_offsets="earliest")
+        query_id = str(query.id)
         feeder = threading.Thread(target=publish, args=(run, ticks, speed), kwargs={"progress": False})
         time.sleep(3)
         feeder.start()
@@ -310,13 +342,24 @@ def latency(spark, settings, n_symbols: int, triggers: list[float], seconds: flo
         from_last = (pred["scored_at"] - pred["last_append"]).dt.total_seconds() * 1000
         from_close = (pred["scored_at"] - closable).dt.total_seconds().dropna() * 1000
         q = lambda s: {f"p{p}": round(float(np.percentile(s, p)), 1) for p in (50, 95, 99)} if len(s) else {}  # noqa: E731
-        out[f"trigger_{trigger}s"] = {"predictions": len(pred), "from_last_tick_ms": q(from_last),
-                                      "from_bar_closable_ms": q(from_close)}
+        status = read_status(run) or {}
+        batches = max(status.get("batches", 0), 1)
+        spark_batches = max(listener.batches.get(query_id, 0), 1)
+        out[f"trigger_{trigger}s"] = {
+            "predictions": len(pred), "from_last_tick_ms": q(from_last), "from_bar_closable_ms": q(from_close),
+            "micro_batches": status.get("batches", 0),
+            "sink_seconds_per_batch": {k: round(v / batches, 3) for k, v in status.get("phase_seconds", {}).items()},
+            "spark_ms_per_batch": {k: round(v / spark_batches) for k, v in listener.durations.get(query_id, {}).items()}}
         print(f"latency at trigger {trigger} s: {out[f'trigger_{trigger}s']}", flush=True)
     return out
 
 
-def real_time_mode(spark, settings, seconds: float, rate: int = 5000) -> dict:
+MODES = [("micro-batch 0 s", {"processingTime": "0 seconds"}),
+         ("micro-batch 100 ms", {"processingTime": "100 milliseconds"}),
+         ("real-time 5 s", {"realTime": "5 seconds"})]
+
+
+def real_time_mode(spark, settings, seconds: float, rate: int = 5000, modes=MODES, partitions: int = 2) -> dict:
     """Validate-and-route (Kafka -> Kafka, stateless) in real-time mode and in micro-batch:
     latency from the input record's append time to the routed record's append time."""
     out = {}
@@ -324,12 +367,10 @@ def real_time_mode(spark, settings, seconds: float, rate: int = 5000) -> dict:
     ticks = generate_ticks(continue_market(cfg, generate_market(cfg), 1), cfg, seed=[cfg.seed, 4])
     ticks = ticks.sort_values("ts", kind="stable").head(int(rate * seconds)).reset_index(drop=True)
     span = (ticks["ts"].iloc[-1] - ticks["ts"].iloc[0]).total_seconds()
-    for mode, trigger in [("micro-batch 0 s", {"processingTime": "0 seconds"}),
-                          ("micro-batch 100 ms", {"processingTime": "100 milliseconds"}),
-                          ("real-time 5 s", {"realTime": "5 seconds"})]:
+    for mode, trigger in modes:
         tag = uuid.uuid4().hex[:6]
-        src = _topic(settings, f"bench-rt-in-{tag}", settings.kafka.partitions)
-        dst = _topic(settings, f"bench-rt-out-{tag}", settings.kafka.partitions)
+        src = _topic(settings, f"bench-rt-in-{tag}", partitions)
+        dst = _topic(settings, f"bench-rt-out-{tag}", partitions)
         raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)
                .option("subscribe", src).option("startingOffsets", "earliest").load())
         routed = records.parse(raw, settings.data.quality).select(
@@ -358,7 +399,7 @@ def real_time_mode(spark, settings, seconds: float, rate: int = 5000) -> dict:
         outputs = read(dst).select(F.col("value").cast("string").alias("id"), F.col("timestamp").alias("t_out"))
         lat = inputs.join(outputs, "id").select(
             ((F.col("t_out").cast("double") - F.col("t_in").cast("double")) * 1000).alias("ms")).toPandas()["ms"]
-        out[mode] = {"records": int(len(lat)), **({f"p{p}_ms": round(float(np.percentile(lat, p)), 1)
+        out[mode] = {"records": int(len(lat)), "sent": len(ticks), "partitions": partitions, **({f"p{p}_ms": round(float(np.percentile(lat, p)), 1)
                                                     for p in (50, 95, 99)} if len(lat) else {})}
         print(f"{mode}: {out[mode]}", flush=True)
     return out
@@ -372,9 +413,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--triggers", default="0.5,1,2")
     parser.add_argument("--latency-symbols", type=int, default=10)
     parser.add_argument("--short", action="store_true", help="tiny sizes: the test suite's version")
+    parser.add_argument("--out", type=Path, help="folder for the JSON (default benchmarks/results)")
     args = parser.parse_args(argv)
     if args.short:
-        args.ticks, args.symbols, args.seconds, args.triggers, args.latency_symbols = 30_000, 5, 15.0, "1", 3
+        args.ticks, args.symbols, args.seconds, args.triggers, args.latency_symbols = 30_000, 5, 10.0, "1", 3
     lake_root = Path(tempfile.mkdtemp(prefix="bench-stream-lake-"))
     tag = uuid.uuid4().hex[:6]
     settings = load_settings(env={**os.environ, "QL_PLATFORM__LAKE__ROOT": str(lake_root),
@@ -385,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     spark.sparkContext.setLogLevel("ERROR")
     listener = _Rows()
     spark.streams.addListener(listener)
+    sampler = MemorySampler()
+    sampler.start()
     figures: dict = {"seed_targets": SEED_TARGETS, "partitions": settings.kafka.partitions,
                      "spark_master": settings.platform.spark.master}
     try:
@@ -400,12 +444,21 @@ def main(argv: list[str] | None = None) -> int:
                 stage["ratio_to_spark_read"] = round(stage["ticks_per_second"] / limit, 4)
         figures["memory_after_throughput"] = peak_memory()
         figures["latency"] = latency(spark, settings, args.latency_symbols,
-                                     [float(t) for t in args.triggers.split(",")], args.seconds)
-        figures["real_time_mode"] = real_time_mode(spark, settings, min(args.seconds, 20.0))
-        figures["memory_peak"] = peak_memory()
+                                     [float(t) for t in args.triggers.split(",")], args.seconds, listener)
+        # real-time mode runs every partition's task at once: topics of as many partitions as cores,
+        # and once with the configured partitions (more than the cores) to show what happens then
+        cores = spark.sparkContext.defaultParallelism
+        figures["real_time_mode"] = real_time_mode(spark, settings, min(args.seconds, 20.0),
+                                                   modes=[MODES[0], MODES[2]] if args.short else MODES,
+                                                   partitions=cores)
+        if not args.short and settings.kafka.partitions > cores:
+            figures["real_time_mode_more_partitions_than_cores"] = real_time_mode(
+                spark, settings, min(args.seconds, 20.0), modes=[MODES[2]], partitions=settings.kafka.partitions)
+        figures["memory_peak"] = {**peak_memory(), **{f"sampled_{k}_peak_mb": round(v) for k, v in sampler.peak.items()}}
     finally:
+        sampler.stopped.set()
         shutil.rmtree(lake_root, ignore_errors=True)
-    write_result("stream_throughput_short" if args.short else "stream_throughput", figures)
+    write_result("stream_throughput_short" if args.short else "stream_throughput", figures, args.out)
     return 0
 
 

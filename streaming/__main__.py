@@ -20,6 +20,7 @@ import shutil
 import sys
 import threading
 import time
+from pathlib import Path
 
 from config.cli import guarded, settings_with_flags
 
@@ -138,6 +139,7 @@ def _cmd_live(args, settings) -> int:
     from streaming.report import live_report
     from streaming.status import read_status, write_pid
 
+    _require_research(settings)
     stop = _stop_flag()
     write_pid(settings, "stream")
     ticks, facts = feed_ticks(settings, days=args.days)
@@ -161,6 +163,21 @@ def _cmd_live(args, settings) -> int:
     print()
     print(live_report(settings).text())
     return 0
+
+
+def _require_research(settings) -> None:
+    """``live`` continues ``make demo``'s research period: its silver bars warm the stream's
+    state and its champion scores; say so instead of streaming bars nobody can score."""
+    from config.errors import UserError
+    from pipelines.lake.tables import SILVER_BARS
+    from streaming.scoring import champion_version
+
+    if settings.data.source == "synthetic" and not (Path(SILVER_BARS.path(settings)) / "_delta_log").exists():
+        raise UserError(f"no silver bars for dataset {settings.data.dataset!r} at {SILVER_BARS.path(settings)}: "
+                        "`make live` continues the research period of `make demo`; run `make demo` first")
+    if champion_version(settings) is None:
+        raise UserError(f"no version of {settings.platform.mlflow.registered_model} holds @champion: "
+                        "run `make demo` first (or `python -m streaming run` for bars and features only)")
 
 
 def _cmd_status(args, settings) -> int:

@@ -77,6 +77,8 @@ def file_ticks(settings: Settings, spark) -> tuple[pd.DataFrame, dict]:
         ticks["source"] = settings.data.dataset
     ticks["ts"] = pd.to_datetime(ticks["ts"]).dt.tz_localize("UTC")
     ticks = ticks.sort_values(["ts", "symbol", "seq"], kind="stable").reset_index(drop=True)
+    if ticks["seq"].isna().all():  # files without sequence numbers: number each symbol's ticks in time order
+        ticks["seq"] = ticks.groupby("symbol").cumcount().astype("int64")
     return ticks, {"dataset": settings.data.dataset, "kind": "files", "ticks": len(ticks),
                    "first_bar": ticks["ts"].min().isoformat(), "last_bar": ticks["ts"].max().isoformat()}
 

@@ -147,12 +147,23 @@ class BatchSink:
         spark = df.sparkSession
         self._app_id = self._app_id or _query_id(self.checkpoint)
         df = df.persist()
+        phases: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            phases[name] = now - clock
+            clock = now
+
         try:
             counts = self._dead_letters(df, batch_id, started)
+            lap("compute_and_dead_letters")  # the first action runs the whole plan: parse, bars, state, features
             bars = self._bars(df, batch_id)
-            predictions = self._features_and_predictions(spark, bars, batch_id, started)
+            lap("bars_write")
+            predictions = self._features_and_predictions(spark, bars, batch_id, started, lap)
             self.figures.add_batch(batch_id, started, counts, bars, predictions, self.scorer,
-                                   _watermark_ms(self.checkpoint, batch_id))
+                                   _watermark_ms(self.checkpoint, batch_id), phases)
         finally:
             df.unpersist()
 
@@ -196,7 +207,7 @@ class BatchSink:
 
     # 3. features and predictions -------------------------------------------------------------
     def _features_and_predictions(self, spark: SparkSession, bars: pd.DataFrame, batch_id: int,
-                                  now: datetime) -> pd.DataFrame:
+                                  now: datetime, lap=lambda name: None) -> pd.DataFrame:
         self.scorer.poll()
         spec = self.scorer.spec
         complete = bars[bars["complete"]] if not bars.empty else bars
@@ -207,8 +218,9 @@ class BatchSink:
         features = ranked[["symbol", "ts", *spec.names]].assign(
             date=ranked["ts"].dt.strftime("%Y-%m-%d"), batch_id=batch_id)
         _append(spark.createDataFrame(features), LIVE_FEATURES, self.settings, self._app_id, batch_id)
-
+        lap("features_write")
         scored = self.scorer.score(ranked)
+        lap("scoring")
         if scored.empty:
             return scored
         champion = self.scorer.champion
@@ -218,7 +230,9 @@ class BatchSink:
             date=lambda d: d["ts"].dt.strftime("%Y-%m-%d"))
         scored["scored_at"] = pd.Timestamp.now(tz="UTC").tz_convert(None)
         _append(spark.createDataFrame(scored), LIVE_PREDICTIONS, self.settings, self._app_id, batch_id)
+        lap("predictions_write")
         self._publish(scored)
+        lap("predictions_publish")
         return scored
 
     def _publish(self, scored: pd.DataFrame) -> None:

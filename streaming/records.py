@@ -73,28 +73,35 @@ def parse(raw: DataFrame, quality: QualitySettings) -> DataFrame:
         "key", "value", "partition", "offset", F.col("timestamp").alias("kafka_ts"),
         F.from_json(text, _TEXT_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt"}).alias("j"),
     )
-    malformed = F.col("j").isNull() | F.col("j._corrupt").isNotNull()
-    typed = {name: F.col(f"j.`{name}`").try_cast(kind) for name, kind in TYPES.items()}
+    # typed values and the raw text in their own columns first: the checks below read each many
+    # times, and Spark keeps a column computed once where it would copy an inlined expression
+    fields = parsed.select(
+        "key", "value", "partition", "offset", "kafka_ts",
+        (F.col("j").isNull() | F.col("j._corrupt").isNotNull()).alias("_malformed"),
+        *[F.col(f"j.`{name}`").alias(f"_raw_{name}") for name in TYPES],
+        *[F.col(f"j.`{name}`").try_cast(kind).alias(name) for name, kind in TYPES.items()])
+    malformed = F.col("_malformed")
+    typed = {name: F.col(name) for name in TYPES}
     checks: list[tuple[Column, Column]] = [(malformed, F.lit("malformed JSON"))]
     for name in TYPES:
-        raw_value = F.col(f"j.`{name}`")
+        raw_value = F.col(f"_raw_{name}")
         if name in REQUIRED:
             checks.append((~malformed & raw_value.isNull(), F.lit(f"missing {name}")))
         checks.append((~malformed & raw_value.isNotNull() & typed[name].isNull(),
                        F.concat(F.lit(f"wrong type {name}: "), _shown(raw_value))))
     checks.append((~malformed & (typed["v"] != SCHEMA_VERSION),
-                   F.concat(F.lit("unknown schema version: "), _shown(F.col("j.v")))))
+                   F.concat(F.lit("unknown schema version: "), _shown(F.col("_raw_v")))))
     checks.append((~malformed & (F.trim(typed["symbol"]) == ""), F.lit("missing symbol")))
     # the silver rules run on ticks whose fields parsed (a missing field is reported once, above)
     parsed_ok = ~malformed & (typed["v"] == SCHEMA_VERSION) & (F.trim(typed["symbol"]) != "")
     for name in TYPES:
         if name != "v":
             parsed_ok = parsed_ok & (typed[name].isNotNull() if name in REQUIRED
-                                     else F.col(f"j.`{name}`").isNull() | typed[name].isNotNull())
+                                     else F.col(f"_raw_{name}").isNull() | typed[name].isNotNull())
     checks += [(parsed_ok & cond, F.lit(text)) for cond, text in tick_rules(quality)]
-    # one flat array of messages: the plan stays small (no expression is copied into another)
-    messages = F.array_compact(F.array(*[F.when(F.coalesce(cond, F.lit(False)), text) for cond, text in checks]))
-    staged = parsed.select("key", "value", "partition", "offset", "kafka_ts",
-                           *[typed[c].alias(c) for c in TICK_COLUMNS], messages.alias("_reasons"))
-    reason = F.when(F.size("_reasons") > 0, F.array_join("_reasons", "; "))
+    # every message that applies, joined (concat_ws skips the NULLs of the checks that pass)
+    messages = F.concat_ws("; ", *[F.when(F.coalesce(cond, F.lit(False)), text) for cond, text in checks])
+    staged = fields.select("key", "value", "partition", "offset", "kafka_ts", *TICK_COLUMNS,
+                           messages.alias("_reasons"))
+    reason = F.when(F.col("_reasons") != "", F.col("_reasons"))
     return staged.withColumn("reason", reason).drop("_reasons")

@@ -47,6 +47,8 @@ class LiveFigures:
     watermark: str | None = None
     model: str | None = None
     note: str = ""
+    batches: int = 0
+    phase_seconds: dict[str, float] = field(default_factory=dict)  # summed over batches: where the time goes
 
     @classmethod
     def resume(cls, settings: Settings) -> "LiveFigures":
@@ -57,10 +59,13 @@ class LiveFigures:
         return cls(path)
 
     def add_batch(self, batch_id: int, started: datetime, counts: dict[str, int], bars: pd.DataFrame,
-                  predictions: pd.DataFrame, scorer, watermark_ms: int) -> None:
+                  predictions: pd.DataFrame, scorer, watermark_ms: int, phases: dict[str, float] | None = None) -> None:
         """Count one micro-batch (once per batch id) and save."""
         if batch_id > self.last_batch_id:
             self.last_batch_id = batch_id
+            self.batches += 1
+            for name, seconds in (phases or {}).items():
+                self.phase_seconds[name] = round(self.phase_seconds.get(name, 0.0) + seconds, 4)
             self.ticks_in += sum(counts.values())
             self.ticks_valid += counts.get("", 0)
             dead = Counter(self.dead_letters)

@@ -153,6 +153,17 @@ def test_stream_gives_the_batch_tables_bars_features_and_predictions(spark, serv
     consumer.close()
     assert len(published) == len(live_pred)
 
+    # the alias moves: the running scorer serves the new version at its next poll, no restart
+    with mlflow.start_run():
+        newer = register_model(DirectionModel(model, spec, "linear"), gold[["symbol", "ts", *spec.names]].tail(3)
+                               .reset_index(drop=True), settings)
+    promote(settings, newer, "stream reload test")
+    sink.scorer.poll()  # within champion_poll_seconds of the last look: no registry call yet
+    assert sink.scorer.champion.version == version
+    sink.scorer._checked = float("-inf")
+    sink.scorer.poll()
+    assert sink.scorer.champion.version == newer and sink.scorer.note == ""
+
 
 def test_state_holds_exactly_the_history_the_recipe_needs() -> None:
     """The state's size reproduces full-history features; a short one does not (the stream then
@@ -336,3 +347,45 @@ def test_dagster_sees_live_figures_and_fails_freshness_when_the_stream_stalls(tm
     stalled = datetime.now(timezone.utc) + timedelta(seconds=settings.kafka.stream.stale_after_seconds + 5)
     passed, text, _ = freshness(settings, now=stalled)
     assert not passed and text.startswith("stalled")
+
+
+def test_stream_benchmark_short_version(spark, services, tmp_path) -> None:
+    """The benchmark's short run: every section measured (or its failure reported), JSON written."""
+    from benchmarks import stream_throughput
+
+    assert stream_throughput.main(["--short", "--out", str(tmp_path)]) == 0
+    figures = json.loads((tmp_path / "stream_throughput_short.json").read_text())["figures"]
+    assert figures["physical_limit"]["kafka_consumer_perf"]["messages"] == figures["data"]["ticks"]
+    assert figures["physical_limit"]["spark"]["batch_ticks"] == figures["data"]["ticks"]
+    for stage in ("validate", "bars", "features"):
+        assert figures["stages"][stage]["ticks"] > 0, stage
+    assert figures["memory_peak"]["driver_jvm_peak_mb"] > 0
+    assert set(figures["real_time_mode"]) == {"micro-batch 0 s", "real-time 5 s"}
+
+
+def test_binance_trades_feed_as_valid_tick_records(spark, shared_data, tmp_path) -> None:
+    """The files source of ticks (Binance BTCUSDT trades) gives the feed time-ordered ticks that
+    the stream's validation accepts, every one."""
+    from pyspark.sql import Row
+
+    from streaming.feed import feed_ticks
+    from streaming.records import parse
+
+    settings = load_settings(env={
+        **os.environ, "QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"), "QL_DATA__SOURCE": "files",
+        "QL_DATA__FILES__NAME": "btcusdt", "QL_DATA__FILES__KIND": "ticks", "QL_DATA__FILES__INTERVAL": "1m",
+        "QL_DATA__FILES__PATH": str(shared_data / "binance_usdm_btcusdt_20240808" / "trades.parquet"),
+        "QL_DATA__FILES__COLUMNS": json.dumps({"symbol": "'BTCUSDT'", "ts": "timestamp_millis(trade_ms)",
+                                               "seq": "trade_id", "size": "qty",
+                                               "side": "CASE WHEN buyer_is_maker THEN 'sell' ELSE 'buy' END"})})
+    ticks, facts = feed_ticks(settings, spark)
+    assert len(ticks) == facts["ticks"] == 21_313
+    assert ticks["ts"].is_monotonic_increasing and ticks["seq"].is_unique
+    assert job.bar_minutes(settings) == 1
+    raw = spark.createDataFrame([Row(key=k, value=v, partition=0, offset=i, timestamp=None)
+                                 for i, (k, v) in enumerate(encode(ticks))],
+                                "key binary, value binary, partition int, offset long, timestamp timestamp")
+    checked = parse(raw, settings.data.quality)
+    assert checked.where("reason IS NOT NULL").count() == 0
+    back = checked.select("seq", "price", "size").toPandas().sort_values("seq")
+    np.testing.assert_array_equal(back["price"].to_numpy(), ticks.sort_values("seq")["price"].to_numpy())
