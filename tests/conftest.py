@@ -57,3 +57,18 @@ def lake_dir(settings: Settings, request: pytest.FixtureRequest) -> Path:
     path = settings.platform.lake_root / "tests" / request.node.name.replace("[", "_").replace("]", "")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture
+def sqlite_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A file-backed MLflow tracking store and registry in a temporary folder (no server), with
+    an experiment ``tests`` whose artifacts stay there; returns its URI."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("QL_PLATFORM__MLFLOW__EXPERIMENT", "tests")
+    mlflow.set_tracking_uri(uri)
+    MlflowClient(uri).create_experiment("tests", artifact_location=str(tmp_path / "artifacts"))
+    return uri

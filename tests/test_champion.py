@@ -19,6 +19,7 @@ from models.champion import load_champion
 from models.panel import Panel
 from models.pyfunc import DirectionModel
 from models.registry import promote
+from models.tracking import configure_mlflow
 from models.training import register_model
 from models.zoo import ENSEMBLE, ZOO, Forecaster, make_members, sequence_length_of
 from pipelines.features.labels import compute_labels
@@ -49,14 +50,9 @@ def test_recipe_names_its_lookback_and_rejects_unknown_ranks() -> None:
 
 
 @pytest.fixture
-def local_registry(tmp_path, monkeypatch):
-    """A file-backed MLflow registry in a temporary folder (no server needed)."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    MlflowClient(uri).create_experiment("recipes", artifact_location=str(tmp_path / "artifacts"))
-    return load_settings(env={**os.environ, "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": "recipe-test",
-                              "QL_PLATFORM__MLFLOW__EXPERIMENT": "recipes"})
+def local_registry(sqlite_registry):
+    """Settings on a file-backed MLflow registry in a temporary folder (no server needed)."""
+    return load_settings(env={**os.environ, "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": "recipe-test"})
 
 
 def test_the_champion_builds_features_from_its_own_recipe_not_the_config(local_registry) -> None:
@@ -72,6 +68,7 @@ def test_the_champion_builds_features_from_its_own_recipe_not_the_config(local_r
                         for _, g in bars.sort_values("ts").groupby("symbol")])
     panel = Panel(features.merge(labels, on=["symbol", "ts"]), trained.names)
     model = Tabular(LinearModel()).fit(panel, panel.labelled(), None)
+    configure_mlflow(settings)  # the temporary experiment, so artifacts stay in tmp_path
     with mlflow.start_run():
         version = register_model(DirectionModel(model, trained, "linear"), features.tail(3).reset_index(drop=True),
                                  settings)

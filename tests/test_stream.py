@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from mlflow import MlflowClient
 
 from config import load_settings
 from config.schemas.data import SyntheticSettings
@@ -64,19 +63,10 @@ def _drain(settings, query, ticks_expected: int, bars_at_least: int = 0, timeout
     raise AssertionError(f"stream did not catch up: {read_status(settings)}")
 
 
-@pytest.fixture
-def registry(tmp_path, monkeypatch):
-    """A file-backed MLflow registry for the test's champion."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    MlflowClient(uri).create_experiment("stream", artifact_location=str(tmp_path / "artifacts"))
-    return uri
-
-
-def test_stream_gives_the_batch_tables_bars_features_and_predictions(spark, services, tmp_path, registry) -> None:
+def test_stream_gives_the_batch_tables_bars_features_and_predictions(spark, services, tmp_path,
+                                                                    sqlite_registry) -> None:
     settings = _settings(tmp_path, QL_DATA__SYNTHETIC__N_SYMBOLS="3", QL_DATA__SYNTHETIC__N_DAYS="10",
-                         QL_DATA__SYNTHETIC__START_DATE="2024-03-04", QL_PLATFORM__MLFLOW__EXPERIMENT="stream",
+                         QL_DATA__SYNTHETIC__START_DATE="2024-03-04",
                          QL_PLATFORM__MLFLOW__REGISTERED_MODEL=f"stream-{uuid.uuid4().hex[:6]}")
     cfg = settings.data.synthetic
     days = pd.bdate_range(cfg.start_date, periods=cfg.n_days)
@@ -158,6 +148,7 @@ def test_stream_gives_the_batch_tables_bars_features_and_predictions(spark, serv
         newer = register_model(DirectionModel(model, spec, "linear"), gold[["symbol", "ts", *spec.names]].tail(3)
                                .reset_index(drop=True), settings)
     promote(settings, newer, "stream reload test")
+    sink.scorer._checked = time.monotonic()
     sink.scorer.poll()  # within champion_poll_seconds of the last look: no registry call yet
     assert sink.scorer.champion.version == version
     sink.scorer._checked = float("-inf")
@@ -255,7 +246,7 @@ def _dlq(settings) -> list:
 
 
 def test_fuzzed_ticks_are_dead_lettered_with_reasons_and_nothing_counts_twice_after_restart(
-        spark, services, tmp_path, registry) -> None:
+        spark, services, tmp_path, sqlite_registry) -> None:
     settings = _settings(tmp_path, QL_DATA__SYNTHETIC__N_SYMBOLS="3", QL_DATA__SYNTHETIC__N_DAYS="1",
                          QL_PLATFORM__MLFLOW__REGISTERED_MODEL="no-such-model")
     cfg = settings.data.synthetic
