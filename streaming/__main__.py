@@ -117,7 +117,7 @@ def _run_stream(settings, stop: threading.Event, fresh: bool, idle_seconds: floa
                 print(f"  batch {status['last_batch_id']}: ticks {status['ticks_in']:,}, bars {status['bars']:,}, "
                       f"predictions {status['predictions']:,}, newest bar {status['last_bar_ts']}", flush=True)
     finally:
-        query.stop()
+        job.stop_between_batches(query)
     if query.exception() is not None:
         raise RuntimeError(f"the live query failed: {query.exception()}")
     return query

@@ -380,3 +380,73 @@ def test_binance_trades_feed_as_valid_tick_records(spark, shared_data, tmp_path)
     assert checked.where("reason IS NOT NULL").count() == 0
     back = checked.select("seq", "price", "size").toPandas().sort_values("seq")
     np.testing.assert_array_equal(back["price"].to_numpy(), ticks.sort_values("seq")["price"].to_numpy())
+
+
+def test_the_job_survives_a_crash_and_stops_cleanly_on_sigterm(spark, services, tmp_path) -> None:
+    """``python -m streaming run`` killed with SIGKILL mid-stream, restarted from its checkpoint,
+    then stopped by ``python -m streaming stop``: every tick and dead letter lands exactly once."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from config.settings import PROJECT_ROOT
+    from streaming.status import live_dir
+
+    settings = _settings(tmp_path, QL_DATA__SYNTHETIC__N_SYMBOLS="3", QL_DATA__SYNTHETIC__N_DAYS="1",
+                         QL_PLATFORM__MLFLOW__REGISTERED_MODEL="no-such-model")
+    env = {**os.environ, **{k: v for k, v in _env_of(settings).items()}}
+    cfg = settings.data.synthetic
+    ticks = generate_ticks(generate_market(cfg), cfg.model_copy(update={"bad_tick_rate": 0.0}))
+    ticks = ticks.sort_values("ts", kind="stable").reset_index(drop=True)
+    first, second = ticks.iloc[: len(ticks) // 2], ticks.iloc[len(ticks) // 2:]
+    bad = _fuzz(ticks, 400, seed=5)
+    run = [sys.executable, "-m", "streaming", "run"]
+    try:
+        _send(settings, list(encode(first)) + [(k, v) for k, v, _ in bad[:200]])
+        crashed = subprocess.Popen(run, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 180
+        while (read_status(settings) or {}).get("bars", 0) == 0:
+            assert crashed.poll() is None and time.monotonic() < deadline, "the stream never landed a bar"
+            time.sleep(0.2)
+        crashed.send_signal(signal.SIGKILL)  # no clean-up at all: mid-batch or between batches
+        crashed.wait(30)
+        _send(settings, list(encode(second)) + [(k, v) for k, v, _ in bad[200:]])
+
+        restarted = subprocess.Popen(run, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        deadline = time.monotonic() + 240
+        while (read_status(settings) or {}).get("ticks_in", 0) < len(ticks) + len(bad):
+            assert restarted.poll() is None and time.monotonic() < deadline, read_status(settings)
+            time.sleep(0.5)
+        stop = subprocess.run([sys.executable, "-m", "streaming", "stop"], cwd=PROJECT_ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert stop.returncode == 0 and "stream: stopped" in stop.stdout, stop.stdout + stop.stderr
+        output, _ = restarted.communicate(timeout=60)
+        assert restarted.returncode == 0, output[-2000:]
+        assert "stopping cleanly" in output
+
+        bars = lake.read(spark, LIVE_BARS.path(settings)).toPandas()
+        assert not bars.duplicated(["symbol", "ts"]).any()
+        bar_start = ticks["ts"].dt.floor(f"{cfg.bar_minutes}min").dt.tz_localize(None)
+        closed = ticks[bar_start < bar_start.groupby(ticks["symbol"]).transform("max")]
+        assert int(bars["trades"].sum()) == len(closed)
+        dead = lake.read(spark, LIVE_DEAD_LETTERS.path(settings)).drop("ts").toPandas()
+        assert len(dead) == len(bad) and not dead.duplicated(["partition", "offset"]).any()
+        status = read_status(settings)
+        assert status["ticks_in"] == len(ticks) + len(bad) and status["bars"] == len(bars)
+    finally:
+        shutil.rmtree(live_dir(settings), ignore_errors=True)  # the pid and status files under .state/live
+
+
+def _env_of(settings) -> dict[str, str]:
+    """The ``QL_*`` variables a subprocess needs to see the same settings as ``_settings`` made."""
+    return {"QL_PLATFORM__LAKE__ROOT": str(settings.platform.lake_root),
+            "QL_DATA__SYNTHETIC__NAME": settings.data.synthetic.name,
+            "QL_DATA__SYNTHETIC__N_SYMBOLS": str(settings.data.synthetic.n_symbols),
+            "QL_DATA__SYNTHETIC__N_DAYS": str(settings.data.synthetic.n_days),
+            "QL_KAFKA__TOPICS__MARKET_DATA": settings.kafka.topics.market_data,
+            "QL_KAFKA__TOPICS__DEAD_LETTER": settings.kafka.topics.dead_letter,
+            "QL_KAFKA__TOPICS__PREDICTIONS": settings.kafka.topics.predictions,
+            "QL_KAFKA__STREAM__TRIGGER_SECONDS": str(settings.kafka.stream.trigger_seconds),
+            "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": settings.platform.mlflow.registered_model}
