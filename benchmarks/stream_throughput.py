@@ -45,13 +45,11 @@ from benchmarks.common import Timer, write_result
 from config import load_settings
 from infra.jars import ensure_jars
 from pipelines import lake
-from pipelines.ingest.bars import ticks_to_bars
 from pipelines.ingest.sources.synthetic import continue_market, generate_market, generate_ticks
 from pipelines.lake.spark import get_spark
 from pipelines.lake.tables import LIVE_PREDICTIONS, SILVER_BARS
 from streaming import job, records
 from streaming.feed import publish
-from streaming.history import BarHistory, history_needed, output_schema
 from streaming.scoring import champion_version
 from streaming.status import read_status
 
@@ -160,6 +158,14 @@ def peak_memory() -> dict:
             "python_workers": len(workers), "driver_python_peak_mb": round(_rss_mb(os.getpid()))}
 
 
+def _write_silver(spark, settings, bars: pd.DataFrame) -> None:
+    """Research bars as the dataset's silver table: the history the stream's state warms up from."""
+    silver = bars.assign(interval="5m", vwap=lambda b: (b.high + b.low + b.close) / 3, trades=8,
+                         date=lambda b: b.ts.dt.strftime("%Y-%m-%d"))
+    silver["ts"] = silver["ts"].dt.tz_localize(None)
+    lake.overwrite(SILVER_BARS.conform(spark.createDataFrame(silver[SILVER_BARS.columns])), SILVER_BARS.path(settings))
+
+
 def _prepare(settings, n_ticks: int, n_symbols: int, topic: str) -> dict:
     """Warm-up silver bars and the continuation's ticks on ``topic``; returns what was sent."""
     cfg = settings.data.synthetic
@@ -167,11 +173,7 @@ def _prepare(settings, n_ticks: int, n_symbols: int, topic: str) -> dict:
     research = generate_market(cfg)
     live = continue_market(cfg, research, days)
     ticks = generate_ticks(live, cfg, seed=[cfg.seed, 2]).sort_values("ts", kind="stable").reset_index(drop=True)
-    spark = get_spark(settings)
-    silver = research.bars.assign(interval="5m", vwap=lambda b: (b.high + b.low + b.close) / 3, trades=8,
-                                  date=lambda b: b.ts.dt.strftime("%Y-%m-%d"))
-    silver["ts"] = silver["ts"].dt.tz_localize(None)
-    lake.overwrite(SILVER_BARS.conform(spark.createDataFrame(silver[SILVER_BARS.columns])), SILVER_BARS.path(settings))
+    _write_silver(get_spark(settings), settings, research.bars)
     with Timer() as t:
         sent = publish(settings, ticks, topic=topic, progress=True)
     print(f"published {sent.ticks:,} ticks in {t.seconds:.1f} s ({sent.ticks / t.seconds:,.0f} ticks/s, kafka-python)")
@@ -197,9 +199,8 @@ def kafka_tool_limit(settings, topic: str, n: int) -> dict:
 
 def spark_read_limit(spark, settings, topic: str, listener: _Rows, seconds: float) -> dict:
     """A batch read that only counts, and a streaming query that only counts."""
-    source = dict(kafka_bootstrap=settings.kafka_bootstrap, topic=topic)
     with Timer() as t:
-        n = (spark.read.format("kafka").option("kafka.bootstrap.servers", source["kafka_bootstrap"])
+        n = (spark.read.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)
              .option("subscribe", topic).option("startingOffsets", "earliest").load().count())
     stream = _sustained(spark, settings, topic, lambda raw: raw, listener, seconds)
     return {"batch_count_ticks_per_second": round(n / t.seconds), "batch_ticks": n, "stream_count": stream}
@@ -233,22 +234,17 @@ def _sustained(spark, settings, topic: str, plan, listener: _Rows, seconds: floa
 
 
 def stages(spark, settings, topic: str, listener: _Rows, seconds: float) -> dict:
+    # the job's own plan, cut after each stage
     windows = tuple(settings.data.features.windows)
-    cfg = settings.kafka.stream
 
     def validate(raw):
         return records.parse(raw, settings.data.quality).select("reason", "symbol", "ts")
 
     def bars(raw):
-        good = (records.parse(raw, settings.data.quality).where(F.col("reason").isNull())
-                .select(*records.TICK_COLUMNS, "kafka_ts").withWatermark("ts", cfg.watermark)
-                .dropDuplicatesWithinWatermark(["symbol", "seq"]))
-        return ticks_to_bars(good, job.bar_minutes(settings), extra={"last_append": F.max("kafka_ts")})
+        return job.stream_bars(records.parse(raw, settings.data.quality), settings)
 
     def features(raw):
-        initial = job._initial_state(spark, settings, history_needed(windows))
-        return bars(raw).groupBy("symbol").transformWithStateInPandas(
-            BarHistory(windows), output_schema(windows), "Append", "None", initialState=initial.groupBy("symbol"))
+        return job.stream_features(spark, settings, bars(raw), windows)
 
     spark.conf.set("spark.sql.streaming.stateStore.providerClass",
                    "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
@@ -263,14 +259,15 @@ def stages(spark, settings, topic: str, listener: _Rows, seconds: float) -> dict
     return out
 
 
-def _job_settings(settings, topic: str, trigger: float):
+def _job_settings(settings, topic: str, trigger: float, **overrides: str):
+    """The benchmark's settings with the job reading ``topic`` at ``trigger`` seconds (``overrides``:
+    further ``QL_*`` values)."""
     env = {**os.environ, "QL_KAFKA__TOPICS__MARKET_DATA": topic, "QL_KAFKA__TOPICS__DEAD_LETTER": f"{topic}.dlq",
            "QL_KAFKA__TOPICS__PREDICTIONS": f"{topic}.pred", "QL_KAFKA__STREAM__TRIGGER_SECONDS": str(trigger),
-           "QL_KAFKA__STREAM__MAX_OFFSETS_PER_TRIGGER": "20000",
            "QL_PLATFORM__LAKE__ROOT": str(settings.platform.lake_root),
            "QL_DATA__SYNTHETIC__N_SYMBOLS": str(settings.data.synthetic.n_symbols),
            "QL_DATA__SYNTHETIC__N_DAYS": str(settings.data.synthetic.n_days),
-           "QL_DATA__SYNTHETIC__NAME": settings.data.synthetic.name}
+           "QL_DATA__SYNTHETIC__NAME": settings.data.synthetic.name, **overrides}
     return load_settings(env=env)
 
 
@@ -278,7 +275,7 @@ def _inference(spark, settings, topic: str, seconds: float) -> dict:
     """The whole job (dead letters, live tables, champion) on the pre-filled topic."""
     if champion_version(settings) is None:
         return {"skipped": "no version holds @champion (run `make demo` first)"}
-    run = _job_settings(settings, topic, 0.5)
+    run = _job_settings(settings, topic, 0.5, QL_KAFKA__STREAM__MAX_OFFSETS_PER_TRIGGER="20000")
     shutil.rmtree(job.checkpoint_dir(run), ignore_errors=True)
     (job.checkpoint_dir(run).parent / "status.json").unlink(missing_ok=True)
     query, sink = job.start(spark, run, starting_offsets="earliest")
@@ -310,17 +307,9 @@ def latency(spark, settings, n_symbols: int, triggers: list[float], seconds: flo
     for trigger in triggers:
         tag = uuid.uuid4().hex[:6]
         topic = _topic(settings, f"bench-lat-{tag}", settings.kafka.partitions)
-        run = load_settings(env={**os.environ, "QL_KAFKA__TOPICS__MARKET_DATA": topic,
-                                 "QL_KAFKA__TOPICS__DEAD_LETTER": f"{topic}.dlq",
-                                 "QL_KAFKA__TOPICS__PREDICTIONS": f"{topic}.pred",
-                                 "QL_KAFKA__STREAM__TRIGGER_SECONDS": str(trigger),
-                                 "QL_PLATFORM__LAKE__ROOT": str(settings.platform.lake_root),
-                                 "QL_DATA__SYNTHETIC__N_SYMBOLS": str(n_symbols),
-                                 "QL_DATA__SYNTHETIC__NAME": f"{settings.data.synthetic.name}-lat{trigger}"})
-        silver = research.bars.assign(interval="5m", vwap=lambda b: (b.high + b.low + b.close) / 3, trades=8,
-                                      date=lambda b: b.ts.dt.strftime("%Y-%m-%d"))
-        silver["ts"] = silver["ts"].dt.tz_localize(None)
-        lake.overwrite(SILVER_BARS.conform(spark.createDataFrame(silver[SILVER_BARS.columns])), SILVER_BARS.path(run))
+        run = _job_settings(settings, topic, trigger, QL_DATA__SYNTHETIC__N_SYMBOLS=str(n_symbols),
+                            QL_DATA__SYNTHETIC__NAME=f"{settings.data.synthetic.name}-lat{trigger}")
+        _write_silver(spark, run, research.bars)
         query, _ = job.start(spark, run, starting_offsets="earliest")
         query_id = str(query.id)
         feeder = threading.Thread(target=publish, args=(run, ticks, speed), kwargs={"progress": False})

@@ -65,7 +65,7 @@ def _print_figures(settings) -> None:
         return
     dead = status["dead_letters"]
     print(f"ticks in {status['ticks_in']:,}  valid {status['ticks_valid']:,}  "
-          f"dead-lettered {sum(v for k, v in dead.items()):,}  bars {status['bars']:,} "
+          f"dead-lettered {sum(dead.values()):,}  bars {status['bars']:,} "
           f"(warming up {status['warming_bars']:,})  feature rows {status['feature_rows']:,}  "
           f"predictions {status['predictions']:,}")
     for reason, n in sorted(dead.items(), key=lambda kv: -kv[1]):
@@ -81,7 +81,7 @@ def _cmd_feed(args, settings) -> int:
 
     stop = _stop_flag()
     write_pid(settings, "feed")
-    ticks, facts = feed_ticks(settings, days=args.days)
+    ticks, facts = feed_ticks(settings)
     write_facts(settings, facts)
     result = publish(settings, ticks, settings.kafka.feed.speed, should_stop=stop.is_set)
     print(f"published {result.ticks:,} ticks ({result.first_ts} .. {result.last_ts}) in {result.seconds:.1f} s "
@@ -89,17 +89,17 @@ def _cmd_feed(args, settings) -> int:
     return 0
 
 
-def _run_stream(settings, stop: threading.Event, fresh: bool, idle_seconds: float | None = None,
-                feeder: threading.Thread | None = None, starting_offsets: str | None = None):
+def _run_stream(settings, stop: threading.Event, starting_offsets: str | None = None,
+                idle_seconds: float | None = None, feeder: threading.Thread | None = None):
+    """Run the job until ``stop`` is set (or, with a ``feeder``, until it is done and no tick
+    arrived for ``idle_seconds``); raise the query's error."""
     from pipelines.lake.spark import get_spark
     from streaming import job
     from streaming.status import read_status
 
-    if fresh:
-        _fresh(settings)
     spark = get_spark(settings)
     spark.sparkContext.setLogLevel("ERROR")
-    query, sink = job.start(spark, settings, starting_offsets="latest" if fresh else starting_offsets)
+    query, sink = job.start(spark, settings, starting_offsets=starting_offsets)
     print(f"stream started: {settings.kafka.topics.market_data} -> live tables of {settings.data.dataset} "
           f"(checkpoint {job.checkpoint_dir(settings)}); serving {sink.scorer.champion.name + ' v' + sink.scorer.champion.version if sink.scorer.champion else 'no model'}")
     last_print, last_rows, idle_since = time.monotonic(), -1, time.monotonic()
@@ -128,7 +128,9 @@ def _cmd_run(args, settings) -> int:
 
     stop = _stop_flag()
     write_pid(settings, "stream")
-    _run_stream(settings, stop, args.fresh)
+    if args.fresh:
+        _fresh(settings)
+    _run_stream(settings, stop, "latest" if args.fresh else None)
     _print_figures(settings)
     return 0
 
@@ -142,7 +144,7 @@ def _cmd_live(args, settings) -> int:
     _require_research(settings)
     stop = _stop_flag()
     write_pid(settings, "stream")
-    ticks, facts = feed_ticks(settings, days=args.days)
+    ticks, facts = feed_ticks(settings)
     span = (ticks["ts"].iloc[-1] - ticks["ts"].iloc[0]).total_seconds()
     speed = span / (args.minutes * 60)
     print(f"feed: {len(ticks):,} ticks over {facts['first_bar']} .. {facts['last_bar']}, at {speed:,.0f}x real time "
@@ -157,7 +159,7 @@ def _cmd_live(args, settings) -> int:
     _fresh(settings)  # before the feeder looks for the new stream's first batch
     feeder = threading.Thread(target=feeder_body, name="feed", daemon=True)
     feeder.start()
-    _run_stream(settings, stop, fresh=False, idle_seconds=args.drain, feeder=feeder, starting_offsets="latest")
+    _run_stream(settings, stop, "latest", idle_seconds=args.drain, feeder=feeder)
     print()
     _print_figures(settings)
     print()

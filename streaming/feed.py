@@ -117,10 +117,10 @@ def publish(settings: Settings, ticks: pd.DataFrame, speed: float = 0.0, topic: 
                       str(ticks["ts"].iloc[sent - 1]) if sent else "")
 
 
-def feed_ticks(settings: Settings, spark=None, days: int | None = None) -> tuple[pd.DataFrame, dict]:
-    """The configured dataset's feed: the synthetic continuation or the files' ticks."""
+def feed_ticks(settings: Settings, spark=None) -> tuple[pd.DataFrame, dict]:
+    """The configured dataset's feed: the synthetic continuation (``feed.days``) or the files' ticks."""
     if settings.data.source == "synthetic":
-        return synthetic_continuation(settings, days or settings.kafka.feed.days)
+        return synthetic_continuation(settings, settings.kafka.feed.days)
     if spark is None:
         from pipelines.lake.spark import get_spark
 

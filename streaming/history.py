@@ -1,7 +1,7 @@
 """Per-symbol bar history in Spark's state store, and the features of each new bar.
 
 :class:`BarHistory` is the stream's only Python-side state: for each symbol it keeps the last
-``keep`` bars (what the champion's feature recipe needs, :func:`history_needed`) in a
+``max_lookback(windows)`` bars (what the champion's feature recipe needs) in a
 ``ListState`` of the RocksDB state store, so it survives restarts with the checkpoint. For
 every bar the windowed aggregation emits, it calls the batch tables' own
 :func:`~pipelines.features.library.compute_features` on the held bars and emits the bar with
@@ -25,11 +25,6 @@ STATE_SCHEMA = "ts timestamp, open double, high double, low double, close double
 STREAM_BAR_COLUMNS = [*BAR_COLUMNS, "last_append"]
 
 
-def history_needed(windows: Sequence[int]) -> int:
-    """Bars per symbol (the newest included) that give every feature its batch value."""
-    return max_lookback(windows)
-
-
 def output_schema(windows: Sequence[int]) -> str:
     """What :class:`BarHistory` emits: the bar, ``history`` and ``complete``, then the features."""
     bars = ("symbol string, ts timestamp, interval string, open double, high double, low double, close double, "
@@ -38,12 +33,12 @@ def output_schema(windows: Sequence[int]) -> str:
 
 
 class BarHistory(StatefulProcessor):
-    """Keeps each symbol's last ``history_needed(windows)`` bars; emits features per new bar."""
+    """Keeps each symbol's last ``max_lookback(windows)`` bars (the newest included: what gives
+    every feature its batch value); emits features per new bar."""
 
     def __init__(self, windows: Sequence[int]) -> None:
         self.windows = tuple(int(w) for w in windows)
-        self.keep = history_needed(self.windows)
-        self.names = feature_names(self.windows)
+        self.keep = max_lookback(self.windows)
 
     def init(self, handle: StatefulProcessorHandle) -> None:
         self.bars = handle.getListState("bars", STATE_SCHEMA)
@@ -59,10 +54,7 @@ class BarHistory(StatefulProcessor):
 
     def handleInitialState(self, key, initialState: pd.DataFrame, timerValues: TimerValues) -> None:
         """Warm start (first batch of a new checkpoint): the symbol's last bars from silver."""
-        held = self._held()
-        given = initialState[STATE_COLUMNS]
-        frame = pd.concat([held, given], ignore_index=True) if len(held) else given
-        self._store(frame.drop_duplicates("ts", keep="last").sort_values("ts"))
+        self._store(initialState[STATE_COLUMNS].drop_duplicates("ts", keep="last").sort_values("ts"))
 
     def handleInputRows(self, key, rows: Iterator[pd.DataFrame], timerValues: TimerValues) -> Iterator[pd.DataFrame]:
         new = pd.concat(list(rows), ignore_index=True).sort_values("ts").drop_duplicates("ts", keep="last")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,11 +38,13 @@ from pyspark.sql.streaming import StreamingQuery
 
 from config import Settings
 from pipelines import lake
-from pipelines.features.library import add_cross_sectional_ranks
+from pipelines.features.library import add_cross_sectional_ranks, max_lookback
 from pipelines.ingest.bars import ticks_to_bars
+from pipelines.ingest.sources import source_for
+from pipelines.ingest.sources.base import interval_minutes
 from pipelines.lake.tables import FEATURES, LIVE_BARS, LIVE_DEAD_LETTERS, LIVE_FEATURES, LIVE_PREDICTIONS, SILVER_BARS
 from streaming import records
-from streaming.history import STATE_COLUMNS, BarHistory, history_needed, output_schema
+from streaming.history import STATE_COLUMNS, STATE_SCHEMA, BarHistory, output_schema
 from streaming.kafka_io import ensure_topics, make_producer
 from streaming.scoring import LiveScorer
 from streaming.status import LiveFigures, live_dir
@@ -55,13 +57,8 @@ TICK_SIDE = ["reason", "key", "value", "partition", "offset", "kafka_ts", "symbo
 
 
 def bar_minutes(settings: Settings) -> int:
-    """The dataset's bar interval in minutes (synthetic: its bar length; files: its interval)."""
-    data = settings.data
-    if data.source == "synthetic":
-        return data.synthetic.bar_minutes
-    interval = data.files.interval if data.source == "files" else "1d"
-    unit = {"m": 1, "h": 60, "d": 1440}[interval[-1]]
-    return int(interval[:-1]) * unit
+    """The dataset's bar interval in minutes: the one its silver bars are built with."""
+    return interval_minutes(source_for(settings.data).interval)
 
 
 def checkpoint_dir(settings: Settings, dataset: str | None = None) -> Path:
@@ -71,14 +68,27 @@ def checkpoint_dir(settings: Settings, dataset: str | None = None) -> Path:
 def _initial_state(spark: SparkSession, settings: Settings, keep: int) -> DataFrame:
     """Each symbol's last ``keep`` silver bars (the research history the stream continues)."""
     path = SILVER_BARS.path(settings)
-    schema = f"symbol string, {', '.join(f'{c} {t}' for c, t in zip(STATE_COLUMNS, ['timestamp'] + ['double'] * 6))}"
     if not lake.exists(spark, path):
-        return spark.createDataFrame([], schema)
-    from pyspark.sql import Window
+        return spark.createDataFrame([], f"symbol string, {STATE_SCHEMA}")
+    return lake.newest_per_symbol(lake.read(spark, path), keep).select("symbol", *STATE_COLUMNS)
 
-    newest = Window.partitionBy("symbol").orderBy(F.col("ts").desc())
-    return (lake.read(spark, path).withColumn("_rn", F.row_number().over(newest))
-            .where(F.col("_rn") <= keep).select("symbol", *STATE_COLUMNS))
+
+def stream_bars(parsed: DataFrame, settings: Settings) -> DataFrame:
+    """Good ticks -> watermark -> one per (symbol, seq) -> event-time bars (with the Kafka append
+    time of each bar's last tick)."""
+    good = (parsed.where(F.col("reason").isNull())
+            .select(*records.TICK_COLUMNS, "kafka_ts")
+            .withWatermark("ts", settings.kafka.stream.watermark)
+            .dropDuplicatesWithinWatermark(["symbol", "seq"]))
+    return ticks_to_bars(good, bar_minutes(settings), extra={"last_append": F.max("kafka_ts")})
+
+
+def stream_features(spark: SparkSession, settings: Settings, bars: DataFrame, windows: tuple[int, ...]) -> DataFrame:
+    """Bars with their unranked features, from per-symbol state warm-started from silver."""
+    initial = _initial_state(spark, settings, max_lookback(windows))
+    return bars.groupBy("symbol").transformWithStateInPandas(
+        statefulProcessor=BarHistory(windows), outputStructType=output_schema(windows), outputMode="Append",
+        timeMode="None", initialState=initial.groupBy("symbol"))
 
 
 def build_stream(spark: SparkSession, settings: Settings, windows: tuple[int, ...],
@@ -96,15 +106,7 @@ def build_stream(spark: SparkSession, settings: Settings, windows: tuple[int, ..
     parsed = records.parse(reader.load(), settings.data.quality)
 
     ticks = parsed.select(F.lit("tick").alias("kind"), *TICK_SIDE)
-    good = (parsed.where(F.col("reason").isNull())
-            .select(*records.TICK_COLUMNS, "kafka_ts")
-            .withWatermark("ts", cfg.watermark)
-            .dropDuplicatesWithinWatermark(["symbol", "seq"]))
-    bars = ticks_to_bars(good, bar_minutes(settings), extra={"last_append": F.max("kafka_ts")})
-    keep = history_needed(windows)
-    featured = bars.groupBy("symbol").transformWithStateInPandas(
-        statefulProcessor=BarHistory(windows), outputStructType=output_schema(windows), outputMode="Append",
-        timeMode="None", initialState=_initial_state(spark, settings, keep).groupBy("symbol"))
+    featured = stream_features(spark, settings, stream_bars(parsed, settings), windows)
     return ticks.unionByName(featured.withColumn("kind", F.lit("bar")), allowMissingColumns=True)
 
 
@@ -140,7 +142,6 @@ class BatchSink:
     figures: LiveFigures
     producer: object = None
     _app_id: str = ""
-    _ranks: tuple[str, ...] = field(default_factory=tuple)
 
     def __call__(self, df: DataFrame, batch_id: int) -> None:
         started = datetime.now(timezone.utc)
@@ -177,7 +178,7 @@ class BatchSink:
             F.when(late, F.lit(LATE)).otherwise(F.col("reason")).alias("reason"))
         counts = {r["reason"] or "": int(r["n"]) for r in
                   routed.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
-        if not any(counts.get(k) for k in counts if k):
+        if not set(counts) - {""}:  # every tick was good
             return counts
         dead = routed.where(F.col("reason").isNotNull())
         topic = self.settings.kafka.topics.market_data
@@ -197,8 +198,7 @@ class BatchSink:
 
     # 2. bars ---------------------------------------------------------------------------------
     def _bars(self, df: DataFrame, batch_id: int) -> pd.DataFrame:
-        bars = df.where(F.col("kind") == "bar").drop("kind", "reason", "key", "value", "partition", "offset",
-                                                     "kafka_ts", "seq")
+        bars = df.where(F.col("kind") == "bar").drop("kind", *(c for c in TICK_SIDE if c not in ("symbol", "ts")))
         rows = bars.toPandas()
         if not rows.empty:
             _append(bars.withColumn("batch_id", F.lit(batch_id)).withColumn("date", F.date_format("ts", "yyyy-MM-dd"))
@@ -275,9 +275,7 @@ def _recent_features(spark: SparkSession, settings: Settings, scorer: LiveScorer
     the stream ran before, else from the research feature table it continues."""
     if scorer.champion is None or scorer.spec.sequence_length <= 1:
         return pd.DataFrame()
-    from pyspark.sql import Window
 
-    keep = scorer.spec.sequence_length - 1
     for table in (LIVE_FEATURES, FEATURES):
         path = table.path(settings)
         if not lake.exists(spark, path):
@@ -285,8 +283,7 @@ def _recent_features(spark: SparkSession, settings: Settings, scorer: LiveScorer
         frame = lake.read(spark, path)
         if not set(scorer.spec.names) <= set(frame.columns):
             continue
-        newest = Window.partitionBy("symbol").orderBy(F.col("ts").desc())
-        rows = (frame.withColumn("_rn", F.row_number().over(newest)).where(F.col("_rn") <= keep)
+        rows = (lake.newest_per_symbol(frame, scorer.spec.sequence_length - 1)
                 .select("symbol", "ts", *scorer.spec.names).toPandas())
         if not rows.empty:
             return rows.sort_values(["symbol", "ts"]).reset_index(drop=True)

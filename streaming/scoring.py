@@ -15,12 +15,9 @@ import time
 from dataclasses import dataclass, field
 
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-
 from config import Settings
 from models.champion import CHAMPION, Champion, load_champion
-from models.tracking import configure_mlflow
+from models.registry.aliases import alias_version
 from pipelines.features.recipe import FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -28,12 +25,8 @@ log = logging.getLogger(__name__)
 
 def champion_version(settings: Settings) -> str | None:
     """The version ``@champion`` names now, or None when no version holds it."""
-    configure_mlflow(settings)
-    try:
-        return str(MlflowClient().get_model_version_by_alias(settings.platform.mlflow.registered_model,
-                                                             CHAMPION).version)
-    except MlflowException:
-        return None
+    version = alias_version(settings, CHAMPION)
+    return str(version.version) if version is not None else None
 
 
 @dataclass

@@ -11,7 +11,6 @@ import uuid
 import mlflow
 import numpy as np
 import pandas as pd
-import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from config import load_settings
@@ -24,6 +23,7 @@ from models.tracking import configure_mlflow
 from models.training import register_model
 from pipelines import lake
 from pipelines.features.build import write_features
+from pipelines.features.library import max_lookback
 from pipelines.features.labels import compute_labels
 from pipelines.features.recipe import FeatureSpec
 from pipelines.ingest.layers import write_bronze, write_silver
@@ -31,7 +31,6 @@ from pipelines.ingest.sources.synthetic import generate_market, generate_ticks
 from pipelines.lake.tables import FEATURES, LIVE_BARS, LIVE_DEAD_LETTERS, LIVE_FEATURES, LIVE_PREDICTIONS, SILVER_BARS
 from streaming import job
 from streaming.feed import publish
-from streaming.history import history_needed
 from streaming.job import LATE
 from streaming.records import encode
 from streaming.status import read_status
@@ -39,14 +38,17 @@ from streaming.status import read_status
 BAR_COLUMNS = ["open", "high", "low", "close", "volume", "vwap", "trades"]
 
 
-def _settings(tmp_path, **extra: str):
-    """Settings with their own dataset name (so their own live folder and tables) and topics."""
+def _env(tmp_path, **extra: str) -> dict[str, str]:
+    """An environment with its own dataset name (so its own live folder and tables) and topics."""
     tag = uuid.uuid4().hex[:8]
-    env = {**os.environ, "QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"),
-           "QL_DATA__SYNTHETIC__NAME": f"stream-{tag}", "QL_KAFKA__TOPICS__MARKET_DATA": f"md-{tag}",
-           "QL_KAFKA__TOPICS__DEAD_LETTER": f"md-{tag}.dlq", "QL_KAFKA__TOPICS__PREDICTIONS": f"pred-{tag}",
-           "QL_KAFKA__STREAM__TRIGGER_SECONDS": "0.5", "QL_KAFKA__FEED__BATCH_TICKS": "2000", **extra}
-    return load_settings(env=env)
+    return {**os.environ, "QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"),
+            "QL_DATA__SYNTHETIC__NAME": f"stream-{tag}", "QL_KAFKA__TOPICS__MARKET_DATA": f"md-{tag}",
+            "QL_KAFKA__TOPICS__DEAD_LETTER": f"md-{tag}.dlq", "QL_KAFKA__TOPICS__PREDICTIONS": f"pred-{tag}",
+            "QL_KAFKA__STREAM__TRIGGER_SECONDS": "0.5", "QL_KAFKA__FEED__BATCH_TICKS": "2000", **extra}
+
+
+def _settings(tmp_path, **extra: str):
+    return load_settings(env=_env(tmp_path, **extra))
 
 
 def _drain(settings, query, ticks_expected: int, bars_at_least: int = 0, timeout_s: float = 240.0) -> dict:
@@ -165,7 +167,7 @@ def test_state_holds_exactly_the_history_the_recipe_needs() -> None:
     bars["vwap"] = (bars["high"] + bars["low"] + bars["close"]) / 3
     windows = (5, 10, 20, 30, 60)
     full = compute_features(bars, windows).iloc[-1]
-    keep = history_needed(windows)
+    keep = max_lookback(windows)
     exact = compute_features(bars.tail(keep).reset_index(drop=True), windows).iloc[-1]
     short = compute_features(bars.tail(100).reset_index(drop=True), windows).iloc[-1]
     np.testing.assert_allclose(exact, full, rtol=1e-9, atol=1e-12)
@@ -393,9 +395,9 @@ def test_the_job_survives_a_crash_and_stops_cleanly_on_sigterm(spark, services, 
     from config.settings import PROJECT_ROOT
     from streaming.status import live_dir
 
-    settings = _settings(tmp_path, QL_DATA__SYNTHETIC__N_SYMBOLS="3", QL_DATA__SYNTHETIC__N_DAYS="1",
-                         QL_PLATFORM__MLFLOW__REGISTERED_MODEL="no-such-model")
-    env = {**os.environ, **{k: v for k, v in _env_of(settings).items()}}
+    env = _env(tmp_path, QL_DATA__SYNTHETIC__N_SYMBOLS="3", QL_DATA__SYNTHETIC__N_DAYS="1",
+               QL_PLATFORM__MLFLOW__REGISTERED_MODEL="no-such-model")  # the subprocesses get the same
+    settings = load_settings(env=env)
     cfg = settings.data.synthetic
     ticks = generate_ticks(generate_market(cfg), cfg.model_copy(update={"bad_tick_rate": 0.0}))
     ticks = ticks.sort_values("ts", kind="stable").reset_index(drop=True)
@@ -438,15 +440,3 @@ def test_the_job_survives_a_crash_and_stops_cleanly_on_sigterm(spark, services, 
     finally:
         shutil.rmtree(live_dir(settings), ignore_errors=True)  # the pid and status files under .state/live
 
-
-def _env_of(settings) -> dict[str, str]:
-    """The ``QL_*`` variables a subprocess needs to see the same settings as ``_settings`` made."""
-    return {"QL_PLATFORM__LAKE__ROOT": str(settings.platform.lake_root),
-            "QL_DATA__SYNTHETIC__NAME": settings.data.synthetic.name,
-            "QL_DATA__SYNTHETIC__N_SYMBOLS": str(settings.data.synthetic.n_symbols),
-            "QL_DATA__SYNTHETIC__N_DAYS": str(settings.data.synthetic.n_days),
-            "QL_KAFKA__TOPICS__MARKET_DATA": settings.kafka.topics.market_data,
-            "QL_KAFKA__TOPICS__DEAD_LETTER": settings.kafka.topics.dead_letter,
-            "QL_KAFKA__TOPICS__PREDICTIONS": settings.kafka.topics.predictions,
-            "QL_KAFKA__STREAM__TRIGGER_SECONDS": str(settings.kafka.stream.trigger_seconds),
-            "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": settings.platform.mlflow.registered_model}

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import SparkSession, Window
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from config import Settings
@@ -141,9 +141,7 @@ def feature_history(spark: SparkSession, settings: Settings) -> Callable[[Featur
         naive = data_end.tz_convert("UTC").tz_localize(None) if data_end.tzinfo else data_end  # the session is UTC
         end = F.lit(naive.to_pydatetime()).cast("timestamp")
         after = table.where(F.col("ts") > end).select(*columns)
-        latest_first = Window.partitionBy("symbol").orderBy(F.col("ts").desc())
-        before = (table.where(F.col("ts") <= end).withColumn("_n", F.row_number().over(latest_first))
-                  .where(F.col("_n") < spec.sequence_length).select(*columns))
+        before = lake.newest_per_symbol(table.where(F.col("ts") <= end), spec.sequence_length - 1).select(*columns)
         return after.unionByName(before).toPandas()
 
     return read

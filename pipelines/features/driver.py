@@ -18,6 +18,7 @@ from pyspark.sql.types import DoubleType, StringType, StructField, StructType, T
 
 from pipelines.features.labels import compute_labels
 from pipelines.features.library import compute_features, feature_names, max_lookback
+from pipelines.lake.io import newest_per_symbol
 
 KEYS = [StructField("symbol", StringType()), StructField("ts", TimestampType())]
 
@@ -109,9 +110,7 @@ def with_history(silver: DataFrame, start: date, end: date, windows: list[int]) 
     lookback = max_lookback(windows)
     first = (start - timedelta(days=lookback_days(windows))).isoformat()
     in_range = silver.where((F.col("date") >= start.isoformat()) & (F.col("date") <= end.isoformat()))
-    before = (silver.where((F.col("date") >= first) & (F.col("date") < start.isoformat()))
-              .withColumn("_rn", F.row_number().over(Window.partitionBy("symbol").orderBy(F.col("ts").desc())))
-              .where(F.col("_rn") <= lookback).drop("_rn"))
+    before = newest_per_symbol(silver.where((F.col("date") >= first) & (F.col("date") < start.isoformat())), lookback)
     return in_range.unionByName(before)
 
 

@@ -6,6 +6,7 @@ from pipelines.lake.io import (
     date_between,
     exists,
     merge,
+    newest_per_symbol,
     overwrite,
     preview,
     read,
@@ -14,5 +15,5 @@ from pipelines.lake.io import (
     table_version,
 )
 
-__all__ = ["LayerResult", "date_between", "exists", "merge", "overwrite", "preview", "read", "replace_partition", "replace_range",
+__all__ = ["LayerResult", "date_between", "exists", "merge", "newest_per_symbol", "overwrite", "preview", "read", "replace_partition", "replace_range",
            "table_version"]

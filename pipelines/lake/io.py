@@ -18,7 +18,7 @@ from typing import Union
 
 import pandas as pd
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 TablePath = Union[str, os.PathLike]
@@ -123,6 +123,12 @@ def replace_partition(df: DataFrame, path: TablePath, column: str, value: str) -
 def exists(spark: SparkSession, path: TablePath) -> bool:
     """Whether a Delta table lives at ``path``."""
     return DeltaTable.isDeltaTable(spark, str(path))
+
+
+def newest_per_symbol(df: DataFrame, n: int) -> DataFrame:
+    """Each symbol's ``n`` latest rows by ``ts`` (all of them when it has fewer)."""
+    latest_first = Window.partitionBy("symbol").orderBy(F.col("ts").desc())
+    return df.withColumn("_rn", F.row_number().over(latest_first)).where(F.col("_rn") <= n).drop("_rn")
 
 
 def date_between(start: date, end: date, column: str = "date") -> Column:
