@@ -1,28 +1,35 @@
-"""Per-symbol bar history in Spark's state store, and the features of each new bar.
+"""Per-symbol feature state in Spark's state store, and the features of each new bar.
 
-:class:`BarHistory` is the stream's only Python-side state: for each symbol it keeps the last
-``max_lookback(windows)`` bars (what the champion's feature recipe needs) in a
-``ListState`` of the RocksDB state store, so it survives restarts with the checkpoint. For
-every bar the windowed aggregation emits, it calls the batch tables' own
-:func:`~pipelines.features.library.compute_features` on the held bars and emits the bar with
-its (not yet ranked) features. A bar with less history than the recipe needs is emitted with
-``complete = false`` and NULL features, never with features computed from a short window.
+:class:`BarHistory` is the stream's only Python-side state: for each symbol it keeps the
+compiled feature kernel's state (:class:`~pipelines.features.kernel.FeatureState`, about 15 KB:
+the last bars of every window, running sums, deques, sorted windows and the smoothed
+indicators) in a ``ValueState`` of the RocksDB state store, so it survives restarts with the
+checkpoint. Each new bar advances that state in O(1) and yields the bar's features, the very
+numbers the batch tables compute (the kernel's incremental form runs the batch form's per-bar
+code). The state is warm-started from the symbol's last ``max_lookback(windows)`` silver bars;
+a bar with less history than that is emitted with ``complete = false`` and NULL features, never
+with features computed from a short window.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 from pyspark.sql.streaming.stateful_processor import StatefulProcessor, StatefulProcessorHandle, TimerValues
 
-from pipelines.features.library import compute_features, feature_names, max_lookback
+from pipelines.features import kernel
+from pipelines.features.library import feature_names, max_lookback
 from pipelines.ingest.bars import BAR_COLUMNS
 
-STATE_COLUMNS = ["ts", "open", "high", "low", "close", "volume", "vwap"]
+log = logging.getLogger(__name__)
+
+STATE_COLUMNS = ["ts", *kernel.INPUTS]
 STATE_SCHEMA = "ts timestamp, open double, high double, low double, close double, volume double, vwap double"
 STREAM_BAR_COLUMNS = [*BAR_COLUMNS, "last_append"]
+VALUE_SCHEMA = "kernel binary, bars long, last_ts timestamp"
 
 
 def output_schema(windows: Sequence[int]) -> str:
@@ -33,47 +40,51 @@ def output_schema(windows: Sequence[int]) -> str:
 
 
 class BarHistory(StatefulProcessor):
-    """Keeps each symbol's last ``max_lookback(windows)`` bars (the newest included: what gives
-    every feature its batch value); emits features per new bar."""
+    """Keeps each symbol's feature-kernel state; emits the features of every new bar."""
 
     def __init__(self, windows: Sequence[int]) -> None:
         self.windows = tuple(int(w) for w in windows)
         self.keep = max_lookback(self.windows)
 
     def init(self, handle: StatefulProcessorHandle) -> None:
-        self.bars = handle.getListState("bars", STATE_SCHEMA)
+        self.value = handle.getValueState("features", VALUE_SCHEMA)
 
-    def _held(self) -> pd.DataFrame:
-        rows = list(self.bars.get()) if self.bars.exists() else []
-        return pd.DataFrame(rows, columns=STATE_COLUMNS)
+    def _load(self) -> tuple[kernel.FeatureState, int, pd.Timestamp | None]:
+        if not self.value.exists():
+            return kernel.FeatureState(self.windows, 1), 0, None
+        raw, bars, last_ts = self.value.get()
+        return kernel.FeatureState.from_rows(self.windows, [bytes(raw)]), int(bars), pd.Timestamp(last_ts)
 
-    def _store(self, frame: pd.DataFrame) -> None:
-        tail = frame.tail(self.keep)
-        self.bars.put([(ts.to_pydatetime(), *vals) for ts, *vals in
-                       zip(pd.to_datetime(tail["ts"]), *(tail[c].astype(float) for c in STATE_COLUMNS[1:]))])
+    def _save(self, state: kernel.FeatureState, bars: int, last_ts: pd.Timestamp) -> None:
+        self.value.update((state.row_bytes(0), bars, last_ts.to_pydatetime()))
 
     def handleInitialState(self, key, initialState: pd.DataFrame, timerValues: TimerValues) -> None:
         """Warm start (first batch of a new checkpoint): the symbol's last bars from silver."""
-        self._store(initialState[STATE_COLUMNS].drop_duplicates("ts", keep="last").sort_values("ts"))
+        held = initialState[STATE_COLUMNS].drop_duplicates("ts", keep="last").sort_values("ts")
+        if held.empty:
+            return
+        state = kernel.warm_state(held[list(kernel.INPUTS)].to_numpy(float), self.windows)
+        self._save(state, len(held), pd.Timestamp(held["ts"].iloc[-1]))
 
     def handleInputRows(self, key, rows: Iterator[pd.DataFrame], timerValues: TimerValues) -> Iterator[pd.DataFrame]:
         new = pd.concat(list(rows), ignore_index=True).sort_values("ts").drop_duplicates("ts", keep="last")
-        held = self._held()
-        held = held[~held["ts"].isin(new["ts"])]
-        frame = (pd.concat([held, new[STATE_COLUMNS]], ignore_index=True) if len(held) else new[STATE_COLUMNS])
-        frame = frame.sort_values("ts").reset_index(drop=True)
-        self._store(frame)
-
-        # features of the new bars: each needs `keep` bars ending at itself
-        n_new = len(new)
-        window = frame.tail(self.keep + n_new - 1).reset_index(drop=True)
-        features = compute_features(window, self.windows).tail(n_new).reset_index(drop=True)
-        position = np.arange(len(frame) - n_new, len(frame)) + 1  # bars held up to and including each new bar
+        state, seen, last_ts = self._load()
+        if last_ts is not None:
+            stale = pd.to_datetime(new["ts"]) <= last_ts
+            if stale.any():   # append-mode bars come once and in order; a replayed one is not taken twice
+                log.warning("%s: %d bar(s) at or before %s already in the state, skipped", key[0], stale.sum(), last_ts)
+                new = new[~stale]
+            if new.empty:
+                return
+        new = new.reset_index(drop=True)
+        features = state.advance(0, new[list(kernel.INPUTS)].to_numpy(float))
+        position = seen + np.arange(1, len(new) + 1)   # bars taken up to and including each new one
         complete = position >= self.keep
-        features.loc[~complete, :] = np.nan
-        out = new[STREAM_BAR_COLUMNS].reset_index(drop=True).assign(
-            symbol=key[0], history=np.minimum(position, self.keep).astype("int64"), complete=complete)
-        yield pd.concat([out, features], axis=1)
+        features[~complete] = np.nan
+        self._save(state, int(position[-1]), pd.Timestamp(new["ts"].iloc[-1]))
+        out = new[STREAM_BAR_COLUMNS].assign(symbol=key[0], history=np.minimum(position, self.keep).astype("int64"),
+                                            complete=complete)
+        yield pd.concat([out, pd.DataFrame(features, columns=feature_names(self.windows))], axis=1)
 
     def close(self) -> None:
         pass

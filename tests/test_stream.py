@@ -159,19 +159,24 @@ def test_stream_gives_the_batch_tables_bars_features_and_predictions(spark, serv
 
 
 def test_state_holds_exactly_the_history_the_recipe_needs() -> None:
-    """The state's size reproduces full-history features; a short one does not (the stream then
-    marks its bars incomplete instead of emitting them, see the fuzz test's warming bars)."""
-    from pipelines.features.library import compute_features
+    """The kernel state warmed on the recipe's lookback reproduces full-history features for the
+    next bar; one warmed on a short tail does not (the stream then marks its bars incomplete
+    instead of emitting them, see the fuzz test's warming bars)."""
+    from pipelines.features import kernel
 
     bars = generate_market(SyntheticSettings(n_symbols=1, n_days=10, seed=3)).bars
     bars["vwap"] = (bars["high"] + bars["low"] + bars["close"]) / 3
+    matrix = bars[list(kernel.INPUTS)].to_numpy(float)
     windows = (5, 10, 20, 30, 60)
-    full = compute_features(bars, windows).iloc[-1]
+    full = kernel.compute(matrix, windows)[-1]
     keep = max_lookback(windows)
-    exact = compute_features(bars.tail(keep).reset_index(drop=True), windows).iloc[-1]
-    short = compute_features(bars.tail(100).reset_index(drop=True), windows).iloc[-1]
-    np.testing.assert_allclose(exact, full, rtol=1e-9, atol=1e-12)
-    assert not np.allclose(short, full, rtol=1e-9, atol=1e-12)
+
+    def next_row(history: int) -> np.ndarray:
+        state = kernel.warm_state(matrix[-1 - history:-1], windows)
+        return state.advance(0, matrix[-1:])[0]
+
+    np.testing.assert_allclose(next_row(keep - 1), full, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(next_row(100), full, rtol=1e-9, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------

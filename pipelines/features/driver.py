@@ -1,9 +1,11 @@
 """Spark drivers for the feature and label tables, over the pure functions in ``features``.
 
-Per-symbol time-series features run as ``groupBy("symbol").applyInPandas`` on
-:func:`pipelines.features.library.compute_features`; cross-sectional ranks are Spark window
-functions that reproduce :func:`pipelines.features.library.add_cross_sectional_ranks` exactly
-(average rank of ties over the non-null count), which a test checks.
+Per-symbol time-series features run as ``groupBy("symbol").applyInArrow`` on the compiled
+kernel (:func:`pipelines.features.kernel.compute`): each symbol's bars arrive as Arrow columns,
+go to the kernel as one float64 matrix, and its column-major result goes back to Arrow without
+a per-row step. Cross-sectional ranks are Spark window functions that reproduce
+:func:`pipelines.features.library.add_cross_sectional_ranks` exactly (average rank of ties over
+the non-null count), which a test checks.
 """
 
 from __future__ import annotations
@@ -11,13 +13,17 @@ from __future__ import annotations
 import math
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType, TimestampType
 
+from pipelines.features import kernel
 from pipelines.features.labels import compute_labels
-from pipelines.features.library import compute_features, feature_names, max_lookback
+from pipelines.features.library import feature_names, max_lookback
 from pipelines.lake.io import newest_per_symbol
 
 KEYS = [StructField("symbol", StringType()), StructField("ts", TimestampType())]
@@ -29,6 +35,21 @@ def _nan_to_null(df: DataFrame, columns: list[str]) -> DataFrame:
                        for c in df.columns])
 
 
+def kernel_features(table: pa.Table, windows: list[int], names: list[str], passthrough: list[str]) -> pa.Table:
+    """One symbol's bars (Arrow) -> symbol, ts, the ``names`` features and ``passthrough``
+    columns, in time order; a missing feature is a null, as SQL expects."""
+    table = table.take(pc.sort_indices(table, [("ts", "ascending")]))
+    matrix = np.empty((table.num_rows, len(kernel.INPUTS)))
+    for j, name in enumerate(kernel.INPUTS):
+        matrix[:, j] = table.column(name).to_numpy()   # nulls arrive as NaN
+    feats = kernel.compute(matrix, windows, column_major=True)
+    index = {n: j for j, n in enumerate(feature_names(windows))}
+    columns = [table.column("symbol"), table.column("ts")]
+    columns += [pa.array(feats[:, index[n]], from_pandas=True) for n in names]
+    columns += [table.column(n) for n in passthrough]
+    return pa.Table.from_arrays(columns, names=["symbol", "ts", *names, *passthrough])
+
+
 def time_series_features(bars: DataFrame, windows: list[int], keep: list[str] | None = None,
                          passthrough: list[str] | None = None) -> DataFrame:
     """symbol, ts and the per-symbol features (or only ``keep``), from each symbol's history in ``bars``.
@@ -38,14 +59,9 @@ def time_series_features(bars: DataFrame, windows: list[int], keep: list[str] | 
     names = keep or feature_names(windows)
     passthrough = passthrough or []
     schema = StructType(KEYS + [StructField(n, DoubleType()) for n in names + passthrough])
-
-    def per_symbol(pdf: pd.DataFrame) -> pd.DataFrame:
-        pdf = pdf.sort_values("ts", kind="stable").reset_index(drop=True)
-        feats = compute_features(pdf, windows)[names]
-        return pd.concat([pdf[["symbol", "ts"]], feats, pdf[passthrough]], axis=1)
-
-    cols = ["symbol", "ts", "open", "high", "low", "close", "volume", "vwap", *passthrough]
-    return _nan_to_null(bars.select(*cols).groupBy("symbol").applyInPandas(per_symbol, schema), names)
+    cols = ["symbol", "ts", *kernel.INPUTS, *passthrough]
+    return bars.select(*[F.col(c).cast("double") if c in kernel.INPUTS else F.col(c) for c in cols]) \
+        .groupBy("symbol").applyInArrow(lambda t: kernel_features(t, windows, names, passthrough), schema)
 
 
 def with_cross_sectional_ranks(features: DataFrame, rank_features: list[str]) -> DataFrame:

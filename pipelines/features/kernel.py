@@ -157,6 +157,14 @@ class FeatureState:
         _update(rows, bars, *self.arrays, *self._layout(), out)
         return out
 
+    def advance(self, i: int, bars: np.ndarray) -> np.ndarray:
+        """Symbol ``i`` takes ``bars`` (``(n, 6)``, in time order) one after the other; returns
+        their ``n`` feature rows."""
+        bars = as_matrix(bars)
+        out = np.empty((len(bars), self.spec.n_features))
+        _update(np.full(len(bars), i, np.int64), bars, *self.arrays, *self._layout(), out)
+        return out
+
     def _layout(self) -> tuple[np.ndarray, ...]:
         s = self.spec
         return (s.rolling, s.feature_slot, s.sorted_offsets)
@@ -180,7 +188,8 @@ class FeatureState:
         return state
 
 
-def compute(bars: dict[str, np.ndarray] | np.ndarray, windows: Sequence[int] = (5, 10, 20, 30, 60)) -> np.ndarray:
+def compute(bars: dict[str, np.ndarray] | np.ndarray, windows: Sequence[int] = (5, 10, 20, 30, 60),
+            column_major: bool = False) -> np.ndarray:
     """Every time-series feature of one symbol's bars (sorted by time), one row per bar.
 
     Args:
@@ -188,13 +197,16 @@ def compute(bars: dict[str, np.ndarray] | np.ndarray, windows: Sequence[int] = (
             float64 ``(n, 6)`` array in that order.
         windows: rolling window lengths in bars.
 
+        column_major: lay the result out by column (each feature contiguous, e.g. to hand to
+            Arrow without a copy).
+
     Returns:
         float64 ``(n, n_features)`` in :func:`feature_names` ``(windows)`` order, equal to
         :func:`~pipelines.features.library.compute_features` within 1e-9.
     """
     matrix = as_matrix(bars)
     state = FeatureState(windows, 1)
-    out = np.empty((len(matrix), state.spec.n_features))
+    out = np.empty((len(matrix), state.spec.n_features), order="F" if column_major else "C")
     _run(matrix, *state.arrays, *state._layout(), out)
     return out
 
