@@ -3,6 +3,7 @@ against its batch form."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +133,17 @@ def test_bad_calls_say_what_is_wrong() -> None:
         kernel.FeatureState.from_rows((5, 10), [state.row_bytes(0)])
     with pytest.raises(ValueError, match="bounds"):
         kernel.compute_panel(np.ones((4, 6)), np.array([0, 3]))
+
+
+def test_short_benchmark_reports_every_figure(spark, tmp_path) -> None:
+    """``make bench-features`` in small: every path runs and reports (the figures are in
+    benchmarks/results/feature_throughput.json from the full run)."""
+    from benchmarks import feature_throughput
+
+    assert feature_throughput.main(["--short", "--out", str(tmp_path)]) == 0
+    figures = json.loads((tmp_path / "feature_throughput_short.json").read_text())["figures"]
+    synthetic = figures["synthetic"]
+    for key in ("kernel_one_core", "pandas_oracle", "asset", "asset_compute_only", "write_only"):
+        assert synthetic[key]["rows_per_second"] > 0, key
+    assert synthetic["asset"]["rows"] == synthetic["write_only"]["rows"] == synthetic["kernel_one_core"]["rows"]
+    assert {"50", "500"} <= set(figures["stream"]) and figures["stream"]["500"]["p99_ms"] > 0

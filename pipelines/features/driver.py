@@ -65,19 +65,25 @@ def time_series_features(bars: DataFrame, windows: list[int], keep: list[str] | 
 
 
 def with_cross_sectional_ranks(features: DataFrame, rank_features: list[str]) -> DataFrame:
-    """Add ``rank_<name>``: percentile rank across symbols at each ts (ties share their average rank)."""
-    out = features
-    for name in rank_features:
-        by_ts = Window.partitionBy("ts")
-        ordered = by_ts.orderBy(F.col(name).asc_nulls_last())
-        ties = Window.partitionBy("ts", name)
-        rank = F.rank().over(ordered) + (F.count(F.lit(1)).over(ties) - 1) / 2.0
-        pct = rank / F.count(F.col(name)).over(by_ts)
-        out = out.withColumn(f"rank_{name}", F.when(F.col(name).isNotNull(), pct).cast("double"))
-    return out
+    """Add ``rank_<name>``: percentile rank across symbols at each ts (ties share their average
+    rank, over the non-null count), as :func:`~pipelines.features.library.add_cross_sectional_ranks`
+    computes it: pandas' grouped rank on each day's rows, so the ranks cost one shuffle by day
+    (Spark window functions needed a sort per ranked column and one more for ties)."""
+    schema = StructType(features.schema.fields + [StructField(f"rank_{n}", DoubleType()) for n in rank_features])
+    columns = features.columns
+
+    def per_day(table: pa.Table) -> pa.Table:
+        frame = table.select(["ts", *rank_features]).to_pandas()
+        ranks = frame.groupby("ts")[rank_features].rank(pct=True)
+        out = table.select(columns)
+        for name in rank_features:
+            out = out.append_column(f"rank_{name}", pa.array(ranks[name].to_numpy(float), from_pandas=True))
+        return out
+
+    return features.withColumn("_day", F.to_date("ts")).groupBy("_day").applyInArrow(per_day, schema)
 
 
-def _windows_for(names: list[str], windows: list[int]) -> list[int]:
+def windows_for(names: list[str], windows: list[int]) -> list[int]:
     """The rolling windows that ``names`` need (the smallest one if they need none)."""
     needed = {int(n.rsplit("_", 1)[1]) for n in names if n.rsplit("_", 1)[-1].isdigit()} & set(windows)
     return sorted(needed) or [min(windows)]
@@ -94,7 +100,7 @@ def feature_table(bars: DataFrame, windows: list[int], rank_features: list[str])
     """
     rank_cols = [f"rank_{n}" for n in rank_features]
     if rank_features:
-        sources = time_series_features(bars, _windows_for(rank_features, windows), keep=rank_features)
+        sources = time_series_features(bars, windows_for(rank_features, windows), keep=rank_features)
         ranks = with_cross_sectional_ranks(sources, rank_features).drop(*rank_features)
         bars = bars.join(ranks, on=["symbol", "ts"], how="left")
     feats = time_series_features(bars, windows, passthrough=rank_cols)
