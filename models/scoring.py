@@ -101,3 +101,82 @@ def score(ts: pd.Series, p_up: np.ndarray, direction: np.ndarray, fwd_return: np
 
     return Scores(n, acc, acc_se, log_loss, float(ic.mean()), ir(ic), float(ric.mean()), ir(ric),
                   ll_se, se(ic), se(ric))
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """One-sided test that a challenger beats an opponent on the same rows.
+
+    ``gain`` is the challenger's mean per-row improvement in the metric (hits for accuracy,
+    loss for log loss; per timestamp for the ICs), ``std_error`` its standard error clustered
+    by timestamp, ``p_value`` the chance of a gain at least this large if the two were equally
+    good (Student t with clusters - 1 degrees of freedom).
+    """
+
+    opponent: str
+    metric: str
+    rows: int
+    clusters: int
+    challenger_score: float
+    opponent_score: float
+    gain: float
+    std_error: float
+    p_value: float
+
+    def as_dict(self) -> dict:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def one_sided_clustered(gain: np.ndarray, clusters: np.ndarray) -> tuple[float, float, float, int]:
+    """Mean of ``gain``, its clustered standard error (never below the i.i.d. one), the one-sided
+    p-value of ``mean > 0`` and the number of clusters."""
+    from scipy.stats import t as student_t
+
+    gain = np.asarray(gain, dtype=float)
+    n = len(gain)
+    if n == 0:
+        return float("nan"), float("nan"), 1.0, 0
+    mean = float(gain.mean())
+    _, inverse = np.unique(np.asarray(clusters), return_inverse=True)
+    sums, counts = np.bincount(inverse, weights=gain), np.bincount(inverse)
+    iid = gain.std(ddof=1) / np.sqrt(n) if n > 1 else 0.0
+    se = _clustered_se(sums, counts, mean, iid)
+    g = len(counts)
+    if not se > 0 or g < 2:   # no spread at all: identical predictions are no evidence
+        return mean, float(se), (0.0 if mean > 0 and g >= 2 else 1.0), g
+    return mean, float(se), float(student_t.sf(mean / se, g - 1)), g
+
+
+def paired_test(ts: pd.Series, direction: np.ndarray, fwd_return: np.ndarray, challenger: tuple[np.ndarray, np.ndarray],
+                opponent: tuple[np.ndarray, np.ndarray], metric: str, opponent_name: str) -> PairedTest:
+    """Challenger against opponent on the same rows; each side is ``(p_up, expected_return)``.
+
+    accuracy and log loss compare row by row (clustered by timestamp); ``ic`` / ``rank_ic``
+    compare the per-timestamp cross-sectional correlations (a constant score, such as
+    always-up, has an IC of 0 there: it ranks nothing).
+    """
+    y = np.asarray(direction, dtype=float)
+    ts = np.asarray(ts)
+    if metric in ("accuracy", "log_loss"):
+        def per_row(p_up: np.ndarray) -> np.ndarray:
+            p = np.clip(np.asarray(p_up, dtype=float), 1e-6, 1 - 1e-6)
+            if metric == "accuracy":
+                return ((p > 0.5) == (y > 0.5)).astype(float)
+            return y * np.log(p) + (1 - y) * np.log(1 - p)   # minus the loss: higher is better
+
+        a, b = per_row(challenger[0]), per_row(opponent[0])
+        mean, se, p, g = one_sided_clustered(a - b, ts)
+        sign = 1.0 if metric == "accuracy" else -1.0
+        return PairedTest(opponent_name, metric, len(y), g, sign * float(a.mean()), sign * float(b.mean()),
+                          mean, se, p)
+    method = "pearson" if metric == "ic" else "spearman"
+
+    def per_ts(score: tuple[np.ndarray, np.ndarray]) -> pd.Series:
+        frame = pd.DataFrame({"ts": ts, "score": np.asarray(score[1], dtype=float),
+                              "fwd_return": np.asarray(fwd_return, dtype=float)})
+        return frame.groupby("ts").apply(lambda g: _corr(g["score"], g["fwd_return"], method) if len(g) > 2 else np.nan,
+                                         include_groups=False)
+
+    a, b = per_ts(challenger).fillna(0.0), per_ts(opponent).fillna(0.0)
+    mean, se, p, g = one_sided_clustered((a - b).to_numpy(), a.index.to_numpy())
+    return PairedTest(opponent_name, metric, len(y), g, float(a.mean()), float(b.mean()), mean, se, p)

@@ -16,6 +16,8 @@ One call (:func:`train_and_register`) does what the ``trained_models`` asset sho
 
 from __future__ import annotations
 
+import json
+
 import logging
 import tempfile
 import time
@@ -217,6 +219,8 @@ def train_and_register(spark: SparkSession, settings: Settings, end: date, progr
             for key, value in tags.items():
                 client.set_model_version_tag(name, version, key, value)
             versions[family] = version
+        for version in versions.values():   # the gate judges every family of this run together
+            client.set_model_version_tag(name, version, "run_versions", json.dumps(versions))
         candidate = best_model(evaluations, cfg.promotion.metric)
         client.set_registered_model_alias(name, CHALLENGER, versions[candidate])
         mlflow.set_tags({"candidate": candidate, "candidate_version": versions[candidate]})

@@ -30,7 +30,8 @@ from pipelines.ingest.layers import source_date_range
 from pipelines.lake.spark import get_spark
 
 HIDDEN = {"preview", "run_url", "path", "table", "quarantine_table", "seconds", "comparison", "mlflow_run",
-          "predictions_table", "versions", "table_versions", "model_uri", "strategies", "summary", "tear_sheets"}
+          "predictions_table", "versions", "table_versions", "model_uri", "strategies", "summary", "tear_sheets",
+          "tests"}
 TABLES = ("comparison", "strategies", "summary")  # markdown tables printed in full
 
 

@@ -34,7 +34,10 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
     # every model out-of-sample in one table, the first challenger promoted (no champion before)
     for family in ("always_up", "momentum_sign", "linear", "lstm", "transformer", "ensemble"):
         assert f"| {family}" in out
-    assert "reason=no champion yet" in out and "champion_model           champion_version=" in out
+    # the gate: a family beat both baselines on the walk-forward rows (the planted signal makes
+    # momentum_sign the Bayes rule, which beats always-up by far) at level 0.025 / 6
+    assert "basis=no champion" in out and "promote=True" in out and "level=0.004166" in out
+    assert "champion_model           champion_version=" in out
     for check in ("smoke_prices_complete", "silver_bars_expectations", "features_complete", "beats_champion"):
         assert f"check {check:<30} passed" in out
     assert f"MLflow UI    {services.platform.mlflow.tracking_uri}" in out

@@ -54,8 +54,12 @@ class WalkForwardSettings(Frozen):
 
 
 class PromotionSettings(Frozen):
+    """The promotion gate (``models/registry/gate.py``)."""
+
     metric: Literal["accuracy", "log_loss", "ic", "rank_ic"] = "accuracy"
-    min_improvement: float = Field(0.002, ge=0)
+    level: float = Field(0.025, gt=0, lt=0.5)  # one-sided, before dividing by the number of families judged
+    baselines: tuple[ModelFamily, ...] = ("always_up", "momentum_sign")
+    min_rows: int = Field(200, ge=10)           # rows the judged families and the champion share
 
 
 class ModelSettings(Frozen):

@@ -73,6 +73,15 @@ def rollback(settings: Settings, reason: str = "rollback") -> dict:
     raise ValueError(f"{name}@champion (v{champion.version}) has no earlier champion recorded")
 
 
+def _gate(tags: dict) -> dict:
+    """The gate's last decision on a version, as ``status`` shows it."""
+    if "gate_reason" not in tags:
+        return {}
+    return {"gate": {"promote": tags.get("gate_promote"), "reason": tags["gate_reason"],
+                     "p_value": tags.get("gate_p_value"), "level": tags.get("gate_level"),
+                     "rows": tags.get("gate_rows")}}
+
+
 def status(settings: Settings) -> dict:
     """Current champion and challenger with their stored out-of-sample figures and the gate's
     last decision on the challenger."""
@@ -84,5 +93,5 @@ def status(settings: Settings) -> dict:
         out[alias] = None if v is None else {"version": v.version, "family": v.tags.get("family"),
                                              f"oos_{metric}": v.tags.get(f"oos_{metric}"),
                                              "data_end": v.tags.get("data_end"),
-                                             **({"gate": v.tags["gate_reason"]} if "gate_reason" in v.tags else {})}
+                                             **_gate(v.tags)}
     return out

@@ -1,9 +1,9 @@
 """Model assets: train (walk-forward + final fit + MLflow) -> evaluate against @champion -> promote.
 
 The gate is a blocking check of ``model_evaluation``, computed from the gate's decision in the
-same step: when the challenger does not
-beat the champion by ``promotion.min_improvement`` out-of-sample, ``champion_model`` does
-not run and the version stays ``@challenger``.
+same step: when no family of the run beats the champion and the baselines out-of-sample in a
+one-sided paired test (``promotion.level`` over the families judged, see
+``models/registry/gate.py``), ``champion_model`` does not run and the champion stays.
 """
 
 
@@ -61,11 +61,13 @@ GATE_CHECK = "beats_champion"
 
 @asset(group_name=GROUP, kinds={"mlflow"}, partitions_def=monthly, backfill_policy=single_run, deps=[trained_models],
        check_specs=[AssetCheckSpec(GATE_CHECK, asset="model_evaluation", blocking=True,
-                                   description="The challenger beats the champion out-of-sample by the configured "
-                                               "margin (model_config.yaml promotion). Failing keeps the champion and "
+                                   description="A family of the run beats the champion and the baselines "
+                                               "out-of-sample beyond chance (one-sided paired test at "
+                                               "promotion.level / families). Failing keeps the champion and "
                                                "skips champion_model.")],
-       description="The @challenger against the @champion on the same out-of-sample rows (bars the champion "
-                   "never saw); the decision is written to the challenger's version tags.")
+       description="Every family of the @challenger's run against the @champion and the baselines on the same "
+                   "out-of-sample rows (bars the champion never saw); the best passing family becomes @challenger; "
+                   "the decision and its p-value go on its version tags.")
 def model_evaluation(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
     started = time.monotonic()
     decision = registry.evaluate_challenger(spark.session(), settings.get())
@@ -73,8 +75,8 @@ def model_evaluation(context: AssetExecutionContext, spark: SparkResource, setti
                      decision.reason, time.monotonic() - started)
     return MaterializeResult(metadata=decision.metadata(), check_results=[AssetCheckResult(
         check_name=GATE_CHECK, passed=decision.promote,
-        metadata={"reason": decision.reason, "basis": decision.basis,
-                  "challenger_version": decision.candidate_version})])
+        metadata={"reason": decision.reason, "basis": decision.basis, "p_value": decision.p_value,
+                  "level": decision.level, "challenger_version": decision.candidate_version})])
 
 
 @asset(group_name=GROUP, kinds={"mlflow"}, partitions_def=monthly, backfill_policy=single_run, deps=[model_evaluation],
