@@ -82,7 +82,7 @@ def test_a_truly_better_challenger_is_accepted() -> None:
     assert _promoted_share({"lstm": 1.5}, champion=None) >= 0.95
 
 
-def test_the_best_passing_family_is_chosen_and_baselines_are_not_judged_against_themselves() -> None:
+def test_the_best_passing_family_is_chosen_and_momentum_is_not_judged_against_itself() -> None:
     rng = np.random.default_rng(7)
     rows, signal = _panel(rng)
     momentum = _model(rng, signal, 0.8)
@@ -90,11 +90,16 @@ def test_the_best_passing_family_is_chosen_and_baselines_are_not_judged_against_
     rows["p_up_lstm"], rows["er_lstm"] = _model(rng, signal, 0.2)
     opponents = {"always_up": rows[KEY].assign(p_up=0.6, expected_return=0.0),
                  "momentum_sign": rows[KEY].assign(p_up=momentum[0], expected_return=momentum[1])}
-    verdicts = {v.family: v for v in judge(rows, {"momentum_sign": "3", "lstm": "4"}, opponents, "accuracy",
-                                          LEVEL, BASELINES)}
+    rows["p_up_always_up"], rows["er_always_up"] = 0.6, 0.0
+    verdicts = {v.family: v for v in judge(rows, {"always_up": "2", "momentum_sign": "3", "lstm": "4"}, opponents,
+                                          "accuracy", LEVEL, BASELINES)}
     assert [t.opponent for t in verdicts["momentum_sign"].tests] == ["always_up"]
+    assert verdicts["momentum_sign"].passed
+    # always-up is the no-skill reference: judged against itself too, so it never passes
+    assert [t.opponent for t in verdicts["always_up"].tests] == ["always_up", "momentum_sign"]
+    assert verdicts["always_up"].tests[0].p_value == 1.0 and not verdicts["always_up"].passed
     assert [t.opponent for t in verdicts["lstm"].tests] == ["always_up", "momentum_sign"]
-    assert verdicts["lstm"].level == LEVEL / 2
+    assert verdicts["lstm"].level == LEVEL / 3
     assert _choose(list(verdicts.values()), "accuracy").family == "lstm"
 
 

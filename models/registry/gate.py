@@ -3,8 +3,9 @@ baselines out-of-sample by more than chance.
 
 Every family of the challenger's training run is judged on the same rows against each
 opponent: the current ``@champion`` (its own predictions, from features built with its own
-recipe) and the baselines of ``promotion.baselines`` (always-up and momentum-sign; a baseline
-is not judged against itself). Each comparison is a one-sided paired test
+recipe) and the baselines of ``promotion.baselines`` (always-up and momentum-sign). A
+momentum-sign candidate is judged against the others; always-up, which predicts one direction
+and ranks nothing, is the no-skill reference and can never pass (it cannot beat itself). Each comparison is a one-sided paired test
 (:func:`models.scoring.paired_test`, errors clustered by timestamp). A family passes when every
 p-value is below ``promotion.level / k``, ``k`` the number of families in the run: picking the
 best of ``k`` on the rows that then judge it would otherwise promote noise, and with this
@@ -39,6 +40,7 @@ from pipelines.lake.tables import FEATURES, PREDICTIONS
 
 History = pd.DataFrame | Callable[[FeatureSpec, pd.Timestamp], pd.DataFrame]
 KEY = ["symbol", "ts"]
+NO_SKILL = "always_up"   # the one-direction reference: never promoted
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,8 @@ def judge(rows: pd.DataFrame, families: dict[str, str], opponents: dict[str, pd.
         mine = (rows[f"p_up_{family}"].to_numpy(), rows[f"er_{family}"].to_numpy())
         tests = []
         for name, other in opponents.items():
-            if name == family and name in baselines:
-                continue
+            if name == family and name in baselines and name != NO_SKILL:
+                continue   # momentum_sign is judged against the others; always-up can never beat itself
             theirs = rows[KEY].merge(other, on=KEY, how="left")
             tests.append(paired_test(rows["ts"], rows["direction"].to_numpy(), rows["fwd_return"].to_numpy(), mine,
                                      (theirs["p_up"].to_numpy(), theirs["expected_return"].to_numpy()), metric, name))
