@@ -10,6 +10,7 @@ import pytest
 
 from pipelines.backtest.performance import (
     deflated_sharpe,
+    distinct_trials,
     drawdown,
     performance,
     probability_of_backtest_overfitting,
@@ -91,3 +92,14 @@ def test_pbo_by_hand_on_two_blocks() -> None:
     assert probability_of_backtest_overfitting(swap, n_blocks=2) == 1.0
     steady = np.column_stack([np.r_[up, up], np.r_[down, down]])
     assert probability_of_backtest_overfitting(steady, n_blocks=2) == 0.0
+
+
+def test_near_identical_configurations_count_as_one_trial() -> None:
+    """Twelve sweep columns holding ten distinct series (one copy, one scaled copy, as Kelly
+    under the cap and vol-target give) are ten trials; two never-trading columns are one."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 0.01, (500, 10))
+    sweep = np.column_stack([base, base[:, 3], 0.5 * base[:, 7]])
+    assert distinct_trials(sweep).tolist() == list(range(10))
+    flat = np.column_stack([np.zeros(500), np.zeros(500), base[:, 0]])
+    assert distinct_trials(flat).tolist() == [0, 2]

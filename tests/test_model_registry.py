@@ -104,7 +104,7 @@ def test_training_logs_registers_and_gates_on_unseen_rows(spark, built: Settings
     family = next(f for f, v in first.versions.items() if v == decision.candidate_version)
     assert {t["opponent"] for t in decision.tests} == {"always_up", "momentum_sign"} - {family}
     assert decision.promote == all(t["p_value"] < decision.level for t in decision.tests)
-    assert decision.p_value == max(t["p_value"] for t in decision.tests)
+    assert decision.p_value == pytest.approx(max(t["p_value"] for t in decision.tests), abs=1e-6)
     registry.promote(settings, first.candidate_version, "first champion, by hand")
     champion = client.get_model_version_by_alias(name, CHAMPION)
     assert champion.version == first.candidate_version
@@ -166,7 +166,7 @@ def test_training_job_promotes_once_then_the_gate_holds(spark, lake_env, built: 
     champion_meta = first.asset_materializations_for_node("champion_model")[0].metadata
     assert champion_meta["previous"].value == "none"
 
-    # the same data again: an identical challenger does not beat the champion, so the blocking
+    # the same data again: no rows the champion never saw, so nothing is judged, the blocking
     # check fails, champion_model does not run and the new version stays @challenger
     second = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
     checks = {e.check_name: e.passed for e in second.get_asset_check_evaluations()}
@@ -177,7 +177,8 @@ def test_training_job_promotes_once_then_the_gate_holds(spark, lake_env, built: 
     champion = client.get_model_version_by_alias(name, CHAMPION).version
     challenger = client.get_model_version_by_alias(name, "challenger")
     assert champion == champion_meta["champion_version"].value and challenger.version != champion
-    assert challenger.tags["gate_basis"] == "stored walk-forward" and challenger.tags["gate_promote"] == "False"
+    assert challenger.tags["gate_basis"] == "too few rows" and challenger.tags["gate_promote"] == "False"
+    assert "nothing new to judge on" in challenger.tags["gate_reason"]
 
     # the manual job: promote the challenger, then roll back
     run_config = {"ops": {"set_champion": {"config": {"reason": "reviewed"}}}}
@@ -241,7 +242,7 @@ def test_gate_compares_like_with_like_only(services) -> None:
     registry.promote(settings, champion, "first")
     # stored walk-forward figures decide nothing: without rows to judge on, the champion stays
     unjudged = registry.compare_with_champion(settings, register("synthetic", 0.99))
-    assert not unjudged.promote and "no out-of-sample predictions" in unjudged.reason
+    assert not unjudged.promote and "nothing new to judge on" in unjudged.reason
     other = registry.compare_with_champion(settings, register("sp500", 0.60))
     assert not other.promote and other.basis == "different dataset" and "promote by hand" in other.reason
     client.delete_registered_model(name)

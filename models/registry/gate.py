@@ -173,6 +173,9 @@ def compare_with_champion(settings: Settings, candidate_version: str, oos: pd.Da
         return decline(f"champion v{champion.version} was trained on dataset {champion.tags.get('dataset')!r}, "
                        f"the candidate on {candidate.tags.get('dataset')!r}: not comparable; promote by hand "
                        "to switch datasets", "different dataset")
+    if (oos is None or oos.empty) and champion is not None:
+        return decline(f"no out-of-sample rows after champion v{champion.version}'s data_end "
+                       f"{champion.tags.get('data_end', '?')}: nothing new to judge on", "too few rows")
     if oos is None or oos.empty:
         return decline("no out-of-sample predictions to judge on", "none")
 

@@ -129,6 +129,33 @@ def deflated_sharpe(sharpe: float, n_obs: int, skew: float, kurtosis: float, tri
     return float(stats.norm.cdf((sharpe - expected_max) * math.sqrt(n_obs - 1) / denom))
 
 
+def distinct_trials(returns: np.ndarray, threshold: float = 0.99) -> np.ndarray:
+    """Columns of ``returns`` (time, configuration) that are not near-copies of an earlier one.
+
+    A sweep's configurations can give the same return series (Kelly sizing capped at the same
+    2% as fixed fraction) or almost the same (correlation 1.0 between sizings that scale one
+    series); counting them as separate trials inflates the deflated Sharpe's expected maximum
+    and PBO's choice. Two columns are one trial when their correlation is at least
+    ``threshold``, or both are flat and equal (e.g. neither trades).
+    """
+    r = np.asarray(returns, dtype=float)
+    keep: list[int] = []
+    for j in range(r.shape[1]):
+        col = r[:, j]
+        duplicate = False
+        for k in keep:
+            other = r[:, k]
+            if col.std() == 0 or other.std() == 0:
+                duplicate = bool(np.allclose(col, other))
+            else:
+                duplicate = bool(np.corrcoef(col, other)[0, 1] >= threshold)
+            if duplicate:
+                break
+        if not duplicate:
+            keep.append(j)
+    return np.array(keep, dtype=int)
+
+
 def probability_of_backtest_overfitting(returns: np.ndarray, n_blocks: int = 10) -> float:
     """CSCV: split time into ``n_blocks``; for every half of the blocks as in-sample, take the
     configuration with the best in-sample Sharpe and find its out-of-sample rank; PBO is the

@@ -64,8 +64,9 @@ def backtest_strategy(spark: SparkSession, settings: Settings, strategy: str, st
         bt.metrics.update(bt_run.overfitting(sweep_frame, returns, bt))
         bt.sweep = sweep_frame
         bar.update()
-        log(f"sweep: {len(sweep_frame)} runs on Spark; configured run: Sharpe {bt.metrics['sharpe']:.2f}, "
-            f"deflated Sharpe {bt.metrics['deflated_sharpe']:.3f} against the sweep's trials; best sweep Sharpe "
+        log(f"sweep: {len(sweep_frame)} runs on Spark ({bt.metrics['effective_trials']} distinct trials); "
+            f"configured run: Sharpe {bt.metrics['sharpe']:.2f}, deflated Sharpe {bt.metrics['deflated_sharpe']:.3f} "
+            f"against the distinct trials; best sweep Sharpe "
             f"{sweep_frame['sharpe'].max():.2f}; PBO {bt.metrics['pbo']:.2f}")
     step("gold tables")
     tables = write_backtest(spark, settings, strategy, bt.result, bt.metrics_frame())

@@ -19,6 +19,7 @@ from config.schemas.model import ModelFamily
 from pipelines.backtest.engine import Market, Result, run_backtest
 from pipelines.backtest.performance import (
     deflated_sharpe,
+    distinct_trials,
     performance,
     probability_of_backtest_overfitting,
     sharpe_per_bar,
@@ -120,9 +121,11 @@ def sweep(spark, market: Market, settings: Settings, initial_capital: float, gri
 
 
 def overfitting(sweep_frame: pd.DataFrame, returns: np.ndarray, chosen: Backtest) -> dict:
-    """Deflated Sharpe of the chosen run against the sweep's trials, and PBO over the sweep."""
+    """Deflated Sharpe of the chosen run against the sweep's trials, and PBO over the sweep; both
+    count distinct trials only (configurations with near-identical returns are one trial)."""
     r = chosen.result.returns
+    distinct = returns[:, distinct_trials(returns)]
     return {"deflated_sharpe": deflated_sharpe(float(sharpe_per_bar(r)), len(r), chosen.metrics["skew"],
-                                               chosen.metrics["kurtosis"], sharpe_per_bar(returns)),
-            "pbo": probability_of_backtest_overfitting(returns, n_blocks=min(10, max(2, len(r) // 20))),
-            "sweep_runs": int(returns.shape[1])}
+                                               chosen.metrics["kurtosis"], sharpe_per_bar(distinct)),
+            "pbo": probability_of_backtest_overfitting(distinct, n_blocks=min(10, max(2, len(r) // 20))),
+            "sweep_runs": int(returns.shape[1]), "effective_trials": int(distinct.shape[1])}
