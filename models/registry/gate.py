@@ -227,7 +227,9 @@ def compare_with_champion(settings: Settings, candidate_version: str, oos: pd.Da
                   + (f"; also passing: {', '.join(others)}" if others else ""))
     else:
         reason = f"no family beats every opponent on {where}; closest: {shown.family}: {_describe(shown)}"
-    return Decision(chosen is not None, reason, basis, metric, shown.version, shown.score,
+    # a rejection is recorded on the @challenger the run proposed (its tests name the closest family)
+    return Decision(chosen is not None, reason, basis, metric, chosen.version if chosen else candidate_version,
+                    shown.score,
                     champion.version if champion else None, champ_test.opponent_score if champ_test else None,
                     len(wide), shown.worst.p_value if shown.worst else None, level,
                     tuple({"family": shown.family, **t.as_dict()} for t in shown.tests))
