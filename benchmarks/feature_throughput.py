@@ -64,7 +64,7 @@ def _kernel_figures(series: list[np.ndarray], windows: list[int]) -> dict:
     rows = sum(len(s) for s in series)
     with Timer() as one:
         for s in series:
-            kernel.compute(s, windows, column_major=True)
+            kernel.compute(s, windows)
     panel = np.vstack(series)
     bounds = np.concatenate([[0], np.cumsum([len(s) for s in series])])
     kernel.compute_panel(panel[:bounds[1]], bounds[:2], windows)

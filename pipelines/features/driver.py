@@ -42,7 +42,7 @@ def kernel_features(table: pa.Table, windows: list[int], names: list[str], passt
     matrix = np.empty((table.num_rows, len(kernel.INPUTS)))
     for j, name in enumerate(kernel.INPUTS):
         matrix[:, j] = table.column(name).to_numpy()   # nulls arrive as NaN
-    feats = kernel.compute(matrix, windows, column_major=True)
+    feats = kernel.compute(matrix, windows)
     index = {n: j for j, n in enumerate(feature_names(windows))}
     columns = [table.column("symbol"), table.column("ts")]
     columns += [pa.array(feats[:, index[n]], from_pandas=True) for n in names]

@@ -153,7 +153,7 @@ class FeatureState:
             raise ValueError(f"bars must be ({len(rows)}, {len(INPUTS)}), got {bars.shape}")
         if len(np.unique(rows)) != len(rows):
             raise ValueError("a symbol can take one bar per update")
-        out = np.empty((len(rows), self.spec.n_features))
+        out = _output(len(rows), self.spec.n_features)
         _update(rows, bars, *self.arrays, *self._layout(), out)
         return out
 
@@ -161,7 +161,7 @@ class FeatureState:
         """Symbol ``i`` takes ``bars`` (``(n, 6)``, in time order) one after the other; returns
         their ``n`` feature rows."""
         bars = as_matrix(bars)
-        out = np.empty((len(bars), self.spec.n_features))
+        out = _output(len(bars), self.spec.n_features)
         _update(np.full(len(bars), i, np.int64), bars, *self.arrays, *self._layout(), out)
         return out
 
@@ -188,8 +188,7 @@ class FeatureState:
         return state
 
 
-def compute(bars: dict[str, np.ndarray] | np.ndarray, windows: Sequence[int] = (5, 10, 20, 30, 60),
-            column_major: bool = False) -> np.ndarray:
+def compute(bars: dict[str, np.ndarray] | np.ndarray, windows: Sequence[int] = (5, 10, 20, 30, 60)) -> np.ndarray:
     """Every time-series feature of one symbol's bars (sorted by time), one row per bar.
 
     Args:
@@ -197,8 +196,6 @@ def compute(bars: dict[str, np.ndarray] | np.ndarray, windows: Sequence[int] = (
             float64 ``(n, 6)`` array in that order.
         windows: rolling window lengths in bars.
 
-        column_major: lay the result out by column (each feature contiguous, e.g. to hand to
-            Arrow without a copy).
 
     Returns:
         float64 ``(n, n_features)`` in :func:`feature_names` ``(windows)`` order, equal to
@@ -206,8 +203,8 @@ def compute(bars: dict[str, np.ndarray] | np.ndarray, windows: Sequence[int] = (
     """
     matrix = as_matrix(bars)
     state = FeatureState(windows, 1)
-    out = np.empty((len(matrix), state.spec.n_features), order="F" if column_major else "C")
-    _run(matrix, *state.arrays, *state._layout(), out)
+    out = _output(len(matrix), state.spec.n_features)
+    _update(np.zeros(len(matrix), np.int64), matrix, *state.arrays, *state._layout(), out)
     return out
 
 
@@ -228,7 +225,7 @@ def compute_panel(bars: np.ndarray, bounds: np.ndarray, windows: Sequence[int] =
         raise ValueError("bounds must rise from 0 to the number of rows")
     state = FeatureState(windows, len(bounds) - 1)
     if out is None:
-        out = np.empty((len(matrix), state.spec.n_features))
+        out = _output(len(matrix), state.spec.n_features)
     _run_panel(matrix, bounds, *state.arrays, *state._layout(), out)
     return out
 
@@ -237,8 +234,15 @@ def warm_state(bars: np.ndarray, windows: Sequence[int]) -> FeatureState:
     """The state of one symbol after its ``bars`` (``(n, 6)``), for :meth:`FeatureState.update`."""
     state = FeatureState(windows, 1)
     matrix = as_matrix(bars)
-    _run(matrix, *state.arrays, *state._layout(), np.empty((len(matrix), state.spec.n_features)))
+    _update(np.zeros(len(matrix), np.int64), matrix, *state.arrays, *state._layout(),
+            _output(len(matrix), state.spec.n_features))
     return state
+
+
+def _output(n: int, n_features: int) -> np.ndarray:
+    """Feature rows laid out by column (each feature contiguous: Arrow takes a column without a
+    copy). Every entry point uses this one layout, so the per-bar code compiles once."""
+    return np.empty((n, n_features), order="F")
 
 
 def as_matrix(bars: dict[str, np.ndarray] | np.ndarray) -> np.ndarray:
@@ -634,19 +638,12 @@ def _step(bars, b, r, meta, sc, ring, sums, comp, srt, dq, dq_ends, rolling, slo
     meta[r, T] = t + 1
 
 
-@nb.njit(**_JIT)
-def _run(bars, meta, sc, ring, sums, comp, srt, dq, dq_ends, rolling, slot, offsets, out):
-    """Batch: one symbol (state row 0) through all of ``bars``."""
-    for b in range(bars.shape[0]):
-        _step(bars, b, 0, meta, sc, ring, sums, comp, srt, dq, dq_ends, rolling, slot, offsets, out)
-
-
 @nb.njit(parallel=True, **_JIT)
 def _run_panel(bars, bounds, meta, sc, ring, sums, comp, srt, dq, dq_ends, rolling, slot, offsets, out):
     """Batch of many symbols: symbol ``i`` (state row ``i``) through ``bars[bounds[i]:bounds[i + 1]]``."""
     for i in nb.prange(len(bounds) - 1):
         for b in range(bounds[i], bounds[i + 1]):
-            _step(bars, b, i, meta, sc, ring, sums, comp, srt, dq, dq_ends, rolling, slot, offsets, out)
+            _step(bars, b, np.int64(i), meta, sc, ring, sums, comp, srt, dq, dq_ends, rolling, slot, offsets, out)
 
 
 @nb.njit(**_JIT)
