@@ -217,10 +217,18 @@ def _sustained(spark, settings, topic: str, plan, listener: _Rows, seconds: floa
         checkpoint = tempfile.mkdtemp(prefix="bench-ck-")
         query = (plan(raw).writeStream.foreachBatch(lambda df, _: df.write.format("noop").mode("overwrite").save())
                  .option("checkpointLocation", checkpoint).trigger(availableNow=True).start())
-        while query.isActive and time.monotonic() - started < seconds:
+        key = str(query.id)
+        # the window lasts `seconds`, and on a loaded machine until the first micro-batch has
+        # reported (at most 4x as long): a stage is never measured from its start-up alone
+        while query.isActive and (time.monotonic() - started < seconds
+                                  or (key not in listener.rows and time.monotonic() - started < 4 * seconds)):
             time.sleep(0.2)
         job.stop_between_batches(query)
-        rows += listener.rows.get(str(query.id), 0)
+        for _ in range(20):   # progress events reach the listener asynchronously
+            if key in listener.rows:
+                break
+            time.sleep(0.1)
+        rows += listener.rows.get(key, 0)
         runs += 1
         shutil.rmtree(checkpoint, ignore_errors=True)
         if query.exception() is not None:
