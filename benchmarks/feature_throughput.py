@@ -133,10 +133,10 @@ def _batch(spark, pdf: pd.DataFrame, sdf, windows, ranks, label: str, oracle_sym
     return figures
 
 
-def _stream(windows: list[int], sizes: list[int], bars: int, oracle_bars: int) -> dict:
+def _stream(settings, windows: list[int], sizes: list[int], bars: int, oracle_bars: int) -> dict:
     """ms to produce one bar's feature rows for ``n`` symbols, from warmed states."""
     keep = max_lookback(windows)
-    cfg = load_settings().data.synthetic.model_copy(update={"n_symbols": 50, "n_days": 3 * (keep + bars) // 78 + 1})
+    cfg = settings.data.synthetic.model_copy(update={"n_symbols": 50, "n_days": 3 * (keep + bars) // 78 + 1})
     market = generate_market(cfg).bars
     base = np.stack([g.sort_values("ts")[["open", "high", "low", "close", "volume", "close"]].to_numpy(float)
                      for _, g in market.groupby("symbol")])   # (50, T, 6)
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     sdf.unpersist()
 
     sizes, bars, oracle_bars = ([50, 500], 50, 2) if args.short else ([50, 500, 5000], 500, 5)
-    figures["stream"] = _stream(windows, sizes, bars, oracle_bars)
+    figures["stream"] = _stream(settings, windows, sizes, bars, oracle_bars)
     name = "feature_throughput_short" if args.short else "feature_throughput"
     write_result(name, figures, args.out)
     return 0

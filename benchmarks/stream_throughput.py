@@ -257,7 +257,7 @@ def stages(spark, settings, topic: str, listener: _Rows, seconds: float) -> dict
     spark.conf.set("spark.sql.streaming.stateStore.providerClass",
                    "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
     out = {}
-    # the feature stage computes ~0.02 s of pandas per symbol and bar: smaller batches, so some finish
+    # the feature stage pays Spark's per-symbol Python call on every bar: smaller batches, so some finish
     for name, plan, batch in [("validate", validate, 500_000), ("bars", bars, 500_000), ("features", features, 20_000)]:
         print(f"stage {name}: {seconds:.0f} s ...", flush=True)
         out[name] = _sustained(spark, settings, topic, plan, listener, seconds, max_offsets=batch)

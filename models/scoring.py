@@ -53,12 +53,17 @@ def _corr(a: pd.Series, b: pd.Series, method: str) -> float:
     return a.corr(b, method=method) if a.nunique() > 1 and b.nunique() > 1 else np.nan
 
 
+def _per_ts_ic(frame: pd.DataFrame, method: str) -> pd.Series:
+    """The cross-sectional correlation of score and forward return at each timestamp (NaN with
+    fewer than three rows)."""
+    return frame.groupby("ts").apply(lambda g: _corr(g["score"], g["fwd_return"], method) if len(g) > 2 else np.nan,
+                                     include_groups=False)
+
+
 def _ic_series(frame: pd.DataFrame, method: str) -> pd.Series:
-    per_ts = frame.groupby("ts")
-    if per_ts.ngroups == len(frame):  # one row per timestamp: correlate over time
+    if frame["ts"].nunique() == len(frame):  # one row per timestamp: correlate over time
         return pd.Series([_corr(frame["score"], frame["fwd_return"], method)]).dropna()
-    return per_ts.apply(lambda g: _corr(g["score"], g["fwd_return"], method) if len(g) > 2 else np.nan,
-                        include_groups=False).dropna()
+    return _per_ts_ic(frame, method).dropna()
 
 
 def _clustered_se(sums: np.ndarray, counts: np.ndarray, mean: float, floor: float) -> float:
@@ -172,10 +177,8 @@ def paired_test(ts: pd.Series, direction: np.ndarray, fwd_return: np.ndarray, ch
     method = "pearson" if metric == "ic" else "spearman"
 
     def per_ts(score: tuple[np.ndarray, np.ndarray]) -> pd.Series:
-        frame = pd.DataFrame({"ts": ts, "score": np.asarray(score[1], dtype=float),
-                              "fwd_return": np.asarray(fwd_return, dtype=float)})
-        return frame.groupby("ts").apply(lambda g: _corr(g["score"], g["fwd_return"], method) if len(g) > 2 else np.nan,
-                                         include_groups=False)
+        return _per_ts_ic(pd.DataFrame({"ts": ts, "score": np.asarray(score[1], dtype=float),
+                                        "fwd_return": np.asarray(fwd_return, dtype=float)}), method)
 
     a, b = per_ts(challenger).fillna(0.0), per_ts(opponent).fillna(0.0)
     mean, se, p, g = one_sided_clustered((a - b).to_numpy(), a.index.to_numpy())

@@ -65,8 +65,9 @@ def test_an_equally_skilled_challenger_is_rejected() -> None:
 
 
 def test_the_best_of_six_equally_skilled_families_is_rejected() -> None:
-    """Choosing the best of six on the rows that judge them: without the correction this
-    promoted 84% of the time (the review's simulation); with it, at most the level."""
+    """Choosing the best of six on the rows that judge them: in this simulation the previous
+    rule (beat the champion's accuracy by 0.002) promoted 85% and the paired test without the
+    division by six 9%; with it, at most the level."""
     equals = {f"family_{i}": 1.5 for i in range(6)}
     assert _promoted_share(equals, champion=1.5) <= 0.05
 

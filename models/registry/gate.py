@@ -5,8 +5,9 @@ Every family of the challenger's training run is judged on the same rows against
 opponent: the current ``@champion`` (its own predictions, from features built with its own
 recipe) and the baselines of ``promotion.baselines`` (always-up and momentum-sign). A
 momentum-sign candidate is judged against the others; always-up, which predicts one direction
-and ranks nothing, is the no-skill reference and can never pass (it cannot beat itself). Each comparison is a one-sided paired test
-(:func:`models.scoring.paired_test`, errors clustered by timestamp). A family passes when every
+and ranks nothing, is the no-skill reference and can never pass (it cannot beat itself). Each
+comparison is a one-sided paired test (:func:`models.scoring.paired_test`, errors clustered by
+timestamp). A family passes when every
 p-value is below ``promotion.level / k``, ``k`` the number of families in the run: picking the
 best of ``k`` on the rows that then judge it would otherwise promote noise, and with this
 (Bonferroni) correction the chance that any of ``k`` equally good families passes stays below
@@ -112,18 +113,20 @@ def judge(rows: pd.DataFrame, families: dict[str, str], opponents: dict[str, pd.
         rows: symbol, ts, direction, fwd_return, and ``p_up_<family>`` / ``er_<family>`` per family.
         families: family -> registered version.
         opponents: name -> frame with symbol, ts, p_up, expected_return on the same keys.
-        baselines: opponent names that are families too (not tested against themselves).
+        baselines: opponent names that are families too: not judged against themselves, except
+            :data:`NO_SKILL`, which thereby never passes.
     """
     per_test = level / max(1, len(families))
+    aligned = {name: rows[KEY].merge(other, on=KEY, how="left") for name, other in opponents.items()}
+    direction, fwd_return = rows["direction"].to_numpy(), rows["fwd_return"].to_numpy()
     verdicts = []
     for family, version in families.items():
         mine = (rows[f"p_up_{family}"].to_numpy(), rows[f"er_{family}"].to_numpy())
         tests = []
-        for name, other in opponents.items():
+        for name, theirs in aligned.items():
             if name == family and name in baselines and name != NO_SKILL:
                 continue   # momentum_sign is judged against the others; always-up can never beat itself
-            theirs = rows[KEY].merge(other, on=KEY, how="left")
-            tests.append(paired_test(rows["ts"], rows["direction"].to_numpy(), rows["fwd_return"].to_numpy(), mine,
+            tests.append(paired_test(rows["ts"], direction, fwd_return, mine,
                                      (theirs["p_up"].to_numpy(), theirs["expected_return"].to_numpy()), metric, name))
         own = tests[0].challenger_score if tests else float("nan")   # the same rows for every family
         verdicts.append(Verdict(family, version, own, tuple(tests), per_test))
@@ -229,10 +232,16 @@ def compare_with_champion(settings: Settings, candidate_version: str, oos: pd.Da
         reason = f"no family beats every opponent on {where}; closest: {shown.family}: {_describe(shown)}"
     # a rejection is recorded on the @challenger the run proposed (its tests name the closest family)
     return Decision(chosen is not None, reason, basis, metric, chosen.version if chosen else candidate_version,
-                    shown.score,
-                    champion.version if champion else None, champ_test.opponent_score if champ_test else None,
-                    len(wide), shown.worst.p_value if shown.worst else None, level,
+                    shown.score, champion.version if champion else None,
+                    champ_test.opponent_score if champ_test else None, len(wide),
+                    shown.worst.p_value if shown.worst else None, level,
                     tuple({"family": shown.family, **t.as_dict()} for t in shown.tests))
+
+
+def _timestamp(stamp: pd.Timestamp):
+    """A Spark timestamp literal for ``stamp`` (the session runs in UTC)."""
+    naive = stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo else stamp
+    return F.lit(naive.to_pydatetime()).cast("timestamp")
 
 
 def feature_history(spark: SparkSession, settings: Settings) -> Callable[[FeatureSpec, pd.Timestamp], pd.DataFrame]:
@@ -242,8 +251,7 @@ def feature_history(spark: SparkSession, settings: Settings) -> Callable[[Featur
     def read(spec: FeatureSpec, data_end: pd.Timestamp) -> pd.DataFrame:
         table = lake.read(spark, FEATURES.path(settings))
         columns = [c for c in ["symbol", "ts", *spec.names] if c in table.columns]
-        naive = data_end.tz_convert("UTC").tz_localize(None) if data_end.tzinfo else data_end  # the session is UTC
-        end = F.lit(naive.to_pydatetime()).cast("timestamp")
+        end = _timestamp(data_end)
         after = table.where(F.col("ts") > end).select(*columns)
         before = lake.newest_per_symbol(table.where(F.col("ts") <= end), spec.sequence_length - 1).select(*columns)
         return after.unionByName(before).toPandas()
@@ -264,9 +272,7 @@ def evaluate_challenger(spark: SparkSession, settings: Settings) -> Decision:
         table = table.where(F.col("run_id") == challenger.tags["parent_run_id"])
     champion = version_by_alias(client, name, CHAMPION)
     if champion is not None and "data_end" in champion.tags:   # only rows the champion never saw are judged
-        end = pd.Timestamp(champion.tags["data_end"])
-        naive = end.tz_convert("UTC").tz_localize(None) if end.tzinfo else end  # the session is UTC
-        table = table.where(F.col("ts") > F.lit(naive.to_pydatetime()).cast("timestamp"))
+        table = table.where(F.col("ts") > _timestamp(pd.Timestamp(champion.tags["data_end"])))
     oos = table.select(*KEY, "model", "p_up", "expected_return", "direction", "fwd_return").toPandas()
     decision = compare_with_champion(settings, challenger.version, oos, feature_history(spark, settings))
     if decision.promote and decision.candidate_version != challenger.version:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from pipelines.features.library import EPS, feature_names, max_lookback
+from pipelines.features.library import EPS
 
 # inputs, in this order, as float64 arrays
 INPUTS = ("open", "high", "low", "close", "volume", "vwap")
@@ -144,7 +144,7 @@ class FeatureState:
             bars: float64 ``(len(rows), 6)`` in :data:`INPUTS` order.
 
         Returns:
-            float64 ``(len(rows), n_features)`` in :func:`feature_names` order; identical to
+            float64 ``(len(rows), n_features)`` in :func:`~pipelines.features.library.feature_names` order; identical to
             the rows :func:`compute` gives for the same bars.
         """
         rows = np.ascontiguousarray(rows, dtype=np.int64)
@@ -198,7 +198,7 @@ def compute(bars: dict[str, np.ndarray] | np.ndarray, windows: Sequence[int] = (
 
 
     Returns:
-        float64 ``(n, n_features)`` in :func:`feature_names` ``(windows)`` order, equal to
+        float64 ``(n, n_features)`` in :func:`~pipelines.features.library.feature_names` ``(windows)`` order, equal to
         :func:`~pipelines.features.library.compute_features` within 1e-9.
     """
     matrix = as_matrix(bars)
@@ -257,7 +257,7 @@ def as_matrix(bars: dict[str, np.ndarray] | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.column_stack(cols)) if len(cols[0]) else np.empty((0, 6))
 
 
-__all__ = ["INPUTS", "FeatureState", "as_matrix", "compute", "compute_panel", "feature_names", "max_lookback", "warm_state"]
+__all__ = ["INPUTS", "FeatureState", "as_matrix", "compute", "compute_panel", "warm_state"]
 
 
 # --------------------------------------------------------------------------- compiled part
@@ -357,7 +357,7 @@ def _recompute_sums(ring, sums, comp, sc, r, k, t, w, size):
         comp[r, k, j] = 0.0
     n = min(t + 1, w)
     for i in range(n):
-        _add_bar(ring, sums, comp, sc, r, k, (t - n + 1 + i) & mask, 1.0, float(i) * 1.0)
+        _add_bar(ring, sums, comp, sc, r, k, (t - n + 1 + i) & mask, 1.0, float(i))
 
 
 @nb.njit(**_JIT)
