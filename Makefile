@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs are `make demo` and `make test`.
 PY := .venv/bin/python
 
-.PHONY: setup up status down demo demo-sp500 live bench bench-features bench-stream test clean
+.PHONY: setup up status down demo demo-sp500 live bench bench-features bench-ingest bench-stream test clean
 
 setup:            ## install system packages, the virtualenv and the JVM jars (idempotent)
 	bash infra/setup.sh
@@ -40,6 +40,9 @@ live: up          ## the live market-data path for $(MINUTES) minutes (after `ma
 
 bench-features: up  ## the feature benchmark alone (kernel, pandas oracle, Spark asset vs Delta write-only, stream per bar)
 	$(PY) -m benchmarks.feature_throughput
+
+bench-ingest: up    ## bronze ingestion rows/s: a vendor folder of one CSV per symbol vs one Parquet panel
+	$(PY) -m benchmarks.ingest_throughput
 
 bench-stream: up  ## the stream benchmark alone (Kafka/Spark limits, stage throughput, latency, memory)
 	$(PY) -m benchmarks.stream_throughput

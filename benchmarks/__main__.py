@@ -1,9 +1,11 @@
 """Run every benchmark: ``python -m benchmarks``."""
 
-from benchmarks import backtest_speed, feature_throughput, model_quality, model_speed, stream_throughput
+from benchmarks import (backtest_speed, feature_throughput, ingest_throughput, model_quality, model_speed,
+                        stream_throughput)
 
 if __name__ == "__main__":
-    status = feature_throughput.main([])
+    status = ingest_throughput.main([])
+    status |= feature_throughput.main([])
     status |= model_speed.main([])
     status |= model_speed.main(["--profile", "demo"])
     status |= model_quality.main([])

@@ -49,12 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--symbols", type=int, default=None, help="default: data_config.yaml synthetic.n_symbols")
     parser.add_argument("--days", type=int, default=None, help="default: data_config.yaml synthetic.n_days")
     parser.add_argument("--seeds", default="42", help="comma-separated")
+    parser.add_argument("--modes", default="planted,interaction,random_walk",
+                        help="comma-separated synthetic modes (planted: momentum_sign is the Bayes rule; "
+                             "interaction: no baseline owns it; random_walk: the leakage canary)")
     args = parser.parse_args(argv)
     settings = load_settings(env={**os.environ, "QL_PROFILE": args.profile})
     syn = settings.data.synthetic
     symbols, days = args.symbols or syn.n_symbols, args.days or syn.n_days
     runs = [run(mode, int(seed), symbols, days, settings)
-            for seed in args.seeds.split(",") for mode in ("planted", "random_walk")]
+            for seed in args.seeds.split(",") for mode in args.modes.split(",")]
     write_result("model_quality", {"profile": args.profile, "families": settings.model.families,
                                    "n_folds": settings.model.walk_forward.n_folds, "runs": runs})
     return 0

@@ -169,4 +169,7 @@ def load_settings(
         except ValidationError as exc:
             shown = Path(f"{path} + {profile_path}") if section in profile else path
             raise ConfigError(_format_error(shown, exc, overrides)) from None
+    model, data = sections["model"], sections["data"]
+    if model.label_price == "auto":  # the tradable label for daily bars, where the overnight gap is large
+        sections["model"] = model.model_copy(update={"label_price": "open" if data.daily else "close"})
     return Settings(**sections)

@@ -16,6 +16,7 @@ command -v redis-server >/dev/null || need_apt+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
+ldconfig -p 2>/dev/null | grep -q libgomp.so.1 || need_apt+=(libgomp1)  # LightGBM's OpenMP runtime
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing system packages: ${need_apt[*]}; run as root or install them with apt-get"; exit 1

@@ -18,6 +18,8 @@ from pipelines.features.labels import compute_labels
 from pipelines.features.recipe import FeatureSpec
 from pipelines.progress import progress_bar
 
+RULE_BASELINES = ("always_up", "momentum_sign")  # the one-line rules a model must beat
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -31,28 +33,33 @@ class Evaluation:
 
 def fit_models(panel: Panel, train: np.ndarray, cfg: ModelSettings, progress: bool = False,
                predict_rows: np.ndarray | None = None) -> tuple[dict[str, object], dict[str, tuple], dict[str, float]]:
-    """Fit every configured family on ``train``: members on its earlier part, the ensemble's
-    weights on the later ``validation_fraction`` (which also stops the networks early).
+    """Fit every configured family on ``train``: members on its earlier part; the later
+    ``validation_fraction`` stops the networks early and, when the ensemble is configured, is cut
+    in two purged blocks by time: the first stops the networks, the second (which no member saw
+    while fitting or stopping) learns the ensemble's weights.
 
     Returns the fitted models by name, their predictions for ``predict_rows`` (if given) and
     the seconds each took to fit.
     """
-    fit, valid = time_split(panel, train, cfg.training.validation_fraction, cfg.label_horizon,
-                            panel.label_end(cfg.label_horizon))
+    label_end = panel.label_end(cfg.label_span)
+    fit, valid = time_split(panel, train, cfg.training.validation_fraction, cfg.label_span, label_end)
+    stop, weigh = valid, valid
+    if ENSEMBLE in cfg.families:
+        stop, weigh = time_split(panel, valid, 0.5, cfg.label_span, label_end)
     members = make_members(cfg, progress)
     fitted, preds, seconds, valid_preds = {}, {}, {}, {}
     for model in members:
         started = time.perf_counter()
-        model.fit(panel, fit, valid)
+        model.fit(panel, fit, stop)
         seconds[model.name] = time.perf_counter() - started
         fitted[model.name] = model
         if ENSEMBLE in cfg.families:
-            valid_preds[model.name] = model.predict(panel, valid)
+            valid_preds[model.name] = model.predict(panel, weigh)
         if predict_rows is not None:
             preds[model.name] = model.predict(panel, predict_rows)
     if ENSEMBLE in cfg.families:
         started = time.perf_counter()
-        ensemble = Ensemble(members).fit(panel, None, valid, valid_preds)
+        ensemble = Ensemble(members).fit(panel, None, weigh, valid_preds)
         seconds[ENSEMBLE] = time.perf_counter() - started
         fitted[ENSEMBLE] = ensemble
         if predict_rows is not None:
@@ -68,8 +75,8 @@ def walk_forward_models(panel: Panel, cfg: ModelSettings, progress: bool = False
     """
     labelled = panel.labelled()
     wf = cfg.walk_forward
-    label_end = panel.label_end(cfg.label_horizon)[labelled]
-    splits = list(walk_forward(panel.ts.iloc[labelled].reset_index(drop=True), wf.n_folds, cfg.label_horizon,
+    label_end = panel.label_end(cfg.label_span)[labelled]
+    splits = list(walk_forward(panel.ts.iloc[labelled].reset_index(drop=True), wf.n_folds, cfg.label_span,
                                wf.purge_bars, wf.embargo_bars, label_end=label_end))
     folds: dict[str, list[Scores]] = {}
     parts: dict[str, list[pd.DataFrame]] = {}
@@ -97,8 +104,10 @@ def walk_forward_models(panel: Panel, cfg: ModelSettings, progress: bool = False
 
 
 def comparison_table(evaluations: dict[str, Evaluation], bayes: float | None = None) -> pd.DataFrame:
-    """One row per model: pooled out-of-sample metrics with the accuracy's 95% interval."""
+    """One row per model: pooled out-of-sample metrics with the accuracy's 95% interval, and with
+    ``bayes`` the share of the gap from the best baseline's accuracy to the bound each closes."""
     rows = []
+    floor = best_baseline_accuracy(evaluations)
     for name, ev in evaluations.items():
         s = ev.pooled
         low, high = s.accuracy_ci
@@ -108,22 +117,29 @@ def comparison_table(evaluations: dict[str, Evaluation], bayes: float | None = N
                "ic_ci95": f"[{ic_low:.4f}, {ic_high:.4f}]", "ic_ir": round(s.ic_ir, 3),
                "rank_ic": round(s.rank_ic, 4), "rank_ic_ir": round(s.rank_ic_ir, 3), "fit_s": ev.fit_seconds}
         if bayes is not None:
-            row["gap_closed"] = round(gap_closed(s.accuracy, bayes), 3)
+            row["gap_closed"] = round(gap_closed(s.accuracy, bayes, floor), 3)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def feature_frame(bars: pd.DataFrame, windows: list[int], rank_features: list[str], horizon: int) -> pd.DataFrame:
+def feature_frame(bars: pd.DataFrame, windows: list[int], rank_features: list[str], horizon: int,
+                  price: str = "close") -> pd.DataFrame:
     """Features and labels from bars with the shared library, in pandas (small data, tests, notebooks)."""
     features = FeatureSpec(tuple(windows), tuple(rank_features)).compute(bars)
-    labels = [pd.concat([g[["symbol", "ts"]], compute_labels(g["close"], horizon)], axis=1)
+    labels = [pd.concat([g[["symbol", "ts"]], compute_labels(g, horizon, price)], axis=1)
               for _, g in bars.sort_values("ts", kind="stable").groupby("symbol", sort=True)]
     return features.merge(pd.concat(labels, ignore_index=True), on=["symbol", "ts"], how="left")
 
 
-def gap_closed(accuracy: float, bayes: float) -> float:
-    """Share of the distance from 50% to the Bayes bound that ``accuracy`` covers."""
-    return float((accuracy - 0.5) / (bayes - 0.5)) if bayes > 0.5 else float("nan")
+def best_baseline_accuracy(evaluations: dict[str, Evaluation]) -> float:
+    """The best pooled accuracy of the baselines evaluated (always_up, momentum_sign), at least 0.5."""
+    return max([0.5] + [evaluations[b].pooled.accuracy for b in RULE_BASELINES if b in evaluations])
+
+
+def gap_closed(accuracy: float, bayes: float, floor: float = 0.5) -> float:
+    """Share of the distance from ``floor`` (a coin flip, or the best baseline's accuracy) to the
+    Bayes bound that ``accuracy`` covers; NaN when the bound is not above the floor."""
+    return float((accuracy - floor) / (bayes - floor)) if bayes > floor else float("nan")
 
 
 

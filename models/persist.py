@@ -22,6 +22,7 @@ from models.baselines import AlwaysUp, LinearModel, MomentumSign, Tabular
 from models.ensemble import Ensemble
 from models.nets import build_net
 from models.sequence import Scaler, SequenceModel
+from models.trees import GradientBoosting
 
 META, ARRAYS = "state.json", "arrays.npz"
 
@@ -84,6 +85,25 @@ def _sequence_from(meta: dict, a: dict[str, np.ndarray]) -> SequenceModel:
     return model
 
 
+def _trees_state(model: GradientBoosting) -> tuple[dict, dict[str, np.ndarray]]:
+    """LightGBM's own text format for both boosters (no pickle)."""
+    return {"kind": "lightgbm", "cfg": model.cfg.model_dump(mode="json"), "seed": model.seed,
+            "features": model.features, "return_scale": model.return_scale,
+            "classifier": model.classifier.model_to_string(), "regressor": model.regressor.model_to_string()}, {}
+
+
+def _trees_from(meta: dict) -> GradientBoosting:
+    import lightgbm as lgb
+
+    from config.schemas.model import LightGbmSettings
+
+    model = GradientBoosting(LightGbmSettings.model_validate(meta["cfg"]), meta["seed"])
+    model.features, model.return_scale = list(meta["features"]), float(meta["return_scale"])
+    model.classifier = lgb.Booster(model_str=meta["classifier"])
+    model.regressor = lgb.Booster(model_str=meta["regressor"])
+    return model
+
+
 def state_of(model: Any) -> tuple[dict, dict[str, np.ndarray]]:
     """``(meta, arrays)`` describing a fitted model of the zoo or an ensemble of them."""
     if isinstance(model, Ensemble):
@@ -98,6 +118,8 @@ def state_of(model: Any) -> tuple[dict, dict[str, np.ndarray]]:
         return _sequence_state(model)
     if isinstance(model, Tabular):
         return _tabular_state(model)
+    if isinstance(model, GradientBoosting):
+        return _trees_state(model)
     raise TypeError(f"no saved form for {type(model).__name__}")
 
 
@@ -113,6 +135,8 @@ def model_from(meta: dict, arrays: dict[str, np.ndarray]) -> Any:
         return ensemble
     if meta["kind"] == "sequence":
         return _sequence_from(meta, arrays)
+    if meta["kind"] == "lightgbm":
+        return _trees_from(meta)
     return _tabular_from(meta, arrays)
 
 

@@ -18,6 +18,7 @@ from config.schemas.model import ModelSettings
 from models.baselines import AlwaysUp, LinearModel, MomentumSign, Tabular
 from models.panel import Panel
 from models.sequence import SequenceModel
+from models.trees import GradientBoosting
 
 ENSEMBLE = "ensemble"
 
@@ -47,6 +48,7 @@ ZOO: dict[str, Family] = {
     "always_up": Family(lambda cfg, progress: Tabular(AlwaysUp())),
     "momentum_sign": Family(lambda cfg, progress: Tabular(MomentumSign())),
     "linear": Family(lambda cfg, progress: Tabular(LinearModel())),
+    "lightgbm": Family(lambda cfg, progress: GradientBoosting(cfg.lightgbm, cfg.training.seed)),
     "lstm": Family(lambda cfg, progress: SequenceModel("lstm", cfg, progress), sequence=True),
     "transformer": Family(lambda cfg, progress: SequenceModel("transformer", cfg, progress), sequence=True),
 }

@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from config import Settings
 from models.tracking import configure_mlflow
 from pipelines import lake
+from pipelines.features.labels import compute_labels
 from pipelines.lake.tables import LIVE_BARS, LIVE_PREDICTIONS
 from streaming.status import live_dir
 
@@ -62,11 +63,13 @@ class LiveReport:
         return "\n".join(parts)
 
 
-def judged_predictions(predictions: pd.DataFrame, bars: pd.DataFrame, horizon: int) -> pd.DataFrame:
-    """Predictions with the realized ``direction`` of their next ``horizon`` live bars."""
-    bars = bars.sort_values(["symbol", "ts"])
-    fwd = bars.groupby("symbol")["close"].shift(-horizon) / bars["close"]
-    labels = bars[["symbol", "ts"]].assign(direction=(fwd > 1.0).astype(float).where(fwd.notna()))
+def judged_predictions(predictions: pd.DataFrame, bars: pd.DataFrame, horizon: int,
+                       price: str = "close") -> pd.DataFrame:
+    """Predictions with the realized ``direction`` of their next ``horizon`` live bars (the label
+    the model was trained on: ``price`` as in :func:`~pipelines.features.labels.compute_labels`)."""
+    bars = bars.sort_values(["symbol", "ts"], kind="stable").reset_index(drop=True)
+    parts = [compute_labels(g, horizon, price) for _, g in bars.groupby("symbol", sort=False)]
+    labels = bars[["symbol", "ts"]].join(pd.concat(parts)[["direction"]])
     return predictions.merge(labels, on=["symbol", "ts"], how="inner").dropna(subset=["direction"])
 
 
@@ -81,8 +84,8 @@ def live_report(settings: Settings, spark=None) -> LiveReport:
     if not all(lake.exists(spark, p) for p in paths):
         return LiveReport(0, 0, float("nan"), float("nan"), float("nan"), "none", None, None, horizon)
     predictions = lake.read(spark, paths[0]).select("symbol", "ts", "model", "model_version", "p_up").toPandas()
-    bars = lake.read(spark, paths[1]).select("symbol", "ts", "close").toPandas()
-    judged = judged_predictions(predictions, bars, horizon)
+    bars = lake.read(spark, paths[1]).select("symbol", "ts", "open", "close").toPandas()
+    judged = judged_predictions(predictions, bars, horizon, settings.model.label_price)
     hits = ((judged["p_up"] > 0.5).astype(float) == judged["direction"]).to_numpy(dtype=float)
     accuracy, low, high = clustered_accuracy(hits, judged["ts"].to_numpy())
     model, walk_forward = "none", None

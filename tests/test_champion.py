@@ -64,7 +64,7 @@ def test_the_champion_builds_features_from_its_own_recipe_not_the_config(local_r
     assert trained != configured and set(trained.names) - set(configured.names)
 
     features = trained.compute(bars)
-    labels = pd.concat([pd.concat([g[["symbol", "ts"]], compute_labels(g["close"], 1)], axis=1)
+    labels = pd.concat([pd.concat([g[["symbol", "ts"]], compute_labels(g, 1)], axis=1)
                         for _, g in bars.sort_values("ts").groupby("symbol")])
     panel = Panel(features.merge(labels, on=["symbol", "ts"]), trained.names)
     model = Tabular(LinearModel()).fit(panel, panel.labelled(), None)

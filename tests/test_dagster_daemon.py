@@ -50,14 +50,49 @@ def _launch_and_wait(url: str, job: str, overrides: dict, deadline_s: float = 48
     return {s["stepKey"]: s["status"] for s in run["stepStats"]}
 
 
-def test_daemon_runs_the_research_then_the_training_job(services, tmp_path: Path) -> None:
-    """What a user does in the UI: materialize the research group, then the models group."""
+def test_after_a_killed_main_job_the_daemon_runs_the_research_then_the_training_job(services, tmp_path: Path) -> None:
+    """What a user does in the UI (materialize the research group, then the models group), right
+    after ``kill -9`` of ``python -m orchestration.main`` mid-run: the killed run is failed by the
+    daemon's dead_runs_sensor, so the UI's run gets the queue's slot and completes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    from config.settings import PROJECT_ROOT
+    from infra.services.dagster import PID_TAG, dagster_home
+
     for svc in all_services(services, ["dagster-webserver", "dagster-daemon"]):
         svc.up()
     url = services.platform.dagster.url
     overrides = {"QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"), "QL_DATA__SYNTHETIC__N_SYMBOLS": "2",
                  "QL_DATA__SYNTHETIC__N_DAYS": "3", "QL_DATA__SYNTHETIC__START_DATE": "2024-05-06"}
-    steps = _launch_and_wait(url, "research_job", overrides)
+    main = subprocess.Popen([sys.executable, "-m", "orchestration.main", "--stages", "research"],
+                            env={**os.environ, **overrides}, cwd=PROJECT_ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    instance = DagsterInstance.from_config(str(dagster_home(services)))
+    try:
+        killed = None
+        deadline = time.monotonic() + 180
+        while killed is None and time.monotonic() < deadline and main.poll() is None:
+            runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED], tags={PID_TAG: str(main.pid)}))
+            killed = runs[0].run_id if runs else None
+            time.sleep(0.2)
+        assert killed, "the main job's research run never started"
+        os.killpg(main.pid, signal.SIGKILL)  # the main job and its Spark JVM, mid-run
+        main.wait(30)
+        assert instance.get_run_by_id(killed).status == DagsterRunStatus.STARTED  # what used to block the queue
+
+        started = time.monotonic()
+        steps = _launch_and_wait(url, "research_job", overrides, deadline_s=300)
+        print(f"UI-style run completed {time.monotonic() - started:.0f}s after the kill")
+        assert instance.get_run_by_id(killed).status == DagsterRunStatus.FAILURE
+    finally:
+        if main.poll() is None:
+            os.killpg(main.pid, signal.SIGKILL)
+        instance.dispose()
     assert steps["silver_bars_silver_bars_expectations"] == "SUCCESS"
     assert (tmp_path / "lake" / "gold" / "synthetic" / "features" / "_delta_log").is_dir()
 
@@ -68,7 +103,7 @@ def test_daemon_runs_the_research_then_the_training_job(services, tmp_path: Path
             "QL_MODEL__TRANSFORMER__N_LAYERS": "1", "QL_MODEL__TRANSFORMER__DIM_FEEDFORWARD": "8",
             "QL_MODEL__TRAINING__MAX_EPOCHS": "2", "QL_MODEL__WALK_FORWARD__N_FOLDS": "2",
             "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": model,
-            # ~300 out-of-sample rows of 2 symbols cannot show significance at 0.025 / 6: this test
+            # ~300 out-of-sample rows of 2 symbols cannot show significance at 0.025 / 7: this test
             # is about the daemon running the gate and the promotion, so the gate's level is loose
             "QL_MODEL__PROMOTION__LEVEL": "0.45", "QL_MODEL__PROMOTION__MIN_ROWS": "50"}
     steps = _launch_and_wait(url, "training_job", {**overrides, **tiny})
@@ -103,47 +138,4 @@ def test_daemon_start_fails_runs_its_predecessor_left_behind(services) -> None:
     finally:
         for run in (launched, in_process):
             instance.delete_run(run.run_id)
-        instance.dispose()
-
-
-def test_a_killed_main_job_does_not_block_runs_from_the_ui(services, tmp_path: Path) -> None:
-    """kill -9 of `python -m orchestration.main` mid-run: its run is failed by the daemon's
-    dead_runs_sensor, and a run launched from the UI afterwards gets the queue's slot and completes."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
-
-    from config.settings import PROJECT_ROOT
-    from infra.services.dagster import PID_TAG, dagster_home
-
-    for svc in all_services(services, ["dagster-webserver", "dagster-daemon"]):
-        svc.up()
-    overrides = {"QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"), "QL_DATA__SYNTHETIC__N_SYMBOLS": "2",
-                 "QL_DATA__SYNTHETIC__N_DAYS": "3", "QL_DATA__SYNTHETIC__START_DATE": "2024-05-06"}
-    main = subprocess.Popen([sys.executable, "-m", "orchestration.main", "--stages", "research"],
-                            env={**os.environ, **overrides}, cwd=PROJECT_ROOT, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    instance = DagsterInstance.from_config(str(dagster_home(services)))
-    try:
-        killed = None
-        deadline = time.monotonic() + 180
-        while killed is None and time.monotonic() < deadline and main.poll() is None:
-            runs = instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED], tags={PID_TAG: str(main.pid)}))
-            killed = runs[0].run_id if runs else None
-            time.sleep(0.2)
-        assert killed, "the main job's research run never started"
-        os.killpg(main.pid, signal.SIGKILL)  # the main job and its Spark JVM, mid-run
-        main.wait(30)
-        assert instance.get_run_by_id(killed).status == DagsterRunStatus.STARTED  # what used to block the queue
-
-        started = time.monotonic()
-        _launch_and_wait(services.platform.dagster.url, "research_job", overrides, deadline_s=300)
-        print(f"UI-style run completed {time.monotonic() - started:.0f}s after the kill")
-        assert instance.get_run_by_id(killed).status == DagsterRunStatus.FAILURE
-    finally:
-        if main.poll() is None:
-            os.killpg(main.pid, signal.SIGKILL)
         instance.dispose()

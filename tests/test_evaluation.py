@@ -8,7 +8,7 @@ import pytest
 
 from config.schemas.data import SyntheticSettings
 from config.schemas.model import ModelSettings
-from models.evaluation import comparison_table, feature_frame, gap_closed, walk_forward_models
+from models.evaluation import comparison_table, feature_frame, walk_forward_models
 from models.panel import Panel
 from pipelines.features.library import feature_names
 from models.scoring import score
@@ -75,7 +75,8 @@ def test_leakage_canary_random_walk_gives_coin_flips() -> None:
     included, lands within three standard errors of 50% out-of-sample."""
     _, panel = _panel("random_walk")
     evaluations = walk_forward_models(panel, small_models())
-    assert set(evaluations) == {"always_up", "momentum_sign", "linear", "lstm", "transformer", "ensemble"}
+    assert set(evaluations) == {"always_up", "momentum_sign", "linear", "lightgbm", "lstm", "transformer",
+                                "ensemble"}
     for name, ev in evaluations.items():
         pooled = ev.pooled
         assert abs(pooled.accuracy - 0.5) < 3 * pooled.accuracy_se, (name, pooled)
@@ -86,21 +87,32 @@ def test_leakage_canary_random_walk_gives_coin_flips() -> None:
             assert abs(pooled.ic) < 0.05, (name, pooled)
 
 
-def test_planted_signal_ensemble_closes_the_gap_to_the_bayes_bound() -> None:
-    """On the planted market the ensemble closes at least 90% of the gap between 50% and the
-    generator's Bayes bound out-of-sample, and nothing beats the bound by more than noise."""
-    market, panel = _panel("planted")
-    evaluations = walk_forward_models(panel, small_models())
+def test_a_signal_no_baseline_owns_is_learned_by_the_sequence_model_and_the_ensemble() -> None:
+    """The interaction market: the next move's sign is the XOR of the last two return signs, so
+    the trend's sign (momentum_sign) and a linear model over the features fall well short while
+    a sequence model over the last bars can learn it. The LSTM, the Transformer and the ensemble
+    close at least 80% of the gap from the best baseline to the generator's Bayes bound
+    out-of-sample; linear and momentum stay well short, nothing beats the bound, and the
+    ensemble's weight sits on the learned models, not on a one-line rule. (A recipe of the 5- and 10-bar features keeps it to a minute;
+    ``benchmarks/model_quality.py`` runs every family on the full recipe.)"""
+    windows = [5, 10]
+    market = generate_market(SyntheticSettings(n_symbols=10, n_days=30, mode="interaction", seed=5))
+    panel = Panel(feature_frame(market.bars, windows, [], horizon=1), feature_names(windows, []))
+    cfg = ModelSettings(sequence_length=5, lstm={"hidden_size": 16, "num_layers": 1},
+                        transformer={"d_model": 32, "n_heads": 2, "n_layers": 2, "dim_feedforward": 64},
+                        training={"max_epochs": 12, "early_stopping_patience": 3, "batch_size": 256},
+                        walk_forward={"n_folds": 3})
+    evaluations = walk_forward_models(panel, cfg)
     table = comparison_table(evaluations, market.bayes_accuracy)
-    ensemble, always = evaluations["ensemble"].pooled, evaluations["always_up"].pooled
-    assert gap_closed(ensemble.accuracy, market.bayes_accuracy) >= 0.9, table.to_string()
-    assert ensemble.accuracy > always.accuracy + 5 * ensemble.accuracy_se
+    closed = dict(zip(table["model"], table["gap_closed"]))
+    floor = max(evaluations[b].pooled.accuracy for b in ("always_up", "momentum_sign"))
+    assert market.bayes_accuracy - floor > 0.07, table.to_string()  # a real gap: no baseline owns the signal
+    assert min(closed["lstm"], closed["transformer"], closed["ensemble"]) >= 0.8, table.to_string()
+    assert closed["linear"] < 0.5 and closed["momentum_sign"] <= 0.0, table.to_string()
     for name, ev in evaluations.items():
         assert ev.pooled.accuracy < market.bayes_accuracy + 3 * ev.pooled.accuracy_se, (name, table.to_string())
-    assert evaluations["linear"].pooled.rank_ic > 0.1
-    assert evaluations["lstm"].pooled.accuracy > always.accuracy + 3 * always.accuracy_se
     weights = evaluations["ensemble"].details["weights_per_fold"]
-    assert len(weights) == 3 and all(abs(sum(w.values()) - 1) < 1e-3 for w in weights)  # rounded to 4 places
+    assert len(weights) == 3 and all(w["always_up"] + w["momentum_sign"] < 0.2 for w in weights), weights
 
 
 def test_purge_follows_each_symbol_s_label_end_across_missing_bars() -> None:

@@ -72,14 +72,39 @@ def test_point_in_time_no_feature_sees_the_future(bars: pd.DataFrame) -> None:
 
 
 def test_labels_look_forward_only() -> None:
-    close = pd.Series([100.0, 101.0, 99.0, 102.0, 103.0])
-    lab = compute_labels(close, 2)
+    bars = pd.DataFrame({"open": [99.0, 100.5, 101.5, 98.0, 102.5], "close": [100.0, 101.0, 99.0, 102.0, 103.0]})
+    lab = compute_labels(bars, 2)
     assert lab["fwd_return"].iloc[0] == pytest.approx(np.log(99.0 / 100.0))
     assert lab["direction"].tolist()[:3] == [0.0, 1.0, 1.0]
     assert lab.iloc[3:].isna().all().all()
-    changed = close.copy()
-    changed.iloc[:2] = [1.0, 2.0]  # the past of t=2 does not move its label
+    changed = bars.copy()
+    changed.loc[:1, "close"] = [1.0, 2.0]  # the past of t=2 does not move its label
     assert compute_labels(changed, 2)["fwd_return"].iloc[2] == lab["fwd_return"].iloc[2]
+
+
+def test_the_tradable_label_runs_from_the_next_open_as_the_backtest_trades() -> None:
+    """open(t+1) -> open(t+1+h): a gap between t's close and the next open earns nothing, since an
+    order decided at t's close fills at that open."""
+    bars = pd.DataFrame({"open": [99.0, 110.0, 108.0, 111.0, 120.0], "close": [100.0, 109.0, 109.5, 112.0, 121.0]})
+    close = compute_labels(bars, 1, "close")
+    tradable = compute_labels(bars, 1, "open")
+    assert close["direction"].iloc[0] == 1.0  # the overnight jump 100 -> 110 credited to t=0 ...
+    assert tradable["fwd_return"].iloc[0] == pytest.approx(np.log(108.0 / 110.0))  # ... but not tradable
+    assert tradable["direction"].tolist()[:3] == [0.0, 1.0, 1.0]
+    assert tradable["fwd_return"].iloc[3:].isna().all()  # needs the open two bars ahead
+    with pytest.raises(ValueError, match="label price 'mid'"):
+        compute_labels(bars, 1, "mid")
+
+
+def test_daily_data_gets_the_tradable_label_and_intraday_keeps_close_to_close() -> None:
+    from config import load_settings
+
+    assert load_settings(env={}).model.label_price == "close"  # the synthetic 5-minute market
+    daily = load_settings(env={"QL_DATA__SOURCE": "arch"}).model
+    assert daily.label_price == "open" and daily.label_span == 2
+    files = {"QL_DATA__SOURCE": "files", "QL_DATA__FILES__PATH": "x.csv", "QL_DATA__FILES__INTERVAL": "1d"}
+    assert load_settings(env=files).model.label_price == "open"
+    assert load_settings(env={**files, "QL_MODEL__LABEL_PRICE": "close"}).model.label_span == 1
 
 
 def test_a_bar_without_volume_gives_missing_volume_features_not_huge_ones() -> None:

@@ -20,7 +20,11 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
     env = {**os.environ, "QL_PROFILE": "demo", "QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"),
            "QL_PLATFORM__REPORTS_DIR": str(tmp_path / "reports"),
            "QL_DATA__SYNTHETIC__N_SYMBOLS": "4", "QL_DATA__SYNTHETIC__N_DAYS": "5",
-           "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": model}
+           "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": model,
+           # the networks at a size that trains in seconds: this test is about the job's flow
+           "QL_MODEL__SEQUENCE_LENGTH": "5", "QL_MODEL__LSTM__HIDDEN_SIZE": "8", "QL_MODEL__TRANSFORMER__D_MODEL": "8",
+           "QL_MODEL__TRANSFORMER__N_HEADS": "2", "QL_MODEL__TRANSFORMER__N_LAYERS": "1",
+           "QL_MODEL__TRANSFORMER__DIM_FEEDFORWARD": "16", "QL_MODEL__TRAINING__MAX_EPOCHS": "2"}
     proc = subprocess.run([sys.executable, "-m", "orchestration.main"], capture_output=True, text=True,
                           cwd=PROJECT_ROOT, env=env, timeout=600)
     out = proc.stdout
@@ -32,11 +36,11 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
     assert "bayes_accuracy=0.5" in out or "bayes_accuracy=0.6" in out
     assert f"rows={4 * 5 * 78}, delta_version=0" in out  # silver bars, features and labels of 4 symbols x 5 days
     # every model out-of-sample in one table, the first challenger promoted (no champion before)
-    for family in ("always_up", "momentum_sign", "linear", "lstm", "transformer", "ensemble"):
+    for family in ("always_up", "momentum_sign", "linear", "lightgbm", "lstm", "transformer", "ensemble"):
         assert f"| {family}" in out
     # the gate: a family beat both baselines on the walk-forward rows (the planted signal makes
-    # momentum_sign the Bayes rule, which beats always-up by far) at level 0.025 / 6
-    assert "basis=no champion" in out and "promote=True" in out and "level=0.004166" in out
+    # momentum_sign the Bayes rule, which beats always-up by far) at level 0.025 / 7 families
+    assert "basis=no champion" in out and "promote=True" in out and "level=0.003571" in out
     assert "champion_model           champion_version=" in out
     for check in ("smoke_prices_complete", "silver_bars_expectations", "features_complete", "beats_champion"):
         assert f"check {check:<30} passed" in out
@@ -53,7 +57,7 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
     # every strategy backtested with its figures, Monte Carlo per strategy, a tear sheet each
     assert "| strategy" in out and "deflated_sharpe" in out and "risk_of_ruin" in out
     reports = tmp_path / "reports" / "synthetic"
-    assert {p.stem for p in reports.glob("*.html")} == {"always_up", "momentum_sign", "linear", "lstm", "transformer",
+    assert {p.stem for p in reports.glob("*.html")} == {"always_up", "momentum_sign", "linear", "lightgbm", "lstm", "transformer",
                                                         "ensemble"}
     for table in ("bronze/smoke_prices", "silver/synthetic/bars", "gold/synthetic/features", "gold/synthetic/labels",
                   "gold/synthetic/predictions", "gold/synthetic/backtest_trades", "gold/synthetic/backtest_equity",

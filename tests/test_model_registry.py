@@ -75,7 +75,8 @@ def test_training_logs_registers_and_gates_on_unseen_rows(spark, built: Settings
     first = training.train_and_register(spark, settings, date(2024, 3, 8), progress=False)  # 5 of the 8 days
 
     # every family registered, with its run's parameters, per-fold metrics, features and table versions
-    assert set(first.versions) == {"always_up", "momentum_sign", "linear", "lstm", "transformer", "ensemble"}
+    assert set(first.versions) == {"always_up", "momentum_sign", "linear", "lightgbm", "lstm", "transformer",
+                                   "ensemble"}
     client = MlflowClient()
     parent = client.get_run(first.run_id)
     assert parent.data.params["features_table_version"] == str(first.data.table_versions["features"])
@@ -100,7 +101,7 @@ def test_training_logs_registers_and_gates_on_unseen_rows(spark, built: Settings
 
     # no champion yet: every family of the run against the baselines on its walk-forward rows
     decision = registry.compare_with_champion(settings, first.candidate_version, _all_oos(first))
-    assert decision.basis == "no champion" and decision.level == pytest.approx(0.025 / 6)
+    assert decision.basis == "no champion" and decision.level == pytest.approx(0.025 / 7)
     family = next(f for f, v in first.versions.items() if v == decision.candidate_version)
     assert {t["opponent"] for t in decision.tests} == {"always_up", "momentum_sign"} - {family}
     assert decision.promote == all(t["p_value"] < decision.level for t in decision.tests)

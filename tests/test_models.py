@@ -151,7 +151,7 @@ def test_saved_state_reloads_every_family_to_identical_predictions(planted: Pane
     cfg = small_models(max_epochs=2)
     fit, valid, test = _split(planted)
     fitted, _, _ = fit_models(planted, np.concatenate([fit, valid]), cfg)
-    assert set(fitted) == {"always_up", "momentum_sign", "linear", "lstm", "transformer", "ensemble"}
+    assert set(fitted) == {"always_up", "momentum_sign", "linear", "lightgbm", "lstm", "transformer", "ensemble"}
     for name, model in fitted.items():
         folder = persist.save(model, tmp_path / name, {"family": name})
         assert sorted(p.name for p in folder.iterdir()) == ["arrays.npz", "state.json"]
@@ -161,3 +161,39 @@ def test_saved_state_reloads_every_family_to_identical_predictions(planted: Pane
         p1, r1 = again.predict(planted, test)
         np.testing.assert_array_equal(p0, p1)
         np.testing.assert_array_equal(r0, r1)
+
+
+def test_networks_stop_early_on_one_block_and_the_ensemble_weighs_on_the_next(planted: Panel, monkeypatch) -> None:
+    """Early stopping picks the epoch that scores best on its block, so that block flatters the
+    members; the ensemble's weights come from the later, purged block no member has seen."""
+    import models.evaluation as evaluation
+
+    seen: dict[str, list[np.ndarray]] = {}
+
+    class Recording:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def fit(self, panel, fit, valid):
+            seen[self.name] = [np.asarray(fit), np.asarray(valid)]
+            return self
+
+        def predict(self, panel, rows):
+            seen[self.name].append(np.asarray(rows))
+            return np.full(len(rows), 0.5), np.zeros(len(rows))
+
+    monkeypatch.setattr(evaluation, "make_members", lambda cfg, progress: [Recording("lstm"), Recording("linear")])
+    cfg = ModelSettings(families=["linear", "lstm", "ensemble"])
+    rows = planted.labelled()
+    fitted, _, _ = fit_models(planted, rows, cfg)
+    (fit, stop, weigh), times, label_end = seen["lstm"], planted.times, planted.label_end(cfg.label_span)
+    assert len(fit) and len(stop) > 100 and len(weigh) > 100
+    assert label_end[fit].max() < times[stop].min()  # fit rows' labels end before the stopping block
+    assert label_end[stop].max() < times[weigh].min()  # and stopping rows' before the weighing block
+    assert seen["linear"][1].tolist() == stop.tolist() and seen["linear"][2].tolist() == weigh.tolist()
+    assert set(fitted) == {"lstm", "linear", "ensemble"}
+    # without an ensemble the whole validation block stops the networks
+    seen.clear()
+    fit_models(planted, rows, ModelSettings(families=["linear", "lstm"]))
+    whole = seen["lstm"][1]
+    assert len(seen["lstm"]) == 2 and times[whole].min() == times[stop].min() and times[whole].max() == times[weigh].max()

@@ -51,6 +51,41 @@ def test_price_spike_is_quarantined_but_a_lasting_move_is_kept(spark) -> None:
     assert result.valid.count() == len(closes) - 1
 
 
+def test_a_spike_is_judged_the_same_whichever_range_holds_it(spark, tmp_path) -> None:
+    """The spike rule needs the next bar: silver for a range ending on the spike (or starting on
+    the bar after it) reads bronze's neighbouring days, so the spike is quarantined there exactly
+    as in a build of the whole month."""
+    from config import load_settings
+    from pipelines import lake
+    from pipelines.ingest.layers import write_bronze, write_silver
+    from pipelines.lake.tables import QUARANTINE, SILVER_BARS
+
+    closes = {d: 10.0 + d / 100 for d in range(2, 31)}
+    closes[15] = 40.0  # a one-bar spike on the 15th; a lasting crash from the 22nd
+    closes.update({d: 3.0 for d in range(22, 31)})
+    path = tmp_path / "A.csv"
+    path.write_text("symbol,ts,open,high,low,close,volume\n" + "".join(
+        f"A,2024-01-{d:02d},{c},{c * 1.01},{c * 0.99},{c},100\n" for d, c in closes.items()))
+    settings = load_settings(env={"QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"), "QL_DATA__SOURCE": "files",
+                                  "QL_DATA__FILES__PATH": str(path), "QL_DATA__FILES__NAME": "spiky"})
+    write_bronze(spark, settings, dt.date(2024, 1, 1), dt.date(2024, 1, 31))
+
+    def quarantined(*ranges) -> list[tuple[str, str]]:
+        for start, end in ranges:
+            write_silver(spark, settings, start, end)
+        rows = lake.read(spark, QUARANTINE.path(settings)).collect()
+        return sorted((r["ts"].date().isoformat(), r["reason"]) for r in rows)
+
+    spike = [("2024-01-15", "price spike beyond |log return| 1.0")]
+    assert quarantined((dt.date(2024, 1, 1), dt.date(2024, 1, 31))) == spike
+    # the spike's range ends on it; the crash's range starts on the crash (its first return is large)
+    split = [(dt.date(2024, 1, 1), dt.date(2024, 1, 15)), (dt.date(2024, 1, 16), dt.date(2024, 1, 21)),
+             (dt.date(2024, 1, 22), dt.date(2024, 1, 31))]
+    assert quarantined(*split) == spike
+    silver = lake.read(spark, SILVER_BARS.path(settings)).where("ts >= '2024-01-14' AND ts <= '2024-01-23'")
+    assert sorted(r["ts"].day for r in silver.collect()) == [14, 16, 17, 18, 19, 20, 21, 22, 23]
+
+
 def test_tick_rules(spark) -> None:
     schema = "symbol string, ts timestamp, seq long, price double, size double, bid double, ask double, side string"
     t = D(2024, 1, 2, 15, 0)

@@ -152,3 +152,64 @@ def test_a_failed_first_write_leaves_no_table_folder(spark, tmp_path: Path) -> N
     with pytest.raises(CapturedException):
         lake.replace_range(broken, target, "date", "0", "9")
     assert not target.exists()
+
+
+def test_a_folder_of_one_csv_per_symbol_is_read_by_a_few_spark_jobs_not_a_few_per_file(spark, tmp_path: Path) -> None:
+    """A vendor folder (AlphaVantage's columns, 'null' cells) is read by one Spark read with the
+    symbol from each file's name: a fixed number of Spark jobs whatever the number of files."""
+    folder = tmp_path / "daily"
+    folder.mkdir()
+    header = "timestamp,open,high,low,close,adjusted_close,volume,dividend_amount,split_coefficient\n"
+    for i in range(24):
+        lines = [f"2024-01-{d:02d},10,11,9,{'null' if (i, d) == (3, 5) else 10 + d / 10},10.0,{100 + i},0.0,1.0\n"
+                 for d in range(2, 22)]
+        (folder / f"S{i:02d}.csv").write_text(header + "".join(reversed(lines)))
+    (folder / "ODD.csv").write_text("timestamp,open,high,low,close,volume\n2024-01-02,5,5,5,5,1\n")  # another layout
+    cfg = FileSourceSettings(path=str(folder), symbol_from_filename=True,
+                             columns={"ts": "timestamp", "adj_close": "adjusted_close"})
+    with pytest.raises(SourceError, match=r"ODD\.csv: data_config\.yaml files\.columns\.adj_close = 'adjusted_close' "
+                                          r"names no column of the file \(it has timestamp, open, high, low, close, vol"):
+        read_files(spark, cfg)
+    (folder / "ODD.csv").unlink()
+    sc = spark.sparkContext
+    sc.setJobGroup("folder-read", "read_files on a folder")
+    try:
+        df = read_files(spark, cfg)
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+    jobs = len(sc.statusTracker().getJobIdsForGroup("folder-read"))
+    assert jobs <= 5, f"{jobs} Spark jobs to read 24 files"  # header, schema inference, the per-file checks
+    rows = df.groupBy("symbol").agg(F.count("*").alias("n"), F.max("volume").alias("v"),
+                                    F.count("malformed").alias("bad")).orderBy("symbol").collect()
+    assert [(r["symbol"], r["n"], r["v"]) for r in rows] == [(f"S{i:02d}", 20, 100.0 + i) for i in range(24)]
+    assert sum(r["bad"] for r in rows) == 0  # 'null' is a null token, not a malformed cell
+    assert df.where("close IS NULL").select("symbol", "source_file").collect() == [("S03", "S03.csv")]
+
+
+def test_volume_is_counted_in_today_s_shares_across_a_split_whatever_range_is_built(spark, tmp_path: Path) -> None:
+    """A 2-for-1 split on the 8th: prices come adjusted by the vendor's adjusted close, volume by
+    the splits after each bar (from the whole file, also for a range that ends before the split)."""
+    from datetime import date
+
+    from config import load_settings
+    from pipelines import lake
+    from pipelines.ingest.layers import write_bronze, write_silver
+    from pipelines.lake.tables import SILVER_BARS
+
+    lines = ["symbol,ts,open,high,low,close,adjusted_close,volume,split_coefficient\n"]
+    for d in range(2, 13):
+        before = d < 8
+        px, vol, split = (100.0, 1000, 1.0) if before else (50.0, 2000, 2.0 if d == 8 else 1.0)
+        lines.append(f"A,2024-01-{d:02d},{px},{px * 1.01},{px * 0.99},{px},50.0,{vol},{split}\n")
+    path = _csv(tmp_path / "split", "A.csv", "".join(lines))
+    settings = load_settings(env={"QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"), "QL_DATA__SOURCE": "files",
+                                  "QL_DATA__FILES__PATH": str(path), "QL_DATA__FILES__NAME": "split",
+                                  "QL_DATA__FILES__COLUMNS": '{"adj_close": "adjusted_close"}'})
+    write_bronze(spark, settings, date(2024, 1, 1), date(2024, 1, 5))  # ends before the split
+    write_silver(spark, settings, date(2024, 1, 1), date(2024, 1, 5))
+    early = lake.read(spark, SILVER_BARS.path(settings)).orderBy("ts").collect()
+    assert [(r["close"], r["volume"]) for r in early] == [(50.0, 2000.0)] * 4
+    write_bronze(spark, settings, date(2024, 1, 1), date(2024, 1, 31))
+    write_silver(spark, settings, date(2024, 1, 1), date(2024, 1, 31))
+    rows = lake.read(spark, SILVER_BARS.path(settings)).orderBy("ts").collect()
+    assert [(r["close"], r["volume"]) for r in rows] == [(50.0, 2000.0)] * 11

@@ -83,7 +83,7 @@ def test_stream_gives_the_batch_tables_bars_features_and_predictions(spark, serv
     gold = lake.read(spark, FEATURES.path(settings)).toPandas().sort_values(["symbol", "ts"])
     bars = generate_market(cfg).bars
     bars["ts"] = bars["ts"].dt.tz_localize(None)
-    labels = pd.concat([pd.concat([g[["symbol", "ts"]], compute_labels(g["close"], 1)], axis=1)
+    labels = pd.concat([pd.concat([g[["symbol", "ts"]], compute_labels(g, 1)], axis=1)
                         for _, g in bars.sort_values("ts").groupby("symbol")])
     panel = Panel(gold.merge(labels, on=["symbol", "ts"])[["symbol", "ts", *spec.names, "fwd_return", "direction"]],
                   spec.names)

@@ -19,9 +19,9 @@ class SyntheticSettings(Frozen):
     bars_per_day: int = Field(78, ge=1)
     ticks_per_bar: float = Field(8, gt=0)
     seed: int = 7
-    mode: Literal["planted", "random_walk"] = "planted"
+    mode: Literal["planted", "interaction", "random_walk"] = "planted"
     signal_strength: float = Field(0.25, ge=0)
-    signal_lookback: int = Field(5, ge=1)
+    signal_lookback: int = Field(5, ge=2)
     annual_vol: float = Field(0.25, gt=0)
     n_factors: int = Field(2, ge=0)
     df_tails: float = Field(5.0, gt=2)
@@ -65,6 +65,7 @@ class ArchSourceSettings(Frozen):
 class QualitySettings(Frozen):
     max_abs_log_return: float = Field(1.0, gt=0)
     max_future_minutes: float = Field(5, ge=0)
+    neighbour_days: int = Field(10, ge=1, le=366)
 
 
 class FeatureSettings(Frozen):
@@ -87,6 +88,16 @@ class DataSettings(Frozen):
     landing_dir: str = "landing"
     quality: QualitySettings = QualitySettings()
     features: FeatureSettings = FeatureSettings()
+
+    @property
+    def daily(self) -> bool:
+        """Whether the selected source has daily (or longer) bars."""
+        if self.source == "arch":
+            return True
+        if self.source == "synthetic":
+            return self.synthetic.bar_minutes >= 1440
+        interval = self.files.interval
+        return interval[-1:] == "d" or (interval[-1:] == "h" and int(interval[:-1] or 0) >= 24)
 
     @property
     def dataset(self) -> str:

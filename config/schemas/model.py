@@ -29,6 +29,20 @@ class TransformerSettings(Frozen):
         return self
 
 
+class LightGbmSettings(Frozen):
+    """The gradient-boosted trees family (``models/trees.py``)."""
+
+    n_estimators: int = Field(500, ge=1)       # boosting rounds at most (early stopping on the validation block)
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(31, ge=2)
+    min_child_samples: int = Field(100, ge=1)
+    feature_fraction: float = Field(0.8, gt=0, le=1)
+    bagging_fraction: float = Field(0.8, gt=0, le=1)
+    lambda_l2: float = Field(1.0, ge=0)
+    early_stopping_rounds: int = Field(50, ge=1)
+    num_threads: int = Field(0, ge=0)          # 0: LightGBM's default (all cores)
+
+
 class TrainingSettings(Frozen):
     batch_size: int = Field(256, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
@@ -44,7 +58,7 @@ class TrainingSettings(Frozen):
     num_processes: int = Field(2, ge=1)
 
 
-ModelFamily = Literal["always_up", "momentum_sign", "linear", "lstm", "transformer", "ensemble"]
+ModelFamily = Literal["always_up", "momentum_sign", "linear", "lightgbm", "lstm", "transformer", "ensemble"]
 
 
 class WalkForwardSettings(Frozen):
@@ -64,10 +78,19 @@ class PromotionSettings(Frozen):
 
 class ModelSettings(Frozen):
     label_horizon: int = Field(1, ge=1)
+    # close: close(t) -> close(t+h); open: open(t+1) -> open(t+1+h), what a trade decided at t's
+    # close and filled at the next open earns; auto: open for daily bars, close for intraday
+    label_price: Literal["auto", "close", "open"] = "auto"
     sequence_length: int = Field(60, ge=1)
-    families: list[ModelFamily] = ["always_up", "momentum_sign", "linear", "lstm", "transformer", "ensemble"]
+    families: list[ModelFamily] = ["always_up", "momentum_sign", "linear", "lightgbm", "lstm", "transformer", "ensemble"]
     lstm: LstmSettings = LstmSettings()
     transformer: TransformerSettings = TransformerSettings()
+    lightgbm: LightGbmSettings = LightGbmSettings()
     training: TrainingSettings = TrainingSettings()
     walk_forward: WalkForwardSettings = WalkForwardSettings()
     promotion: PromotionSettings = PromotionSettings()
+
+    @property
+    def label_span(self) -> int:
+        """Bars from a row to the bar its label ends on: the horizon, plus the fill bar for open labels."""
+        return self.label_horizon + (1 if self.label_price == "open" else 0)

@@ -77,7 +77,8 @@ class Decision:
 
 def _unseen(oos: pd.DataFrame, data_end: pd.Timestamp, horizon: int) -> pd.DataFrame:
     """Labelled rows the champion never learned from: after its ``data_end`` and after the next
-    ``horizon - 1`` timestamps too, whose labels overlap the returns its last labels covered."""
+    ``horizon - 1`` timestamps too (``horizon``: the label's span in bars), whose labels overlap
+    the returns its last labels covered."""
     ts = pd.to_datetime(oos["ts"])
     after = np.sort(ts[ts > data_end].unique())
     if len(after) < horizon:
@@ -189,7 +190,7 @@ def compare_with_champion(settings: Settings, candidate_version: str, oos: pd.Da
     if champion is not None:
         basis = "unseen rows"
         champ_end = pd.Timestamp(champion.tags.get("data_end", "1970-01-01"))
-        keys = _unseen(labelled, champ_end, settings.model.label_horizon)[KEY].drop_duplicates()
+        keys = _unseen(labelled, champ_end, settings.model.label_span)[KEY].drop_duplicates()
         if history is None:
             return decline("no feature history to score the champion on", basis)
         champ = load_champion(settings)

@@ -133,7 +133,7 @@ def labels_coverage(context: AssetCheckExecutionContext, spark: SparkResource,
     df = _table_for_run(context, spark, settings, LABELS)
     row = df.agg(F.count("*").alias("rows"), F.count("direction").alias("labelled"),
                  F.countDistinct("symbol").alias("symbols")).collect()[0]
-    horizon = settings.get().model.label_horizon
+    horizon = settings.get().model.label_span
     unlabelled = row["rows"] - row["labelled"]
     return AssetCheckResult(passed=unlabelled <= row["symbols"] * horizon,
                             severity=AssetCheckSeverity.WARN,

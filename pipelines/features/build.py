@@ -29,13 +29,16 @@ def write_features(spark: SparkSession, settings: Settings, start: date, end: da
 
 
 def write_labels(spark: SparkSession, settings: Settings, start: date, end: date) -> lake.LayerResult:
-    """Gold labels for the range: forward return over ``model.label_horizon`` bars and direction."""
-    horizon = settings.model.label_horizon
+    """Gold labels for the range: forward return over ``model.label_horizon`` bars and direction,
+    close-to-close or open-to-open from the fill bar (``model.label_price``)."""
+    m = settings.model
+    horizon = m.label_horizon
     silver = lake.read(spark, SILVER_BARS.path(settings))
-    table = label_table(with_future(silver, start, end, horizon), horizon).where(lake.date_between(start, end))
+    table = label_table(with_future(silver, start, end, m.label_span), horizon, m.label_price).where(
+        lake.date_between(start, end))
     target = LABELS.path(settings)
     version = lake.replace_range(LABELS.conform(table), target, "date", start.isoformat(), end.isoformat())
     written = lake.read(spark, target).where(lake.date_between(start, end))
     stats = written.agg(F.count("direction").alias("n"), F.avg("direction").alias("up")).collect()[0]
     return lake.LayerResult(target, written.count(), version, {
-        "horizon_bars": horizon, "labelled": int(stats["n"]), "share_up": float(stats["up"] or 0.0)})
+        "horizon_bars": horizon, "label_price": m.label_price, "labelled": int(stats["n"]), "share_up": float(stats["up"] or 0.0)})

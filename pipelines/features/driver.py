@@ -108,15 +108,16 @@ def feature_table(bars: DataFrame, windows: list[int], rank_features: list[str])
         "symbol", "ts", "date", *feature_names(windows, rank_features))
 
 
-def label_table(bars: DataFrame, horizon: int) -> DataFrame:
-    """symbol, ts, date, fwd_return and direction from the next ``horizon`` bars only."""
+def label_table(bars: DataFrame, horizon: int, price: str = "close") -> DataFrame:
+    """symbol, ts, date, fwd_return and direction from the next bars only (see
+    :func:`~pipelines.features.labels.compute_labels` for ``price``)."""
     schema = StructType(KEYS + [StructField("fwd_return", DoubleType()), StructField("direction", DoubleType())])
 
     def per_symbol(pdf: pd.DataFrame) -> pd.DataFrame:
         pdf = pdf.sort_values("ts", kind="stable").reset_index(drop=True)
-        return pd.concat([pdf[["symbol", "ts"]], compute_labels(pdf["close"], horizon)], axis=1)
+        return pd.concat([pdf[["symbol", "ts"]], compute_labels(pdf, horizon, price)], axis=1)
 
-    labels = bars.select("symbol", "ts", "close").groupBy("symbol").applyInPandas(per_symbol, schema)
+    labels = bars.select("symbol", "ts", "open", "close").groupBy("symbol").applyInPandas(per_symbol, schema)
     labels = _nan_to_null(labels, ["fwd_return", "direction"])
     return labels.withColumn("date", F.date_format("ts", "yyyy-MM-dd")).select(
         "symbol", "ts", "date", "fwd_return", "direction")

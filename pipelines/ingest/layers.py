@@ -6,7 +6,7 @@ replaces exactly that range of its Delta table, so re-running a range never appe
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -71,16 +71,14 @@ def write_silver(spark: SparkSession, settings: Settings, start: date, end: date
     """
     d = settings.data
     source = source_for(d)
-    received = lake.read(spark, bronze(source.kind).path(settings)).where(lake.date_between(start, end))
-    parsed = split_malformed(received.drop("date", "ingested_at"), source.kind)  # cells that did not parse
-    quarantined = [parsed.quarantine]
-    if source.kind == "ticks":
-        ticks = validate_ticks(parsed.valid, d.quality)
-        quarantined.append(ticks.quarantine)
-        bars = ticks_to_bars(ticks.valid, interval_minutes(source.interval))
-    else:
-        bars = with_bar_defaults(adjust_bars(parsed.valid), source.interval)
-    checked = validate_bars(bars, d.quality)
+    bronze_rows = lake.read(spark, bronze(source.kind).path(settings))
+    received = bronze_rows.where(lake.date_between(start, end))
+    bars, quarantined = _bars(received, source, d)
+    # the days around the range: the spike rule's neighbours of its first and last bar
+    pad = timedelta(days=d.quality.neighbour_days)
+    around = bronze_rows.where(lake.date_between(start - pad, start - timedelta(days=1))
+                               | lake.date_between(end + timedelta(days=1), end + pad))
+    checked = validate_bars(bars, d.quality, neighbours=_bars(around, source, d)[0])
     quarantined.append(checked.quarantine)
     silver = SILVER_BARS.conform(checked.valid.withColumn("date", F.date_format("ts", "yyyy-MM-dd")))
     target = SILVER_BARS.path(settings)
@@ -98,6 +96,18 @@ def write_silver(spark: SparkSession, settings: Settings, start: date, end: date
         "quarantined": q_rows.count(), "quarantine_reasons": reason_counts(q_rows), "quarantine_table": q_path,
         "source_rows": received.count(),
     })
+
+
+def _bars(received: DataFrame, source: Source, d) -> tuple[DataFrame, list[DataFrame]]:
+    """Bronze rows as bars ready for the bar rules (parsed, validated ticks aggregated, or source
+    bars adjusted), and the quarantine of those steps."""
+    parsed = split_malformed(received.drop("date", "ingested_at"), source.kind)  # cells that did not parse
+    quarantined = [parsed.quarantine]
+    if source.kind == "ticks":
+        ticks = validate_ticks(parsed.valid, d.quality)
+        quarantined.append(ticks.quarantine)
+        return ticks_to_bars(ticks.valid, interval_minutes(source.interval)), quarantined
+    return with_bar_defaults(adjust_bars(parsed.valid), source.interval), quarantined
 
 
 def source_date_range(spark: SparkSession, settings: Settings) -> tuple[date, date]:

@@ -51,9 +51,13 @@ def split_malformed(df: DataFrame, table: str) -> Validated:
 
 
 def adjust_bars(df: DataFrame) -> DataFrame:
-    """Scale open/high/low/close by ``adj_close / close`` where an adjusted close is given."""
+    """Scale open/high/low/close by ``adj_close / close`` where an adjusted close is given, and
+    volume by ``split_factor`` where the source gives one (shares in today's split terms, so a
+    split is not a volume jump)."""
     factor = F.when(F.col("adj_close").isNotNull() & (F.col("close") > 0), F.col("adj_close") / F.col("close")) \
         .otherwise(F.lit(1.0))
+    if "split_factor" in df.columns:
+        df = df.withColumn("volume", F.col("volume") * F.coalesce(F.col("split_factor"), F.lit(1.0)))
     return (df.withColumn("_f", factor)
             .withColumn("open", F.col("open") * F.col("_f"))
             .withColumn("high", F.col("high") * F.col("_f"))
@@ -62,16 +66,28 @@ def adjust_bars(df: DataFrame) -> DataFrame:
             .drop("_f"))
 
 
-def validate_bars(df: DataFrame, cfg: QualitySettings, now: datetime | None = None) -> Validated:
+def validate_bars(df: DataFrame, cfg: QualitySettings, now: datetime | None = None,
+                  neighbours: DataFrame | None = None) -> Validated:
     """Split bars into valid rows and quarantined rows with their reasons.
 
     Rules: the per-row bar rules (:func:`pipelines.ingest.row_rules.bar_rules`), one row per
     (symbol, ts), and no isolated price spike (a move beyond ``max_abs_log_return`` that
     reverses on the next bar).
+
+    Args:
+        neighbours: bars just outside ``df``'s range at the same stage (e.g. the days before and
+            after it). The spike rule sees them as the bars before and after ``df``'s first and
+            last bar, so a bar is judged the same whatever range it is built in; they are not
+            themselves returned.
     """
     rules = bar_rules(cfg, now)
+    if neighbours is not None:
+        df = df.withColumn("_outside", F.lit(False)).unionByName(
+            neighbours.select(*df.columns).withColumn("_outside", F.lit(True)))
     staged = with_spike_flag(flag_duplicates(df, rules, BAR_KEYS, [F.col("volume").desc_nulls_last()]),
                              cfg.max_abs_log_return)
+    if neighbours is not None:
+        staged = staged.where(~F.col("_outside"))
     reason = reasons(*rules, (F.col("_dup"), "duplicate (symbol, ts)"),
                      (F.col("_spike"), f"price spike beyond |log return| {cfg.max_abs_log_return}"))
     return _split(staged, reason, "bars")

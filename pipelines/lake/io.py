@@ -101,7 +101,9 @@ def replace_range(df: DataFrame, path: TablePath, column: str, start: str, end: 
         with _no_orphan(path):
             df.write.format("delta").partitionBy("month").save(str(path))
     else:
-        (df.write.format("delta").mode("overwrite")
+        # mergeSchema: an open-schema table (bronze) takes a column a source added later;
+        # closed schemas are enforced before writing (Table.conform)
+        (df.write.format("delta").mode("overwrite").option("mergeSchema", "true")
          .option("replaceWhere", f"{column} >= '{start}' AND {column} <= '{end}'")
          .save(str(path)))
     return table_version(spark, path)

@@ -12,8 +12,11 @@ need configuration, not code::
 from __future__ import annotations
 
 import glob
+import gzip
+import logging
 from datetime import date
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,10 +28,10 @@ from config.schemas.data import FileSourceSettings
 from pipelines.ingest.sources.base import in_range
 
 BAR_COLUMNS = {"symbol": "string", "ts": "timestamp", "open": "double", "high": "double", "low": "double",
-               "close": "double", "volume": "double", "adj_close": "double"}
+               "close": "double", "volume": "double", "adj_close": "double", "split_coefficient": "double"}
 TICK_COLUMNS = {"symbol": "string", "ts": "timestamp", "seq": "bigint", "price": "double", "size": "double",
                 "bid": "double", "ask": "double", "side": "string"}
-OPTIONAL = {"volume", "adj_close", "seq", "bid", "ask", "side", "size"}
+OPTIONAL = {"volume", "adj_close", "split_coefficient", "seq", "bid", "ask", "side", "size"}
 
 
 class SourceError(ValueError):
@@ -55,27 +58,57 @@ def _format(file: Path, configured: str) -> str:
     return "parquet" if file.suffix.lower() == ".parquet" else "csv"
 
 
-def _read_one(spark: SparkSession, file: Path, fmt: str) -> DataFrame:
+def _layout(file: Path, fmt: str) -> tuple:
+    """What a file's columns look like: its CSV header line or its Parquet schema. Files with the
+    same layout are read together by one Spark read."""
+    if fmt == "parquet":
+        return (fmt, tuple((f.name, str(f.type)) for f in pq.read_schema(file)))
+    opener = gzip.open if file.suffix.lower() == ".gz" else open
+    with opener(file, "rt", newline="") as handle:
+        return (fmt, handle.readline().strip())
+
+
+FILE_NAME, FILE_PATH = "__file_name", "__file_path"
+
+
+def _with_file(df: DataFrame) -> DataFrame:
+    """The rows with the name and path of the file each was read from."""
+    return df.select("*", F.col("_metadata.file_name").alias(FILE_NAME), F.col("_metadata.file_path").alias(FILE_PATH))
+
+
+def _read_group(spark: SparkSession, files: list[Path], fmt: str) -> DataFrame:
+    """Files of one layout in one read. CSV types are inferred once over all of them (a column
+    holding a 'null' or '1,234.5' anywhere stays a string and is parsed cell by cell later)."""
+    paths = [str(f) for f in files]
     if fmt != "parquet":
-        return spark.read.option("header", True).option("inferSchema", True).csv(str(file))
+        return _with_file(spark.read.option("header", True).option("inferSchema", True).csv(paths))
     # pandas writes nanosecond timestamps, which Spark cannot read as timestamps; the session
     # reads them as longs (spark.sql.legacy.parquet.nanosAsLong) and they are converted here
-    schema = pq.read_schema(file)
+    schema = pq.read_schema(files[0])
     nanos = [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
-    df = spark.read.parquet(str(file))
+    df = _with_file(spark.read.parquet(*paths))
     for name in nanos:
         df = df.withColumn(name, F.timestamp_micros(F.floor(F.col(name) / 1000).cast("long")))
     return df
 
 
+def _file_columns(raw: DataFrame) -> str:
+    return ", ".join(c for c in raw.columns if c not in (FILE_NAME, FILE_PATH))
+
+
 def _column(raw: DataFrame, file: Path, name: str, expr: str) -> Column:
     """The file column or Spark SQL expression mapped to platform column ``name``."""
     column = F.expr(expr)
+    quiet = logging.getLogger("SQLQueryContextLogger")  # PySpark logs every analysis error with its plan
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
     try:
         raw.select(column).schema  # resolve now: a wrong name is one line, not a query plan
     except AnalysisException:
         raise SourceError(f"{file}: data_config.yaml files.columns.{name} = {expr!r} names no column of the file "
-                          f"(it has {', '.join(raw.columns)})") from None
+                          f"(it has {_file_columns(raw)})") from None
+    finally:
+        quiet.setLevel(level)
     return column
 
 
@@ -95,18 +128,58 @@ def _parsed(raw: Column, name: str, dtype: str, cfg: FileSourceSettings) -> tupl
     return value, F.when(bad, F.concat(F.lit(f"malformed {name}: '"), F.substring(text, 1, 60), F.lit("'")))
 
 
-def _check_timestamps(frame: DataFrame, file: Path, cfg: FileSourceSettings) -> None:
-    """A file whose first timestamp does not parse has the wrong format: say so with the value."""
-    first = frame.where(F.col("ts").isNotNull() | F.col("malformed").isNotNull()).select("ts", "malformed").first()
-    if first is not None and first["ts"] is None and "malformed ts" in (first["malformed"] or ""):
-        example = first["malformed"].split(": ", 1)[1]
-        hint = (f"it does not match files.ts_format {cfg.ts_format!r}" if cfg.ts_format
-                else "set data_config.yaml files.ts_format, e.g. 'dd/MM/yyyy'")
-        raise SourceError(f"{file}: column ts: cannot read {example} as a timestamp; {hint}")
+def _check_files(frame: DataFrame, files: list[Path], cfg: FileSourceSettings) -> None:
+    """Every file has data rows, and timestamps in a format that parses (one Spark job for all
+    files: a count per file, and an example cell of a file where no timestamp parsed)."""
+    stats = {unquote(urlparse(r["path"]).path): r for r in frame.groupBy(F.col("_path").alias("path")).agg(
+        F.count("ts").alias("parsed"),
+        F.first(F.when(F.col("malformed").startswith("malformed ts: "), F.col("malformed")), ignorenulls=True)
+        .alias("bad_ts"),
+    ).collect()}
+    for file in files:
+        row = stats.get(str(file.absolute()))
+        if row is None:
+            raise SourceError(f"{file}: no data rows" + (f" matching files.where {cfg.where!r}" if cfg.where else ""))
+        if row["parsed"] == 0 and row["bad_ts"]:
+            example = row["bad_ts"].split(": ", 1)[1].split("; malformed ")[0]
+            hint = (f"it does not match files.ts_format {cfg.ts_format!r}" if cfg.ts_format
+                    else "set data_config.yaml files.ts_format, e.g. 'dd/MM/yyyy'")
+            raise SourceError(f"{file}: column ts: cannot read {example} as a timestamp; {hint}")
+
+
+def _contract_frame(raw: DataFrame, first: Path, cfg: FileSourceSettings) -> DataFrame:
+    """One read's rows as the contract's columns, plus ``malformed`` and the file each came from."""
+    contract = BAR_COLUMNS if cfg.kind == "bars" else TICK_COLUMNS
+    file_name = F.col(FILE_NAME)
+    present = set(raw.columns) - {FILE_NAME, FILE_PATH}
+    cols, problems = [], []
+    for name, dtype in contract.items():
+        expr = cfg.columns.get(name)
+        if name == "symbol" and cfg.symbol_from_filename:
+            column = F.substring_index(file_name, ".", 1)
+        elif expr:
+            column = _column(raw, first, name, expr)
+        elif name in present:
+            column = F.col(f"`{name}`")
+        elif name in OPTIONAL:
+            column = F.lit(None)
+        else:
+            raise SourceError(f"{first}: no column for '{name}' (the file has {_file_columns(raw)}; "
+                              "map one in data_config.yaml files.columns)")
+        value, malformed = _parsed(column, name, dtype, cfg)
+        cols.append(value.alias(name))
+        problems.append(malformed)
+    joined = F.concat_ws("; ", *problems)
+    return raw.select(*cols, F.when(joined != "", joined).alias("malformed"),
+                      file_name.alias("source_file"), F.col(FILE_PATH).alias("_path"))
 
 
 def read_files(spark: SparkSession, cfg: FileSourceSettings, files: list[Path] | None = None) -> DataFrame:
     """Read ``cfg.path`` (or ``files``) into the bar or tick contract, as received (no cleaning).
+
+    Files with the same layout (CSV header or Parquet schema) are read by one Spark read, so a
+    folder of one CSV per symbol costs a few Spark jobs, not a few per file; the symbol comes
+    from the file name (``symbol_from_filename``) and ``source_file`` names each row's file.
 
     Cells are read tolerantly: ``null_values`` are missing, and a cell that does not parse as
     its column's type leaves the value NULL and says why in ``malformed`` (silver quarantines
@@ -118,48 +191,47 @@ def read_files(spark: SparkSession, cfg: FileSourceSettings, files: list[Path] |
             The message names the file, the column and an example value.
     """
     files = files or resolve_files(cfg.path or "")
-    contract = BAR_COLUMNS if cfg.kind == "bars" else TICK_COLUMNS
-    frames = []
+    groups: dict[tuple, list[Path]] = {}
     for file in files:
         if file.stat().st_size == 0:
             raise SourceError(f"{file}: the file is empty")
-        raw = _read_one(spark, file, _format(file, cfg.format))
+        fmt = _format(file, cfg.format)
+        groups.setdefault(_layout(file, fmt), []).append(file)
+    frames = []
+    for (fmt, _), group in groups.items():
+        raw = _read_group(spark, group, fmt)
+        if raw.columns == [FILE_NAME, FILE_PATH]:
+            raise SourceError(f"{group[0]}: no columns (not a CSV file with a header row?)")
         if cfg.where:
             raw = raw.where(cfg.where)
-        if not raw.columns:
-            raise SourceError(f"{file}: no columns (not a CSV file with a header row?)")
-        present = set(raw.columns)
-        cols, problems = [], []
-        for name, dtype in contract.items():
-            expr = cfg.columns.get(name)
-            if name == "symbol" and cfg.symbol_from_filename:
-                column = F.lit(file.name.split(".")[0])
-            elif expr:
-                column = _column(raw, file, name, expr)
-            elif name in present:
-                column = F.col(f"`{name}`")
-            elif name in OPTIONAL:
-                column = F.lit(None)
-            else:
-                raise SourceError(f"{file}: no column for '{name}' (the file has {', '.join(raw.columns)}; "
-                                  "map one in data_config.yaml files.columns)")
-            value, malformed = _parsed(column, name, dtype, cfg)
-            cols.append(value.alias(name))
-            problems.append(malformed)
-        joined = F.concat_ws("; ", *problems)
-        frame = raw.select(*cols, F.when(joined != "", joined).alias("malformed"))
-        if frame.limit(1).count() == 0:
-            raise SourceError(f"{file}: no data rows" + (f" matching files.where {cfg.where!r}" if cfg.where else ""))
-        _check_timestamps(frame, file, cfg)
-        if cfg.kind == "ticks":  # the tick contract names where a tick came from
-            frame = frame.withColumn("source", F.lit(cfg.name))
-        frames.append(frame.withColumn("source_file", F.lit(file.name)))
+        frames.append(_contract_frame(raw, group[0], cfg))
     df = frames[0]
     for other in frames[1:]:
         df = df.unionByName(other)
+    _check_files(df, files, cfg)
+    names = [c for c in df.columns if c not in ("_path", "source_file")]
+    if cfg.kind == "ticks":  # the tick contract names where a tick came from
+        df = df.withColumn("source", F.lit(cfg.name))
+        names.append("source")
+    df = df.select(*names, "source_file")
     if cfg.symbols:
         df = df.where(F.col("symbol").isin(cfg.symbols))
     return df
+
+
+def with_split_factor(history: DataFrame, rows: DataFrame) -> DataFrame:
+    """``rows`` with ``split_factor``: the product of the symbol's split coefficients after each
+    row in ``history`` (2.0 before one 2-for-1 split), so a bar's volume in today's shares is
+    ``volume * split_factor``; 1.0 without splits. The splits are collected from the whole
+    history (a few rows), so a range's factor does not depend on where the range ends."""
+    splits = (history.where((F.col("split_coefficient") > 0) & (F.col("split_coefficient") != 1))
+              .groupBy("symbol").agg(F.collect_list(F.struct(F.col("ts").alias("at"),
+                                                              F.log("split_coefficient").alias("log"))).alias("_splits")))
+    later = F.filter("_splits", lambda s: s["at"] > F.col("ts"))
+    factor = F.exp(F.aggregate(later, F.lit(0.0), lambda total, s: total + s["log"]))
+    return (rows.join(F.broadcast(splits), "symbol", "left")
+            .withColumn("split_factor", F.when(F.col("_splits").isNull(), F.lit(1.0)).otherwise(factor))
+            .drop("_splits"))
 
 
 class FileSource:
@@ -172,7 +244,9 @@ class FileSource:
         self.interval = cfg.interval
 
     def read(self, spark: SparkSession, start: date, end: date) -> DataFrame:
-        return in_range(read_files(spark, self.cfg), start, end)
+        df = read_files(spark, self.cfg)
+        ranged = in_range(df, start, end)
+        return with_split_factor(df, ranged) if self.kind == "bars" else ranged
 
     def date_range(self, spark: SparkSession) -> tuple[date, date]:
         row = read_files(spark, self.cfg).agg(F.min("ts").alias("a"), F.max("ts").alias("b")).collect()[0]

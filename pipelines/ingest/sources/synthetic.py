@@ -8,9 +8,17 @@ Per symbol i and bar t the log return is
   Student-t (fat tails), so symbols co-move;
 * ``sigma`` = GARCH(1,1) volatility (clustering) x a market-wide two-state regime
   (calm / stressed, Markov switching) x an intraday U-shaped seasonality;
-* ``mu`` is the planted predictable part: ``strength * sigma * clip(z, -3, 3)`` where
-  ``z`` is the sum of the last ``signal_lookback`` returns over ``sigma * sqrt(lookback)``.
-  It is a function of past prices only, so a model that sees recent returns can learn it.
+* ``mu`` is the planted predictable part, a function of past prices only, so a model that
+  sees recent returns can learn it:
+
+  - ``planted``: ``strength * sigma * clip(z, -3, 3)`` where ``z`` is the sum of the last
+    ``signal_lookback`` returns over ``sigma * sqrt(lookback)``. Its Bayes rule is the sign of
+    the recent trend: exactly the ``momentum_sign`` baseline.
+  - ``interaction``: ``strength * INTERACTION_SCALE * sigma * clip(x1 * x2, -3, 3)`` with
+    ``x1, x2`` the last two returns over ``sigma``: two bars the same way are followed by an up
+    move, two opposite ones by a down move (an XOR of the last two signs). No baseline owns it:
+    the trend's sign is a coin flip against it and a linear model cannot form the product; a
+    model that sees the last bars' returns (the ``kmid`` feature of each bar in a window) can.
 
 Because the generator knows ``mu`` and ``sigma`` it can say what no model can beat: the
 Bayes bound on directional accuracy, ``E[F(|mu| / sigma)]`` with ``F`` the CDF of ``u``
@@ -37,6 +45,9 @@ from pipelines.lake.tables import TICK_SCHEMA
 from pipelines.progress import progress_bar
 
 TRADING_DAYS = 252
+# E|x1 * x2| of two unit shocks is smaller than E|clip(z)| of the trend: this scale puts the
+# interaction's Bayes bound at the planted trend's (~0.62 at strength 0.25)
+INTERACTION_SCALE = 1.8
 SESSION_OPEN = pd.Timedelta(hours=14, minutes=30)  # 09:30 New York in UTC (winter)
 
 
@@ -150,7 +161,10 @@ def _simulate(cfg: SyntheticSettings, rng: np.random.Generator, ts: pd.DatetimeI
     for t in steps:
         h = omega + alpha * prev_eps2 + beta * h if not random_walk else h
         sigma[t] = np.sqrt(h) * regime[t] * season[t]
-        if strength and (t >= lookback or start is not None):
+        if strength and cfg.mode == "interaction" and (t >= 2 or start is not None):
+            x1, x2 = history[t + lookback - 1] / sigma[t], history[t + lookback - 2] / sigma[t]
+            mu[t] = strength * INTERACTION_SCALE * sigma[t] * np.clip(x1 * x2, -3.0, 3.0)
+        elif strength and (t >= lookback or start is not None):
             z = history[t:t + lookback].sum(axis=0) / (sigma[t] * np.sqrt(lookback))
             mu[t] = strength * sigma[t] * np.clip(z, -3.0, 3.0)
         eps = sigma[t] * shocks[t]
