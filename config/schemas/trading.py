@@ -43,6 +43,19 @@ class RiskSettings(Frozen):
     max_drawdown: float = Field(0.05, gt=0, lt=1)
 
 
+class LimitSettings(Frozen):
+    """The pre-trade risk gate's hard limits (``pipelines/trading/risk.py``)."""
+
+    max_order_quantity: float = Field(1_000_000, gt=0)     # shares per order
+    max_order_notional: float = Field(25_000, gt=0)        # currency per order
+    max_position_notional: float = Field(0.025, gt=0)      # one symbol's position after the order, over equity
+    max_gross_exposure: float = Field(1.0, gt=0)           # sum of |position| value after the order, over equity
+    price_band: float = Field(0.05, gt=0, lt=1)            # order price within this fraction of the last trade
+    max_orders_per_second: int = Field(100, ge=1)          # accepted orders per second of event time
+    max_data_age_seconds: float = Field(900, gt=0)         # the symbol's last trade at most this old at the order's time
+    symbols: list[str] | None = None                       # tradable symbols (None: any with market data)
+
+
 class BacktestSettings(Frozen):
     strategies: list[ModelFamily] | None = None  # None: every model in the predictions table
     sweep: bool = True
@@ -63,3 +76,4 @@ class TradingSettings(Frozen):
     sizing: SizingSettings = SizingSettings()
     costs: CostSettings = CostSettings()
     risk: RiskSettings = RiskSettings()
+    limits: LimitSettings = LimitSettings()

@@ -1,0 +1,155 @@
+"""The pre-trade risk gate: each limit rejects with its name, and no sequence of random
+predictions, prices and adversarial orders gets an order past a limit."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from config import load_settings
+from config.schemas.trading import LimitSettings
+from pipelines.trading.decision import decide_targets
+from pipelines.trading.risk import Book, Order, RiskGate, TradingState
+from pipelines.trading.rules import Rules
+
+T0 = datetime(2024, 1, 2, 15, 0, tzinfo=timezone.utc)
+LIMITS = LimitSettings(max_order_quantity=500, max_order_notional=20_000, max_position_notional=0.05,
+                       max_gross_exposure=0.3, price_band=0.02, max_orders_per_second=3, max_data_age_seconds=60)
+
+
+def _book(**positions: float) -> Book:
+    return Book(equity=100_000, positions=dict(positions), last_price={"A": (100.0, T0), "B": (50.0, T0)})
+
+
+def _order(side: str = "buy", qty: float = 10, price: float = 100.0, symbol: str = "A", seconds: float = 1) -> Order:
+    return Order(f"o-{side}-{qty}-{symbol}-{seconds}", T0 + timedelta(seconds=seconds), symbol, side, qty, price)
+
+
+@pytest.mark.parametrize("order, book, limit, words", [
+    (_order(qty=0), _book(), "quantity", "not positive"),
+    (_order(symbol="ZZZ"), _book(), "symbols", "unknown symbol 'ZZZ': no market data"),
+    (_order(seconds=61), _book(), "max_data_age_seconds", "stale market data: the last A trade is 61 s old > 60 s"),
+    (_order(price=103.0), _book(), "price_band", "price 103 outside +/-2.00% of the last trade 100"),
+    (_order(qty=600, price=10.0), Book(100_000, {}, {"A": (10.0, T0)}), "max_order_quantity", "quantity 600 > 500"),
+    (_order(qty=300), _book(), "max_order_notional", "notional 30,000.00 > 20,000.00"),
+    (_order(qty=60), _book(A=0.0), "max_position_notional", "A position 6,000.00 after the order > 5.00% of equity"),
+    (_order(side="sell", qty=61), _book(A=10.0), "max_position_notional", "A position 5,100.00 after the order"),
+    (_order(qty=20, price=50.0, symbol="B"), _book(A=45.0, B=60.0, C=200.0), "max_gross_exposure",
+     "gross exposure 30,500.00 after the order > 30.00% of equity 100,000.00"),
+])
+def test_each_limit_rejects_with_its_name_and_numbers(order: Order, book: Book, limit: str, words: str) -> None:
+    book.last_price.setdefault("C", (110.0, T0))
+    verdict = RiskGate(LIMITS).check(order, book)
+    assert not verdict.accepted and verdict.limit == limit and words in verdict.reason, verdict
+
+
+def test_an_order_that_reduces_a_position_passes_the_position_limits() -> None:
+    """Buying 20 against a short of 70 (7,000 > the 5,000 limit, after a price move) shrinks it."""
+    assert RiskGate(LIMITS).check(_order(qty=20), _book(A=-70.0)).accepted
+
+
+def test_trading_states_and_the_submit_rate() -> None:
+    gate = RiskGate(LIMITS)
+    halted = _book(A=20.0)
+    halted.state = TradingState.HALTED
+    for side in ("buy", "sell"):  # nothing at all, not even a reduction
+        assert gate.check(_order(side=side, qty=5), halted).reason == "trading is HALTED"
+    reducing = _book(A=20.0)
+    reducing.state = TradingState.REDUCING
+    assert gate.check(_order(side="sell", qty=5), reducing).accepted
+    grow = gate.check(_order(side="buy", qty=5), reducing)
+    assert grow.limit == "trading_state" and "would not reduce the position 20" in grow.reason
+    flip = gate.check(_order(side="sell", qty=45), reducing)  # 20 -> -25: larger exposure the other way
+    assert flip.limit == "trading_state"
+    rate = RiskGate(LIMITS)
+    book = _book()
+    verdicts = [rate.check(_order(qty=1, seconds=1 + i * 0.1), book) for i in range(5)]
+    assert [v.accepted for v in verdicts] == [True, True, True, False, False]
+    assert verdicts[3].limit == "max_orders_per_second"
+    assert rate.check(_order(qty=1, seconds=2.05), book).accepted  # the first order left the window
+
+
+def test_the_shipped_limits_load_and_a_bad_value_names_its_key() -> None:
+    from config.errors import ConfigError
+
+    assert load_settings(env={}).trading.limits.price_band == 0.05
+    with pytest.raises(ConfigError, match="limits.price_band"):
+        load_settings(env={"QL_TRADING__LIMITS__PRICE_BAND": "2"})
+
+
+def test_no_random_sequence_gets_an_order_past_a_limit() -> None:
+    """Property test over seeded random runs: the shared trading decision on random predictions
+    and random-walk prices, mixed with adversarial orders (random sizes, sides, symbols, stale
+    or off-band prices) and random switches of the trading state. Every accepted order is
+    within the order limits, an accepted order that grows a position leaves it and the gross
+    exposure within their limits at its price, HALTED accepts nothing, REDUCING only shrinks,
+    and no second of event time holds more accepted orders than the rate limit."""
+    settings = load_settings(env={})
+    params = Rules.from_settings(settings.trading).params()
+    # limits that bind: four positions at the cap exceed the gross limit, an order can exceed the cap
+    limits = LIMITS.model_copy(update={"max_order_quantity": 100, "max_order_notional": 12_000,
+                                       "max_position_notional": 0.1, "max_gross_exposure": 0.15,
+                                       "max_orders_per_second": 6})
+    symbols = ["A", "B", "C", "D"]
+    accepted_total = rejected_total = 0
+    for trial in range(60):
+        rng = np.random.default_rng(trial)
+        gate, book = RiskGate(limits), Book(equity=100_000.0)
+        cash, price = 100_000.0, rng.uniform(20, 200, len(symbols))
+        accepted_at: list[datetime] = []
+        now = T0
+        for step in range(150):
+            now += timedelta(seconds=float(rng.choice([0.2, 1.0, 45.0])))
+            price *= np.exp(rng.normal(0, 0.01, len(symbols)))
+            for i, s in enumerate(symbols):
+                if rng.random() > 0.2:  # now and then a symbol's data goes quiet (stale)
+                    book.last_price[s] = (float(price[i]), now)
+            book.equity = cash + sum(q * book.last_price[s][0] for s, q in book.positions.items())
+            if rng.random() < 0.05:
+                book.state = TradingState(rng.choice(["ACTIVE", "REDUCING", "HALTED"], p=[0.6, 0.2, 0.2]))
+            shares = np.array([book.position(s) for s in symbols])
+            target = np.zeros(len(symbols))
+            decide_targets(book.equity, 100_000.0, False, 100_000.0, shares, np.full(len(symbols), np.nan), price,
+                           rng.uniform(0, 1, len(symbols)), np.full(len(symbols), 0.2), params, target)
+            orders = []
+            for i, s in enumerate(symbols if rng.random() < 0.3 else []):  # the decision, on some bars
+                delta = target[i] / price[i] - shares[i]
+                if abs(delta) > 1e-9:
+                    orders.append(Order(f"{trial}-{step}-{s}", now, s, "buy" if delta > 0 else "sell", abs(delta),
+                                        float(price[i])))
+            for _ in range(rng.integers(0, 5)):  # adversarial orders
+                s = rng.choice(symbols + ["ZZZ"])
+                ref = book.last_price.get(s, (100.0, now))[0]
+                orders.append(Order(f"x{trial}-{step}-{len(orders)}", now, s, rng.choice(["buy", "sell"]),
+                                    float(rng.choice([0.0, rng.uniform(1, 150), rng.uniform(150, 2000)])),
+                                    float(ref * rng.choice([1.0, 1.0, 1.01, 0.9, 1.3]))))
+            for o in orders:
+                before_state, before_qty = book.state, book.position(o.symbol)
+                gross_before = book.gross_exposure()
+                verdict = gate.check(o, book)
+                if not verdict.accepted:
+                    rejected_total += 1
+                    assert verdict.limit and verdict.reason
+                    continue
+                accepted_total += 1
+                after_qty = before_qty + o.signed
+                assert before_state is not TradingState.HALTED
+                if before_state is TradingState.REDUCING:
+                    assert abs(after_qty) < abs(before_qty)
+                assert o.quantity <= limits.max_order_quantity and o.quantity * o.price <= limits.max_order_notional
+                last = book.last_price[o.symbol][0]
+                assert abs(o.price / last - 1) <= limits.price_band
+                assert (o.ts - book.last_price[o.symbol][1]).total_seconds() <= limits.max_data_age_seconds
+                if abs(after_qty) > abs(before_qty):
+                    assert abs(after_qty) * o.price <= limits.max_position_notional * book.equity + 1e-6
+                    gross = gross_before - abs(before_qty) * last + abs(after_qty) * o.price
+                    assert gross <= limits.max_gross_exposure * book.equity + 1e-6
+                book.positions[o.symbol] = after_qty  # filled at its price
+                cash -= o.signed * o.price
+                accepted_at.append(o.ts)
+        times = np.array([t.timestamp() for t in accepted_at])
+        for k, t in enumerate(times):  # the rate limit over every one-second window
+            assert ((times[: k + 1] > t - 1.0)).sum() <= limits.max_orders_per_second
+    assert accepted_total > 1000 and rejected_total > 1000, (accepted_total, rejected_total)
