@@ -106,7 +106,7 @@ def test_failing_expectations_block_features(spark, crafted_files, monkeypatch: 
     from pipelines.ingest import layers
     from pipelines.ingest.quality import Validated
 
-    def let_everything_through(df, cfg, now=None):
+    def let_everything_through(df, cfg, now=None, neighbours=None):
         return Validated(df, df.limit(0).selectExpr("'bars' AS table", "symbol", "ts", "'x' AS date",
                                                      "'x' AS reason", "'x' AS record", "current_timestamp() AS quarantined_at"))
 
