@@ -11,7 +11,8 @@ import pytest
 from config import load_settings
 from config.schemas.trading import LimitSettings
 from pipelines.trading.decision import decide_targets
-from pipelines.trading.risk import Book, Order, RiskGate, TradingState
+from pipelines.trading.orders import Order
+from pipelines.trading.risk import Book, RiskGate, TradingState
 from pipelines.trading.rules import Rules
 
 T0 = datetime(2024, 1, 2, 15, 0, tzinfo=timezone.utc)
@@ -153,3 +154,18 @@ def test_no_random_sequence_gets_an_order_past_a_limit() -> None:
         for k, t in enumerate(times):  # the rate limit over every one-second window
             assert ((times[: k + 1] > t - 1.0)).sum() <= limits.max_orders_per_second
     assert accepted_total > 1000 and rejected_total > 1000, (accepted_total, rejected_total)
+
+
+def test_order_ids_are_deterministic_and_orders_move_positions_to_targets() -> None:
+    from pipelines.trading.orders import order_id, orders_for_targets
+
+    a = order_id("ens", "A", T0, "3")
+    assert a == order_id("ens", "A", T0, "3")  # a replay sends the same id
+    assert len({a, order_id("ens", "B", T0, "3"), order_id("ens", "A", T0 + timedelta(minutes=5), "3"),
+                order_id("ens", "A", T0, "4"), order_id("lstm", "A", T0, "3")}) == 5
+    with pytest.raises(ValueError, match="no time zone"):
+        order_id("ens", "A", T0.replace(tzinfo=None), "3")
+    orders = orders_for_targets({"A": 2_000.0, "B": -1_000.0, "C": 500.0, "D": 0.0}, {"A": 10.0, "C": 5.0, "E": 3.0},
+                                {"A": 100.0, "B": 50.0, "C": 100.0, "D": 10.0}, T0, "ens", "3")
+    assert [(o.symbol, o.side, o.quantity) for o in orders] == [("A", "buy", 10.0), ("B", "sell", 20.0)]
+    assert orders[0].order_id == order_id("ens", "A", T0, "3") and orders[0].price == 100.0

@@ -23,6 +23,7 @@ from datetime import datetime
 from enum import Enum
 
 from config.schemas.trading import LimitSettings
+from pipelines.trading.orders import Order
 
 
 class TradingState(str, Enum):
@@ -32,22 +33,6 @@ class TradingState(str, Enum):
     ACTIVE = "ACTIVE"
     REDUCING = "REDUCING"
     HALTED = "HALTED"
-
-
-@dataclass(frozen=True)
-class Order:
-    """An order as the gate sees it: signed by ``side``, ``quantity`` in shares (> 0)."""
-
-    order_id: str
-    ts: datetime
-    symbol: str
-    side: str              # "buy" | "sell"
-    quantity: float
-    price: float           # the price it is expected to fill near (limit, or the last trade for a market order)
-
-    @property
-    def signed(self) -> float:
-        return self.quantity if self.side == "buy" else -self.quantity
 
 
 @dataclass(frozen=True)
