@@ -1,0 +1,72 @@
+"""The paper venue's matching: next-open timing, the participation cap, the backtest's costs,
+order states, and an order id filled at most once."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from config import load_settings
+from pipelines.trading import rules as R
+from pipelines.trading.orders import Order, order_id
+from pipelines.trading.rules import Rules
+from streaming.venue import OrderStatus, PaperVenue
+
+T0 = datetime(2024, 1, 2, 15, 0, tzinfo=timezone.utc)
+BAR = timedelta(minutes=5)
+RULES = Rules.from_settings(load_settings(env={}).trading)
+
+
+def _venue() -> PaperVenue:
+    claimed: set[str] = set()
+
+    def claim(oid: str) -> bool:  # what Redis SET NX does in the venue service
+        if oid in claimed:
+            return False
+        claimed.add(oid)
+        return True
+
+    return PaperVenue(RULES, claim)
+
+
+def _order(qty: float, side: str = "buy", symbol: str = "A", at: datetime = T0, kind: str = "market") -> Order:
+    return Order(order_id("ens", symbol, at, "1"), at, symbol, side, qty, 100.0, kind, "ens", "1")
+
+
+def test_a_market_order_fills_at_the_next_bar_s_open_with_the_backtest_s_cost() -> None:
+    venue = _venue()
+    state = venue.submit(_order(10), decision_volume=10_000)
+    assert [s for s, _ in state.history] == [OrderStatus.NEW, OrderStatus.ACCEPTED]
+    assert venue.on_bar("A", T0, 99.0) == []              # the decision bar itself: not yet
+    assert venue.on_bar("B", T0 + BAR, 50.0) == []        # another symbol's bar: not this order
+    [(filled, fill)] = venue.on_bar("A", T0 + BAR, 101.0)
+    assert filled.status is OrderStatus.FILLED and filled.filled_qty == 10
+    assert (fill.price, fill.qty, fill.side, fill.ts) == (101.0, 10, "buy", T0 + BAR)
+    assert fill.fee == pytest.approx(R.trade_cost(10, 101.0, 10_000, RULES.commission, RULES.half_spread,
+                                                  RULES.slippage_per_pct_volume))
+    assert fill.fill_id == f"{filled.order.order_id}:1"
+    assert venue.on_bar("A", T0 + 2 * BAR, 102.0) == []   # filled once
+
+
+def test_the_participation_cap_fills_part_and_cancels_the_rest_with_the_reason() -> None:
+    venue = _venue()
+    venue.submit(_order(800, side="sell"), decision_volume=10_000)  # cap: 5% of 10,000 = 500
+    [(state, fill)] = venue.on_bar("A", T0 + BAR, 100.0)
+    assert fill.qty == 500 and fill.side == "sell"
+    assert [s for s, _ in state.history][-2:] == [OrderStatus.PARTIALLY_FILLED, OrderStatus.CANCELLED]
+    assert "remainder 300 above max_participation 0.05" in state.reason
+    venue.submit(_order(5, at=T0 + BAR), decision_volume=0.0)
+    assert venue.on_bar("A", T0 + 2 * BAR, 100.0) == []
+    assert venue.working["A"] == []
+
+
+def test_a_replayed_order_is_never_filled_again_and_other_types_are_rejected() -> None:
+    venue = _venue()
+    order = _order(10)
+    assert venue.submit(order, 10_000) is not None
+    assert venue.submit(order, 10_000) is None            # the orders topic replayed
+    assert len(venue.on_bar("A", T0 + BAR, 100.0)) == 1
+    assert venue.submit(order, 10_000) is None            # and after it filled
+    limit = venue.submit(_order(10, symbol="B", kind="limit"), 10_000)
+    assert limit.status is OrderStatus.REJECTED and "market orders only" in limit.reason
