@@ -15,7 +15,9 @@ Timing, per bar ``t``:
 2. equity is marked at the close of ``t``;
 3. at that close the next targets are decided: the drawdown breaker (flatten everything
    and halt for good), then stop-loss / take-profit against the entry price (flatten that
-   symbol), then the signal from ``p_up[t]`` sized as configured.
+   symbol), then the signal from ``p_up[t]`` sized as configured; each becomes an order in
+   **shares** at that close (target value / close - shares held), as a live order is sent:
+   the venue fills that quantity, it does not re-size it at the open.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ def _simulate(open_, closes, volume, p_up, annual_vol, params, initial_capital):
     shares = np.zeros(N)
     entry = np.full(N, np.nan)
     target = np.zeros(N)
+    order_qty = np.zeros(N)
     equity = np.empty(T)
     positions = np.empty((T, N))
     fills = np.empty((T * N, 5))  # t, symbol, quantity, price, cost
@@ -118,7 +121,7 @@ def _simulate(open_, closes, volume, p_up, annual_vol, params, initial_capital):
                 if not (price > 0) or not math.isfinite(price):
                     continue
                 known = volume[t - 1, i]  # decision-time volume (see known_volume)
-                qty = R.cap_quantity(target[i] / price - shares[i], known, max_part)
+                qty = R.cap_quantity(order_qty[i], known, max_part)
                 if abs(qty) < 1e-9:
                     continue
                 cost = R.trade_cost(qty, price, known, commission, half_spread, slippage)
@@ -143,6 +146,8 @@ def _simulate(open_, closes, volume, p_up, annual_vol, params, initial_capital):
         if decide_targets(value, peak, was_halted, initial_capital, shares, entry, closes[t], p_up[t],
                           annual_vol[t], params, target) and not was_halted:
             halted_at = t
+        for i in range(N):
+            order_qty[i] = R.order_quantity(target[i], closes[t, i], shares[i])
     return equity, positions, fills[:n_fills], halted_at
 
 

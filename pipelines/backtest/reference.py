@@ -29,17 +29,17 @@ def run_reference(market: Market, rules: Rules, initial_capital: float) -> Resul
     p = rules
     cash = peak = float(initial_capital)
     book = [{"shares": 0.0, "entry": math.nan} for _ in range(N)]
-    orders: dict[int, float] = {}  # symbol -> target value at the next open
+    orders: dict[int, float] = {}  # symbol -> shares to trade at the next open
     halted_at = None
     equity, positions, fills = [], [], []
     for t in range(T):
-        for i, target in orders.items():
+        for i, quantity in orders.items():
             price = float(market.open[t, i])
             if not (price > 0 and math.isfinite(price)):
                 continue
             pos = book[i]
             known = _volume_known_before(market, t, i)
-            qty = R.cap_quantity(target / price - pos["shares"], known, p.max_participation)
+            qty = R.cap_quantity(quantity, known, p.max_participation)
             if abs(qty) < 1e-9:
                 continue
             cost = R.trade_cost(qty, price, known, p.commission, p.half_spread, p.slippage_per_pct_volume)
@@ -59,12 +59,17 @@ def run_reference(market: Market, rules: Rules, initial_capital: float) -> Resul
         for i, pos in enumerate(book):
             if halted_at is not None or R.exit_hit(pos["shares"], pos["entry"], float(closes[t, i]), p.stop_loss,
                                                    p.take_profit):
-                orders[i] = 0.0
+                orders[i] = -pos["shares"]  # flatten
                 continue
             prob, vol = float(market.p_up[t, i]), float(market.annual_vol[t, i])
             size = R.position_size(prob, vol, p.sizing, p.vol_target_annual, p.kelly_fraction, p.max_position_size)
-            orders[i] = R.signal(prob, p.long_threshold, p.short_threshold) * size * R.sizing_base(
+            target = R.signal(prob, p.long_threshold, p.short_threshold) * size * R.sizing_base(
                 value, initial_capital, p.sizing)
+            close = float(closes[t, i])
+            if target == 0.0:
+                orders[i] = -pos["shares"]
+            elif close > 0 and math.isfinite(close):
+                orders[i] = target / close - pos["shares"]  # shares at the decision bar's close
     table = np.array(fills, dtype=float).reshape(-1, 5)
     return Result(np.array(equity), np.array(positions), fills_frame(market, table), halted_at,
                   float(initial_capital), market)

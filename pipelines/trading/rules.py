@@ -92,6 +92,17 @@ def cap_quantity(quantity: float, volume: float, max_participation: float) -> fl
 
 
 @njit(cache=True)
+def order_quantity(target_value: float, price: float, shares: float) -> float:
+    """Shares to trade so the position is worth ``target_value`` at ``price`` (the decision bar's
+    close): flattening needs no price; nothing when a non-zero target has no price."""
+    if target_value == 0.0:
+        return -shares
+    if not (price > 0) or not math.isfinite(price):
+        return 0.0
+    return target_value / price - shares
+
+
+@njit(cache=True)
 def trade_cost(quantity: float, price: float, volume: float, commission: float, half_spread: float,
                slippage_per_pct_volume: float) -> float:
     """Commission + half-spread + slippage growing with participation (in % of the bar's volume)."""
