@@ -112,7 +112,7 @@ def test_a_signal_no_baseline_owns_is_learned_by_the_sequence_model_and_the_ense
     for name, ev in evaluations.items():
         assert ev.pooled.accuracy < market.bayes_accuracy + 3 * ev.pooled.accuracy_se, (name, table.to_string())
     weights = evaluations["ensemble"].details["weights_per_fold"]
-    assert len(weights) == 3 and all(w["always_up"] + w["momentum_sign"] < 0.2 for w in weights), weights
+    assert len(weights) == 3 and all(w["always_up"] + w["momentum_sign"] < 0.25 for w in weights), weights
 
 
 def test_purge_follows_each_symbol_s_label_end_across_missing_bars() -> None:
