@@ -92,9 +92,10 @@ def test_a_signal_no_baseline_owns_is_learned_by_the_sequence_model_and_the_ense
     the trend's sign (momentum_sign) and a linear model over the features fall well short while
     a sequence model over the last bars can learn it. The LSTM and the ensemble close at least
     80% of the gap from the best baseline to the generator's Bayes bound out-of-sample (the
-    Transformer at least 70%); linear and momentum stay well short, nothing beats the bound, and the
-    ensemble's weight sits on the learned models, not on a one-line rule. (A recipe of the 5- and 10-bar features keeps it to a minute;
-    ``benchmarks/model_quality.py`` runs every family on the full recipe.)"""
+    Transformer at least 70%); linear and momentum stay well short, nothing beats the bound,
+    and the ensemble's weight sits on the learned models, not on a one-line rule. (A recipe of
+    the 5- and 10-bar features keeps it under a minute; ``benchmarks/model_quality.py`` runs
+    every family on the full recipe.)"""
     windows = [5, 10]
     market = generate_market(SyntheticSettings(n_symbols=10, n_days=30, mode="interaction", seed=5))
     panel = Panel(feature_frame(market.bars, windows, [], horizon=1), feature_names(windows, []))
