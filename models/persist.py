@@ -12,12 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from config.schemas.model import ModelSettings
+from config.schemas.model import LightGbmSettings, ModelSettings
 from models.baselines import AlwaysUp, LinearModel, MomentumSign, Tabular
 from models.ensemble import Ensemble
 from models.nets import build_net
@@ -93,10 +94,6 @@ def _trees_state(model: GradientBoosting) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def _trees_from(meta: dict) -> GradientBoosting:
-    import lightgbm as lgb
-
-    from config.schemas.model import LightGbmSettings
-
     model = GradientBoosting(LightGbmSettings.model_validate(meta["cfg"]), meta["seed"])
     model.features, model.return_scale = list(meta["features"]), float(meta["return_scale"])
     model.classifier = lgb.Booster(model_str=meta["classifier"])

@@ -126,7 +126,8 @@ def best_model(evaluations: dict[str, Evaluation], metric: str) -> str:
 
 def _model_params(settings: Settings, family: str) -> dict:
     m = settings.model
-    params = {"family": family, "label_horizon": m.label_horizon, "label_price": m.label_price, "n_folds": m.walk_forward.n_folds,
+    params = {"family": family, "label_horizon": m.label_horizon, "label_price": m.label_price,
+              "n_folds": m.walk_forward.n_folds,
               "purge_bars": m.walk_forward.purge_bars, "embargo_bars": m.walk_forward.embargo_bars,
               "validation_fraction": m.training.validation_fraction, "seed": m.training.seed}
     if family != ENSEMBLE and ZOO[family].sequence:

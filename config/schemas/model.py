@@ -82,7 +82,8 @@ class ModelSettings(Frozen):
     # close and filled at the next open earns; auto: open for daily bars, close for intraday
     label_price: Literal["auto", "close", "open"] = "auto"
     sequence_length: int = Field(60, ge=1)
-    families: list[ModelFamily] = ["always_up", "momentum_sign", "linear", "lightgbm", "lstm", "transformer", "ensemble"]
+    families: list[ModelFamily] = ["always_up", "momentum_sign", "linear", "lightgbm", "lstm", "transformer",
+                                   "ensemble"]
     lstm: LstmSettings = LstmSettings()
     transformer: TransformerSettings = TransformerSettings()
     lightgbm: LightGbmSettings = LightGbmSettings()

@@ -65,11 +65,7 @@ def run_reference(market: Market, rules: Rules, initial_capital: float) -> Resul
             size = R.position_size(prob, vol, p.sizing, p.vol_target_annual, p.kelly_fraction, p.max_position_size)
             target = R.signal(prob, p.long_threshold, p.short_threshold) * size * R.sizing_base(
                 value, initial_capital, p.sizing)
-            close = float(closes[t, i])
-            if target == 0.0:
-                orders[i] = -pos["shares"]
-            elif close > 0 and math.isfinite(close):
-                orders[i] = target / close - pos["shares"]  # shares at the decision bar's close
+            orders[i] = R.order_quantity(target, float(closes[t, i]), pos["shares"])  # shares at this close
     table = np.array(fills, dtype=float).reshape(-1, 5)
     return Result(np.array(equity), np.array(positions), fills_frame(market, table), halted_at,
                   float(initial_capital), market)

@@ -41,4 +41,5 @@ def write_labels(spark: SparkSession, settings: Settings, start: date, end: date
     written = lake.read(spark, target).where(lake.date_between(start, end))
     stats = written.agg(F.count("direction").alias("n"), F.avg("direction").alias("up")).collect()[0]
     return lake.LayerResult(target, written.count(), version, {
-        "horizon_bars": horizon, "label_price": m.label_price, "labelled": int(stats["n"]), "share_up": float(stats["up"] or 0.0)})
+        "horizon_bars": horizon, "label_price": m.label_price, "labelled": int(stats["n"]),
+        "share_up": float(stats["up"] or 0.0)})

@@ -196,10 +196,10 @@ def compute(bars: dict[str, np.ndarray] | np.ndarray, windows: Sequence[int] = (
             float64 ``(n, 6)`` array in that order.
         windows: rolling window lengths in bars.
 
-
     Returns:
-        float64 ``(n, n_features)`` in :func:`~pipelines.features.library.feature_names` ``(windows)`` order, equal to
-        :func:`~pipelines.features.library.compute_features` within 1e-9.
+        float64 ``(n, n_features)`` in :func:`~pipelines.features.library.feature_names`
+        ``(windows)`` order, equal to :func:`~pipelines.features.library.compute_features`
+        within 1e-9.
     """
     matrix = as_matrix(bars)
     state = FeatureState(windows, 1)

@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from config import Settings
+from config.schemas.data import DataSettings
 from pipelines import lake
 from pipelines.ingest.bars import ticks_to_bars, with_bar_defaults
 from pipelines.ingest.quality import adjust_bars, reason_counts, split_malformed, validate_bars, validate_ticks
@@ -98,7 +99,7 @@ def write_silver(spark: SparkSession, settings: Settings, start: date, end: date
     })
 
 
-def _bars(received: DataFrame, source: Source, d) -> tuple[DataFrame, list[DataFrame]]:
+def _bars(received: DataFrame, source: Source, d: DataSettings) -> tuple[DataFrame, list[DataFrame]]:
     """Bronze rows as bars ready for the bar rules (parsed, validated ticks aggregated, or source
     bars adjusted), and the quarantine of those steps."""
     parsed = split_malformed(received.drop("date", "ingested_at"), source.kind)  # cells that did not parse

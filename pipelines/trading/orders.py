@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+from pipelines.trading import rules as R
+
 # a fixed namespace: the same inputs give the same id on every machine and in every run
 ORDER_NAMESPACE = uuid.UUID("6f1d2c9e-5b7a-4c1e-9d2f-0a8b3c4d5e6f")
 
@@ -55,7 +57,7 @@ def orders_for_targets(targets: dict[str, float], positions: dict[str, float], p
         price = prices.get(symbol, math.nan)
         if not (price > 0) or not math.isfinite(targets[symbol]):
             continue
-        delta = targets[symbol] / price - positions.get(symbol, 0.0)
+        delta = R.order_quantity(targets[symbol], price, positions.get(symbol, 0.0))
         if abs(delta) < min_quantity:
             continue
         orders.append(Order(order_id(strategy, symbol, decided_at, model_version), decided_at, symbol,

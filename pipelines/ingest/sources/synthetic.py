@@ -17,8 +17,9 @@ Per symbol i and bar t the log return is
   - ``interaction``: ``strength * INTERACTION_SCALE * sigma * clip(x1 * x2, -3, 3)`` with
     ``x1, x2`` the last two returns over ``sigma``: two bars the same way are followed by an up
     move, two opposite ones by a down move (an XOR of the last two signs). No baseline owns it:
-    the trend's sign is a coin flip against it and a linear model cannot form the product; a
-    model that sees the last bars' returns (the ``kmid`` feature of each bar in a window) can.
+    the trend's sign is nearly a coin flip against it and a linear model cannot form the
+    product; a model that sees the last bars' returns (the ``kmid`` feature of each bar in a
+    window) can.
 
 Because the generator knows ``mu`` and ``sigma`` it can say what no model can beat: the
 Bayes bound on directional accuracy, ``E[F(|mu| / sigma)]`` with ``F`` the CDF of ``u``
