@@ -1,11 +1,16 @@
-"""``python -m streaming feed|run|live|status|report|stop``: the live market-data path.
+"""``python -m streaming feed|run|venue|portfolio|live|status|report|stop``: the live path.
 
 * ``feed``: publish the configured dataset's live ticks to ``market-data`` (synthetic: the
   market continued past the research period).
 * ``run``: the Structured Streaming job (resumes from its checkpoint; ``--fresh`` starts a new
   one at the topic's end).
-* ``live``: both in one process for a few minutes (``make live``), then the figures and the
-  live-accuracy report; Ctrl-C stops cleanly.
+* ``venue`` / ``portfolio``: the paper venue and the Redis portfolio services
+  (:mod:`streaming.venue_service`, :mod:`streaming.portfolio_service`); the stream's trader
+  sends them orders and bars while a portfolio runs.
+* ``live``: a fresh paper account, the venue and the portfolio as child processes, the feed
+  and the stream in this process for a few minutes (``make live``); then ticks, predictions,
+  orders (sent / rejected by limit), fills, positions, equity and P&L, and the live-accuracy
+  report. Ctrl-C stops cleanly.
 * ``status``: the running figures; ``report``: live accuracy against the bound and the
   walk-forward figure; ``stop``: stop a running feed and stream.
 """
@@ -45,15 +50,19 @@ def _stop_flag() -> threading.Event:
 
 def _fresh(settings) -> None:
     """Forget the previous live run: its checkpoint, figures and live tables."""
-    from pipelines.lake.tables import LIVE_BARS, LIVE_DEAD_LETTERS, LIVE_FEATURES, LIVE_PREDICTIONS
+    from pipelines.lake.tables import (LIVE_BARS, LIVE_DEAD_LETTERS, LIVE_EQUITY, LIVE_FEATURES, LIVE_FILLS,
+                                       LIVE_ORDERS, LIVE_POSITIONS, LIVE_PREDICTIONS)
+    from streaming.live import fresh_run
     from streaming.status import live_dir
 
     folder = live_dir(settings)
     for name in ("checkpoint", "status.json", "feed.json"):
         target = folder / name
         shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-    for table in (LIVE_BARS, LIVE_FEATURES, LIVE_PREDICTIONS, LIVE_DEAD_LETTERS):
+    for table in (LIVE_BARS, LIVE_FEATURES, LIVE_PREDICTIONS, LIVE_DEAD_LETTERS, LIVE_ORDERS, LIVE_FILLS,
+                  LIVE_POSITIONS, LIVE_EQUITY):
         shutil.rmtree(table.path(settings), ignore_errors=True)
+    fresh_run(settings)  # a new paper account; the venue and the portfolio read from the topics' ends
 
 
 def _print_figures(settings) -> None:
@@ -73,6 +82,44 @@ def _print_figures(settings) -> None:
     print(f"last batch {status['last_batch_id']} at {status['last_batch_at']} ({status['last_batch_seconds']} s), "
           f"newest bar {status['last_bar_ts']}, watermark {status['watermark']}")
     print(f"model: {status['model'] or 'none'}" + (f"  note: {status['note']}" if status["note"] else ""))
+    rejected = status.get("orders_rejected", {})
+    print(f"decisions {status.get('decisions', 0):,}  orders sent {status.get('orders_sent', 0):,}  "
+          f"rejected by the risk gate {sum(rejected.values()):,}"
+          + "".join(f"\n  rejected: {limit}: {n:,}" for limit, n in sorted(rejected.items(), key=lambda kv: -kv[1])))
+
+
+def _print_trading(settings) -> None:
+    """The venue's orders by state, the fills, the positions, equity and P&L."""
+    from collections import Counter
+
+    from streaming.live import account, redis_client
+    from streaming.portfolio import RedisPortfolio
+    from streaming.venue_service import order_states
+
+    states = order_states(settings)
+    by_status = Counter(s.status.value for s in states)
+    print("venue orders: " + (", ".join(f"{k} {v:,}" for k, v in sorted(by_status.items())) or "none"))
+    reasons = Counter(s.reason for s in states if s.status.value in ("REJECTED", "CANCELLED") and s.reason)
+    for reason, n in reasons.most_common(5):
+        print(f"  {n:,} x {reason}")
+    client = redis_client(settings)
+    try:
+        acct = RedisPortfolio(client, account(settings)).snapshot()
+    except KeyError:
+        print("portfolio: no account")
+        return
+    finally:
+        client.close()
+    fills = len([s for s in states if s.filled_qty > 0])
+    initial = settings.trading.initial_capital
+    print(f"fills {fills:,}  fees {acct.fees:,.2f}  as of {acct.ts or '-'}")
+    held = {s: p for s, p in acct.positions.items() if p.qty}
+    for p in sorted(held.values(), key=lambda p: p.symbol):
+        print(f"  {p.symbol:10s} qty {p.qty:12,.2f}  avg_px_open {p.avg_px_open:10.4f}  last_px {p.last_px:10.4f}  "
+              f"unrealized {p.unrealized_pnl:10,.2f}  realized {p.realized_pnl:10,.2f}")
+    print(f"cash {acct.cash:,.2f}  equity {acct.equity:,.2f}  P&L {acct.equity - initial:+,.2f} "
+          f"({acct.equity / initial - 1:+.3%})  realized {acct.realized_pnl:+,.2f}  peak {acct.peak_equity:,.2f}  "
+          f"positions open {len(held)}")
 
 
 def _cmd_feed(args, settings) -> int:
@@ -157,14 +204,77 @@ def _cmd_live(args, settings) -> int:
         publish(settings, ticks, speed, should_stop=stop.is_set, progress=False)
 
     _fresh(settings)  # before the feeder looks for the new stream's first batch
+    services = _start_services(settings)
     feeder = threading.Thread(target=feeder_body, name="feed", daemon=True)
     feeder.start()
-    _run_stream(settings, stop, "latest", idle_seconds=args.drain, feeder=feeder)
+    try:
+        _run_stream(settings, stop, "latest", idle_seconds=args.drain, feeder=feeder)
+        _settle(settings)
+    finally:
+        _stop_services(services)
     print()
     _print_figures(settings)
+    _print_trading(settings)
     print()
     print(live_report(settings).text())
     return 0
+
+
+def _start_services(settings):
+    """The venue and the portfolio as child processes (their logs under .state/logs)."""
+    import os
+    import subprocess
+
+    from streaming.live import alive, redis_client, wait_for
+
+    logs = settings.platform.state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    children = {}
+    for role in ("venue", "portfolio"):
+        with open(logs / f"live-{role}.log", "ab") as out:
+            children[role] = subprocess.Popen([sys.executable, "-m", "streaming", role], stdout=out,
+                                              stderr=subprocess.STDOUT, env=os.environ.copy())
+    client = redis_client(settings)
+    try:
+        for role, child in children.items():
+            if not wait_for(lambda: alive(client, settings, role) or child.poll() is not None, 120, 0.2) \
+                    or child.poll() is not None:
+                raise RuntimeError(f"the {role} service did not start: see {logs / f'live-{role}.log'}")
+    finally:
+        client.close()
+    print(f"venue (pid {children['venue'].pid}) and portfolio (pid {children['portfolio'].pid}) running; "
+          f"logs in {logs}")
+    return children
+
+
+def _settle(settings, timeout_s: float = 30.0) -> None:
+    """Wait until the portfolio has closed the last bar the stream published."""
+    from streaming.live import key, micros, redis_client, wait_for
+    from streaming.status import read_status
+
+    status = read_status(settings) or {}
+    if not status.get("last_bar_ts"):
+        return
+    last = micros(status["last_bar_ts"])
+    client = redis_client(settings)
+    try:
+        wait_for(lambda: int(client.hget(key(settings, "portfolio", "account"), "as_of_us") or -1) >= last,
+                 timeout_s, 0.1)
+    finally:
+        client.close()
+
+
+def _stop_services(children) -> None:
+    import subprocess
+
+    for child in children.values():
+        if child.poll() is None:
+            child.terminate()
+    for child in children.values():
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 def _require_research(settings) -> None:
@@ -182,12 +292,32 @@ def _require_research(settings) -> None:
                         "run `make demo` first (or `python -m streaming run` for bars and features only)")
 
 
+def _service(args, settings, role: str) -> int:
+    """Run the venue or the portfolio until SIGTERM / Ctrl-C."""
+    from streaming.status import write_pid
+
+    stop = _stop_flag()
+    write_pid(settings, role)
+    if role == "venue":
+        from streaming.venue_service import VenueService as Service
+    else:
+        from streaming.portfolio_service import PortfolioService as Service
+    service = Service(settings)
+    print(f"{role} running for account {settings.trading.live.account or settings.data.dataset}", flush=True)
+    try:
+        service.run(stop.is_set)
+    finally:
+        service.close()
+    print(f"{role} stopped", flush=True)
+    return 0
+
+
 def _cmd_status(args, settings) -> int:
     from streaming.status import live_dir, running_pid
 
-    for role in ("feed", "stream"):
+    for role in ("feed", "stream", "venue", "portfolio"):
         pid = running_pid(settings, role)
-        print(f"{role:7s} {'running (pid %d)' % pid if pid else 'not running'}")
+        print(f"{role:9s} {'running (pid %d)' % pid if pid else 'not running'}")
     _print_figures(settings)
     facts = live_dir(settings) / "feed.json"
     if facts.exists():
@@ -205,7 +335,7 @@ def _cmd_report(args, settings) -> int:
 def _cmd_stop(args, settings) -> int:
     from streaming.status import stop
 
-    for role in ("feed", "stream"):
+    for role in ("feed", "stream", "venue", "portfolio"):
         print(f"{role}: {'stopped' if stop(settings, role) else 'was not running'}")
     return 0
 
@@ -219,14 +349,16 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="the Structured Streaming job")
     run.add_argument("--fresh", action="store_true", help="new checkpoint and live tables, read from the topic's end")
     run.add_argument("--trigger", type=float, help="micro-batch interval in seconds")
-    live = sub.add_parser("live", help="feed + stream for a few minutes, then figures and the report")
+    sub.add_parser("venue", help="the paper venue: orders + bars -> fills")
+    sub.add_parser("portfolio", help="the Redis portfolio: fills + bar closes -> positions, equity, Delta tables")
+    live = sub.add_parser("live", help="feed + stream + venue + portfolio for a few minutes, then the figures")
     live.add_argument("--minutes", type=float, default=3.0)
     live.add_argument("--days", type=int, help="synthetic: trading days past the research period")
     live.add_argument("--drain", type=float, default=20.0, help="seconds without new ticks before stopping")
     live.add_argument("--trigger", type=float, help="micro-batch interval in seconds")
     sub.add_parser("status", help="running figures")
     sub.add_parser("report", help="live accuracy against the Bayes bound and the walk-forward figure")
-    sub.add_parser("stop", help="stop a running feed and stream")
+    sub.add_parser("stop", help="stop a running feed, stream, venue and portfolio")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("py4j", "kafka", "mlflow", "urllib3"):
@@ -234,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         settings = settings_with_flags(vars(args), FLAGS)
+        if args.command in ("venue", "portfolio"):
+            return _service(args, settings, args.command)
         return {"feed": _cmd_feed, "run": _cmd_run, "live": _cmd_live, "status": _cmd_status,
                 "report": _cmd_report, "stop": _cmd_stop}[args.command](args, settings)
 

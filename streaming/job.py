@@ -42,12 +42,15 @@ from pipelines.features.library import add_cross_sectional_ranks, max_lookback
 from pipelines.ingest.bars import ticks_to_bars
 from pipelines.ingest.sources import source_for
 from pipelines.ingest.sources.base import interval_minutes
-from pipelines.lake.tables import FEATURES, LIVE_BARS, LIVE_DEAD_LETTERS, LIVE_FEATURES, LIVE_PREDICTIONS, SILVER_BARS
+from pipelines.backtest.engine import infer_periods_per_year
+from pipelines.lake.tables import (FEATURES, LIVE_BARS, LIVE_DEAD_LETTERS, LIVE_FEATURES, LIVE_ORDERS, LIVE_PREDICTIONS,
+                                   SILVER_BARS)
 from streaming import records
 from streaming.history import STATE_COLUMNS, STATE_SCHEMA, BarHistory, output_schema
 from streaming.kafka_io import ensure_topics, make_producer
 from streaming.scoring import LiveScorer
 from streaming.status import LiveFigures, live_dir
+from streaming.trader import Decision, Trader
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +144,7 @@ class BatchSink:
     scorer: LiveScorer
     figures: LiveFigures
     producer: object = None
+    trader: Trader | None = None
     _app_id: str = ""
 
     def __call__(self, df: DataFrame, batch_id: int) -> None:
@@ -163,8 +167,11 @@ class BatchSink:
             bars = self._bars(df, batch_id)
             lap("bars_write")
             predictions = self._features_and_predictions(spark, bars, batch_id, started, lap)
+            decisions = self._trade(spark, bars, predictions, batch_id)
+            lap("trading")
             self.figures.add_batch(batch_id, started, counts, bars, predictions, self.scorer,
-                                   _watermark_ms(self.checkpoint, batch_id), phases)
+                                   _watermark_ms(self.checkpoint, batch_id), phases, decisions,
+                                   self.trader.note if self.trader else "")
         finally:
             df.unpersist()
 
@@ -235,6 +242,25 @@ class BatchSink:
         lap("predictions_publish")
         return scored
 
+    # 4. orders ---------------------------------------------------------------------------------
+    def _trade(self, spark: SparkSession, bars: pd.DataFrame, predictions: pd.DataFrame,
+               batch_id: int) -> list[Decision]:
+        """The trader's decisions on the batch's bars, and every order (sent or rejected) in
+        the ``live_orders`` table."""
+        if self.trader is None or bars.empty:
+            return []
+        decisions = self.trader.on_batch(bars, predictions)
+        rows = [{"order_id": o.order_id, "ts": pd.Timestamp(o.ts).tz_convert(None), "symbol": o.symbol, "side": o.side,
+                 "qty": o.quantity, "order_type": o.order_type, "price": o.price, "decision_volume": volume,
+                 "strategy": o.strategy, "model_version": o.model_version,
+                 "status": "SUBMITTED" if limit is None else "REJECTED", "limit_hit": limit, "reason": reason,
+                 "batch_id": batch_id, "date": pd.Timestamp(o.ts).strftime("%Y-%m-%d")}
+                for d in decisions for o, volume, limit, reason in d.orders]
+        if rows:
+            _append(spark.createDataFrame(pd.DataFrame(rows), LIVE_ORDERS.schema), LIVE_ORDERS, self.settings,
+                    self._app_id, batch_id)
+        return decisions
+
     def _publish(self, scored: pd.DataFrame) -> None:
         if self.producer is None:
             self.producer = make_producer(self.settings)
@@ -254,20 +280,35 @@ def start(spark: SparkSession, settings: Settings, trigger_seconds: float | None
           starting_offsets: str | None = None) -> tuple[StreamingQuery, BatchSink]:
     """Start the live query (resuming from its checkpoint when there is one)."""
     topics = settings.kafka.topics
-    ensure_topics(settings, [topics.market_data, topics.dead_letter, topics.predictions])
+    ensure_topics(settings, [topics.market_data, topics.dead_letter, topics.predictions, topics.bars, topics.orders,
+                             topics.orders_rejected])
     spark.conf.set("spark.sql.streaming.stateStore.providerClass",
                    "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
     scorer = LiveScorer.start(settings)
     checkpoint = checkpoint_dir(settings)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     scorer.recent = _recent_features(spark, settings, scorer)
-    sink = BatchSink(settings, checkpoint, scorer, LiveFigures.resume(settings))
+    sink = BatchSink(settings, checkpoint, scorer, LiveFigures.resume(settings),
+                     trader=_trader(spark, settings) if settings.trading.live.enabled else None)
     stream = build_stream(spark, settings, scorer.spec.windows, starting_offsets)
     trigger = trigger_seconds or settings.kafka.stream.trigger_seconds
     query = (stream.writeStream.queryName(QUERY_NAME).foreachBatch(sink)
              .option("checkpointLocation", str(checkpoint))
              .trigger(processingTime=f"{trigger} seconds").start())
     return query, sink
+
+
+def _trader(spark: SparkSession, settings: Settings) -> Trader:
+    """The trader, with each symbol's last closes (live bars after silver) for the trailing
+    volatility and the bars' periods per year."""
+    frames = [lake.read(spark, t.path(settings)).select("symbol", "ts", "close")
+              for t in (SILVER_BARS, LIVE_BARS) if lake.exists(spark, t.path(settings))]
+    if not frames:
+        return Trader(settings, 252.0)
+    union = frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
+    # enough bars for the periods per year (whole sessions), of which the trader keeps the last few
+    history = lake.newest_per_symbol(union.dropDuplicates(["symbol", "ts"]), 400).toPandas()
+    return Trader(settings, infer_periods_per_year(pd.DatetimeIndex(history["ts"].unique()).sort_values()), history)
 
 
 def _recent_features(spark: SparkSession, settings: Settings, scorer: LiveScorer) -> pd.DataFrame:

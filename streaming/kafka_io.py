@@ -13,17 +13,27 @@ from kafka.serializer import DefaultSerializer, JsonSerializer
 from config import Settings
 
 
+def ordered_topics(settings: Settings) -> set[str]:
+    """The trading topics, created with one partition: their readers need the writers' order
+    (a bar after the orders decided before it; a fill before its bar's close)."""
+    t = settings.kafka.topics
+    return {t.orders, t.orders_rejected, t.bars, t.fills}
+
+
 def ensure_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
-    """Create the configured topics (or ``names``) that do not exist yet; return those created."""
+    """Create the configured topics (or ``names``) that do not exist yet (the trading topics
+    with one partition, the others with ``partitions``); return those created."""
     cfg = settings.kafka
     wanted = names or list(cfg.topics.model_dump().values())
+    single = ordered_topics(settings)
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="quantlake-admin")
     try:
         existing = set(admin.list_topics())
         missing = [n for n in wanted if n not in existing]
         if missing:
             try:
-                admin.create_topics([NewTopic(n, cfg.partitions, cfg.replication_factor) for n in missing])
+                admin.create_topics([NewTopic(n, 1 if n in single else cfg.partitions, cfg.replication_factor)
+                                     for n in missing])
             except TopicAlreadyExistsError:  # created concurrently by another process
                 pass
         return missing

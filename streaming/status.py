@@ -48,6 +48,9 @@ class LiveFigures:
     model: str | None = None
     note: str = ""
     batches: int = 0
+    decisions: int = 0            # bar times the trader decided at
+    orders_sent: int = 0          # orders the risk gate accepted (to the venue)
+    orders_rejected: dict[str, int] = field(default_factory=dict)  # by the limit hit
     phase_seconds: dict[str, float] = field(default_factory=dict)  # summed over batches: where the time goes
 
     @classmethod
@@ -59,7 +62,8 @@ class LiveFigures:
         return cls(path)
 
     def add_batch(self, batch_id: int, started: datetime, counts: dict[str, int], bars: pd.DataFrame,
-                  predictions: pd.DataFrame, scorer, watermark_ms: int, phases: dict[str, float] | None = None) -> None:
+                  predictions: pd.DataFrame, scorer, watermark_ms: int, phases: dict[str, float] | None = None,
+                  decisions: list | None = None, trading_note: str = "") -> None:
         """Count one micro-batch (once per batch id) and save."""
         if batch_id > self.last_batch_id:
             self.last_batch_id = batch_id
@@ -79,13 +83,22 @@ class LiveFigures:
                 self.feature_rows += int(bars["complete"].sum())
                 self.last_bar_ts = pd.Timestamp(bars["ts"].max()).isoformat()
             self.predictions += len(predictions)
+            rejected = Counter(self.orders_rejected)
+            for decision in decisions or []:
+                self.decisions += decision.skipped is None
+                for _order, _volume, limit, _reason in decision.orders:
+                    if limit is None:
+                        self.orders_sent += 1
+                    else:
+                        rejected[limit] += 1
+            self.orders_rejected = dict(rejected)
         now = datetime.now(timezone.utc)
         self.last_batch_at = now.isoformat()
         self.last_batch_seconds = round((now - started).total_seconds(), 3)
         self.watermark = datetime.fromtimestamp(watermark_ms / 1000, timezone.utc).isoformat() if watermark_ms else None
         champion = scorer.champion
         self.model = f"{champion.name} v{champion.version} ({champion.family})" if champion else None
-        self.note = scorer.note
+        self.note = "; ".join(n for n in (scorer.note, trading_note) if n)
         self.save()
 
     def as_dict(self) -> dict:

@@ -82,25 +82,33 @@ class PaperVenue:
         if not due or not (open_price > 0) or not math.isfinite(open_price):
             return []
         self.working[symbol] = [s for s in self.working[symbol] if s.order.ts >= ts]
-        r = self.rules
         out = []
         for state in due:
-            o = state.order
-            qty = R.cap_quantity(o.signed, state.decision_volume, r.max_participation)
-            if abs(qty) < 1e-9:
-                state.move(OrderStatus.CANCELLED, ts, "no volume known at the decision: nothing can fill")
-                continue
-            cost = R.trade_cost(qty, open_price, state.decision_volume, r.commission, r.half_spread,
-                                r.slippage_per_pct_volume)
-            # fee: the whole cost of the backtest's model (commission, half-spread, participation slippage)
-            fill = Fill(f"{o.order_id}:1", o.order_id, ts, symbol, o.side, abs(qty), open_price, cost)
-            state.filled_qty = abs(qty)
-            if abs(qty) < o.quantity - 1e-9:
-                state.move(OrderStatus.PARTIALLY_FILLED, ts)
-                state.move(OrderStatus.CANCELLED, ts, f"remainder {o.quantity - abs(qty):g} above max_participation "
-                                                      f"{r.max_participation:g} of the decision bar's volume "
-                                                      f"{state.decision_volume:g}")
-            else:
-                state.move(OrderStatus.FILLED, ts)
-            out.append((state, fill))
+            fill = fill_at_open(state, ts, open_price, self.rules)
+            if fill is not None:
+                out.append((state, fill))
         return out
+
+
+def fill_at_open(state: OrderState, ts: datetime, open_price: float, r: Rules) -> Fill | None:
+    """Fill an accepted market order at the open of the bar at ``ts`` (capped at
+    ``max_participation`` of the decision bar's volume, charged the backtest's cost) and move
+    its state; ``None`` (and CANCELLED) when nothing can fill."""
+    o = state.order
+    qty = R.cap_quantity(o.signed, state.decision_volume, r.max_participation)
+    if abs(qty) < 1e-9:
+        state.move(OrderStatus.CANCELLED, ts, "no volume known at the decision: nothing can fill")
+        return None
+    cost = R.trade_cost(qty, open_price, state.decision_volume, r.commission, r.half_spread,
+                        r.slippage_per_pct_volume)
+    # fee: the whole cost of the backtest's model (commission, half-spread, participation slippage)
+    fill = Fill(f"{o.order_id}:1", o.order_id, ts, o.symbol, o.side, abs(qty), open_price, cost)
+    state.filled_qty = abs(qty)
+    if abs(qty) < o.quantity - 1e-9:
+        state.move(OrderStatus.PARTIALLY_FILLED, ts)
+        state.move(OrderStatus.CANCELLED, ts, f"remainder {o.quantity - abs(qty):g} above max_participation "
+                                              f"{r.max_participation:g} of the decision bar's volume "
+                                              f"{state.decision_volume:g}")
+    else:
+        state.move(OrderStatus.FILLED, ts)
+    return fill

@@ -47,7 +47,8 @@ def test_hand_computed_position_pnl_cash_and_equity(portfolio: RedisPortfolio) -
     assert pos.realized_pnl == pytest.approx(300 - 4) and pos.unrealized_pnl == pytest.approx(10.0)
     assert acct.cash == pytest.approx(100_000 - 1_001 - 1_101 + 2_998)
     assert acct.equity == pytest.approx(100_000 + 296 + 10) == acct.marked_equity()
-    assert acct.fees == 4.0 and acct.realized_pnl == pytest.approx(296) and acct.peak_equity == pytest.approx(100_306)
+    assert acct.fees == 4.0 and acct.realized_pnl == pytest.approx(296)
+    assert acct.peak_equity == 100_000.0  # the high-water mark moves at closes only (the breaker's rule)
     kinds = []
     for _ in range(200):
         message = sub.get_message(timeout=0.05)
@@ -130,3 +131,29 @@ def test_racing_consumers_apply_each_fill_once(portfolio: RedisPortfolio, servic
     serial = portfolio.snapshot()
     assert raced.cash == pytest.approx(serial.cash) and raced.fees == serial.fees
     assert {s: p.qty for s, p in raced.positions.items()} == {s: p.qty for s, p in serial.positions.items()}
+
+
+def test_a_bar_close_marks_every_position_moves_the_peak_once_and_journals_it(portfolio: RedisPortfolio) -> None:
+    assert portfolio.apply_fill(Fill("b1", "o1", T0, "A", "buy", 10, 100.0, 1.0))
+    assert portfolio.apply_fill(Fill("b2", "o2", T0, "B", "sell", 4, 50.0, 0.5))
+    close = T0 + timedelta(minutes=5)
+    assert portfolio.mark_bar(close, {"A": 103.0, "B": 49.0, "C": 7.0})  # C: no position, nothing to mark
+    acct = portfolio.snapshot()
+    cash = 100_000.0 - (10 * 100.0 + 1.0) - (-4 * 50.0 + 0.5)
+    assert acct.cash == cash and acct.equity == cash + 10 * 103.0 - 4 * 49.0 == acct.marked_equity()
+    assert acct.peak_equity == acct.equity and acct.as_of_us == round(close.timestamp() * 1e6)
+    assert acct.positions["B"].unrealized_pnl == pytest.approx(4.0)
+    # a replayed or older bar changes nothing: the marks cannot go back in time
+    assert not portfolio.mark_bar(close, {"A": 1.0}) and not portfolio.mark_bar(T0, {"A": 1.0})
+    assert portfolio.snapshot() == acct
+    # lower closes: equity falls, the peak stays
+    assert portfolio.mark_bar(close + timedelta(minutes=5), {"A": 90.0})
+    later = portfolio.snapshot()
+    assert later.equity == cash + 10 * 90.0 - 4 * 49.0 and later.peak_equity == acct.peak_equity
+    rows = portfolio.journal()
+    assert [r["kind"] for r in rows] == ["fill", "fill", "position", "position", "equity", "position", "position",
+                                         "equity"]
+    assert rows[0]["fill_id"] == "b1" and rows[0]["side"] == "buy" and float(rows[1]["qty"]) == 4.0
+    assert float(rows[-1]["equity"]) == later.equity
+    portfolio.trim_journal(5)
+    assert [r["kind"] for r in portfolio.journal()] == ["position", "position", "equity"]

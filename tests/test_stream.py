@@ -15,17 +15,12 @@ from kafka import KafkaConsumer, TopicPartition
 
 from config import load_settings
 from config.schemas.data import SyntheticSettings
-from models.baselines import LinearModel, Tabular
-from models.panel import Panel
 from models.pyfunc import DirectionModel
 from models.registry import promote
-from models.tracking import configure_mlflow
 from models.training import register_model
 from pipelines import lake
 from pipelines.features.build import write_features
 from pipelines.features.library import max_lookback
-from pipelines.features.labels import compute_labels
-from pipelines.features.recipe import FeatureSpec
 from pipelines.ingest.layers import write_bronze, write_silver
 from pipelines.ingest.sources.synthetic import generate_market, generate_ticks
 from pipelines.lake.tables import FEATURES, LIVE_BARS, LIVE_DEAD_LETTERS, LIVE_FEATURES, LIVE_PREDICTIONS, SILVER_BARS
@@ -34,17 +29,13 @@ from streaming.feed import publish
 from streaming.job import LATE
 from streaming.records import encode
 from streaming.status import read_status
+from tests.livekit import live_env, research_with_champion
 
 BAR_COLUMNS = ["open", "high", "low", "close", "volume", "vwap", "trades"]
 
 
 def _env(tmp_path, **extra: str) -> dict[str, str]:
-    """An environment with its own dataset name (so its own live folder and tables) and topics."""
-    tag = uuid.uuid4().hex[:8]
-    return {**os.environ, "QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"),
-            "QL_DATA__SYNTHETIC__NAME": f"stream-{tag}", "QL_KAFKA__TOPICS__MARKET_DATA": f"md-{tag}",
-            "QL_KAFKA__TOPICS__DEAD_LETTER": f"md-{tag}.dlq", "QL_KAFKA__TOPICS__PREDICTIONS": f"pred-{tag}",
-            "QL_KAFKA__STREAM__TRIGGER_SECONDS": "0.5", "QL_KAFKA__FEED__BATCH_TICKS": "2000", **extra}
+    return live_env(tmp_path, **extra)
 
 
 def _settings(tmp_path, **extra: str):
@@ -72,27 +63,10 @@ def test_stream_gives_the_batch_tables_bars_features_and_predictions(spark, serv
                          QL_PLATFORM__MLFLOW__REGISTERED_MODEL=f"stream-{uuid.uuid4().hex[:6]}")
     cfg = settings.data.synthetic
     days = pd.bdate_range(cfg.start_date, periods=cfg.n_days)
-    research_end, live_start = days[6].date(), days[7].date()
+    live_start = days[7].date()
 
     # research: silver and features of the first seven days, and a champion trained on them
-    write_bronze(spark, settings, days[0].date(), research_end)
-    write_silver(spark, settings, days[0].date(), research_end)
-    write_features(spark, settings, days[0].date(), research_end)
-    spec = FeatureSpec(tuple(settings.data.features.windows), tuple(settings.data.features.rank_features),
-                       sequence_length=3)
-    gold = lake.read(spark, FEATURES.path(settings)).toPandas().sort_values(["symbol", "ts"])
-    bars = generate_market(cfg).bars
-    bars["ts"] = bars["ts"].dt.tz_localize(None)
-    labels = pd.concat([pd.concat([g[["symbol", "ts"]], compute_labels(g, 1)], axis=1)
-                        for _, g in bars.sort_values("ts").groupby("symbol")])
-    panel = Panel(gold.merge(labels, on=["symbol", "ts"])[["symbol", "ts", *spec.names, "fwd_return", "direction"]],
-                  spec.names)
-    model = Tabular(LinearModel()).fit(panel, panel.labelled(), None)
-    configure_mlflow(settings)
-    with mlflow.start_run():
-        version = register_model(DirectionModel(model, spec, "linear"), gold[["symbol", "ts", *spec.names]].tail(3)
-                                 .reset_index(drop=True), settings)
-    promote(settings, version, "stream parity test")
+    version, model, spec, gold = research_with_champion(spark, settings, days[:7])
 
     # live: the ticks of the last three days through Kafka and the stream
     ticks = generate_ticks(generate_market(cfg), cfg)

@@ -14,6 +14,8 @@ class KafkaTopics(Frozen):
     dead_letter: str = "market-data.dlq"
     predictions: str = "predictions"
     orders: str = "orders"
+    orders_rejected: str = "orders.rejected"
+    bars: str = "bars"
     fills: str = "fills"
 
 

@@ -56,6 +56,19 @@ class LimitSettings(Frozen):
     symbols: list[str] | None = None                       # tradable symbols (None: any with market data)
 
 
+class LiveTradingSettings(Frozen):
+    """The live trading path: the stream's trader, ``python -m streaming venue`` and
+    ``python -m streaming portfolio`` (``streaming/trader.py``)."""
+
+    enabled: bool = True                                   # the stream decides and sends orders when a portfolio runs
+    account: str | None = None                             # the Redis portfolio's account (None: the dataset's name)
+    strategy: str = "champion"                             # the strategy part of every order id
+    portfolio_wait_seconds: float = Field(60.0, gt=0)      # how long a decision waits for the portfolio to reach its bar
+    venue_wait_seconds: float = Field(30.0, gt=0)          # how long the venue holds a bar for the orders decided before it
+    heartbeat_seconds: float = Field(10.0, gt=0)           # a service missing its heartbeat this long counts as down
+    snapshot_seconds: float = Field(2.0, gt=0)             # how often the portfolio writes its Delta tables
+
+
 class BacktestSettings(Frozen):
     strategies: list[ModelFamily] | None = None  # None: every model in the predictions table
     sweep: bool = True
@@ -72,6 +85,7 @@ class BacktestSettings(Frozen):
 class TradingSettings(Frozen):
     initial_capital: float = Field(100_000, gt=0)
     backtest: BacktestSettings = BacktestSettings()
+    live: LiveTradingSettings = LiveTradingSettings()
     signal: SignalSettings = SignalSettings()
     sizing: SizingSettings = SizingSettings()
     costs: CostSettings = CostSettings()

@@ -126,6 +126,20 @@ LIVE_DEAD_LETTERS = Table("silver", "live_dead_letters", "topic string, partitio
                                                   "key binary, value binary, reason string, symbol string, "
                                                   "ts timestamp, batch_id long, dead_lettered_at timestamp, "
                                                   "date string", ("date",))
+# live trading: orders from the stream's trader (Spark, once per micro-batch); fills, positions and
+# equity from the portfolio service (delta-rs, :mod:`pipelines.lake.rows`, from its Redis journal)
+LIVE_ORDERS = Table("gold", "live_orders", "order_id string, ts timestamp, symbol string, side string, qty double, "
+                                          "order_type string, price double, decision_volume double, strategy string, "
+                                          "model_version string, status string, limit_hit string, reason string, "
+                                          "batch_id long, date string", ("date",))
+LIVE_FILLS = Table("gold", "live_fills", "fill_id string, order_id string, ts timestamp, symbol string, side string, "
+                                        "qty double, price double, fee double, date string", ("date",))
+LIVE_POSITIONS = Table("gold", "live_positions", "ts timestamp, symbol string, qty double, avg_px_open double, "
+                                                "realized_pnl double, unrealized_pnl double, last_px double, "
+                                                "date string", ("date",))
+LIVE_EQUITY = Table("gold", "live_equity", "ts timestamp, cash double, equity double, peak_equity double, "
+                                          "gross_exposure double, realized_pnl double, fees double, date string",
+                    ("date",))
 
 # the platform smoke run's table (belongs to no dataset)
 SMOKE_PRICES = Table("bronze", "smoke_prices", "symbol string, ts timestamp, close double, ret double, date string",
@@ -134,7 +148,7 @@ SMOKE_PRICES = Table("bronze", "smoke_prices", "symbol string, ts timestamp, clo
 CATALOG: tuple[Table, ...] = (BRONZE_TICKS, BRONZE_BARS, SOURCE_FACTS, SILVER_BARS, QUARANTINE, FEATURES, LABELS,
                               PREDICTIONS, BACKTEST_TRADES, BACKTEST_EQUITY, BACKTEST_POSITIONS, BACKTEST_METRICS,
                               MONTECARLO_SUMMARY, LIVE_BARS, LIVE_FEATURES, LIVE_PREDICTIONS, LIVE_DEAD_LETTERS,
-                              SMOKE_PRICES)
+                              LIVE_ORDERS, LIVE_FILLS, LIVE_POSITIONS, LIVE_EQUITY, SMOKE_PRICES)
 
 
 def bronze(kind: Literal["ticks", "bars"]) -> Table:

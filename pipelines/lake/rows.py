@@ -1,0 +1,69 @@
+"""Appending rows to a catalog table without Spark (delta-rs), for the small live services.
+
+The venue and portfolio services write a few rows per bar; a JVM per service would cost more
+than the work. delta-rs writes the same Delta protocol Spark reads (timestamps as UTC
+``timestamp``, the catalog's partitioning), and :func:`append_new` keeps a re-sent row out:
+rows whose key the table already holds are dropped before the append.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+
+from config import Settings
+from pipelines.lake.tables import Table
+
+_TYPES = {"string": pa.string(), "double": pa.float64(), "long": pa.int64(), "int": pa.int32(),
+          "timestamp": pa.timestamp("us", tz="UTC"), "boolean": pa.bool_(), "binary": pa.binary()}
+
+
+def arrow_schema(table: Table) -> pa.Schema:
+    """The catalog declaration as an Arrow schema (timestamps in UTC microseconds)."""
+    fields = []
+    for part in table.schema.split(","):
+        name, kind = part.strip().split(None, 1)
+        if kind not in _TYPES:
+            raise ValueError(f"table {table.name}: type {kind!r} of {name} has no Arrow mapping")
+        fields.append(pa.field(name, _TYPES[kind]))
+    return pa.schema(fields)
+
+
+def existing_keys(table: Table, settings: Settings, key: Iterable[str]) -> set[tuple]:
+    """The ``key`` tuples already in ``table`` (empty when the table does not exist yet)."""
+    path = table.path(settings)
+    key = list(key)
+    if not (Path(path) / "_delta_log").exists():
+        return set()
+    frame = DeltaTable(path).to_pyarrow_table(columns=key).to_pandas()
+    return set(frame.itertuples(index=False, name=None))
+
+
+def append_new(table: Table, settings: Settings, rows: pd.DataFrame, key: list[str],
+               known: set[tuple] | None = None) -> int:
+    """Append the rows of ``rows`` whose ``key`` is not in the table (nor in ``known``, the
+    caller's cache of keys it wrote, updated here); return how many were appended.
+
+    ``rows`` carries the declared columns (``date`` is derived from ``ts`` when absent).
+    """
+    if rows.empty:
+        return 0
+    frame = rows.copy()
+    if "date" in table.columns and "date" not in frame:
+        frame["date"] = pd.to_datetime(frame["ts"], utc=True).dt.strftime("%Y-%m-%d")
+    for column, field in zip(arrow_schema(table).names, arrow_schema(table)):
+        if pa.types.is_timestamp(field.type):
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+    seen = known if known is not None else existing_keys(table, settings, key)
+    fresh = [k not in seen for k in frame[key].itertuples(index=False, name=None)]
+    frame = frame[fresh].drop_duplicates(key)
+    if frame.empty:
+        return 0
+    data = pa.Table.from_pandas(frame[table.columns], schema=arrow_schema(table), preserve_index=False)
+    write_deltalake(table.path(settings), data, mode="append", partition_by=list(table.partition_by) or None)
+    seen.update(frame[key].itertuples(index=False, name=None))
+    return len(frame)

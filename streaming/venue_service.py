@@ -1,0 +1,241 @@
+"""``python -m streaming venue``: the paper venue as a service.
+
+Reads ``orders`` and ``bars`` (one partition each) and writes ``fills``:
+
+* an order record is checked (fields, types, side, quantity, price, a symbol the venue has
+  bars for); a bad one is rejected with the reason on ``orders.rejected`` and never stops the
+  service. A good one is claimed by id (a Redis set: an id seen before is ignored) and waits;
+* a bar record (every symbol's bar at one time) is held until the orders the trader decided
+  before it have arrived (their ids ride on the bar record), then fills the waiting orders at
+  the bars' opens (:func:`streaming.venue.fill_at_open`: the backtest's timing, volume cap and
+  costs); an order whose symbol has no bar at that time lapses, as in the backtest. The fills,
+  then the bar's closes, go to ``fills``; then the orders' new states and the bar time are
+  stored in one Redis transaction. A bar at or before the last one stored is a replay and is
+  skipped.
+
+Killed between publishing and storing, the venue publishes the same fills again after a
+restart: same fill ids, which the portfolio applies once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+
+from config import Settings
+from pipelines.trading.orders import Order
+from pipelines.trading.rules import Rules
+from streaming import live
+from streaming.venue import OrderState, OrderStatus, fill_at_open
+
+log = logging.getLogger(__name__)
+
+REQUIRED = {"order_id": str, "ts": str, "symbol": str, "side": str, "qty": (int, float), "price": (int, float)}
+
+CLAIM = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+if ARGV[3] == 'ACCEPTED' then redis.call('SADD', KEYS[3], ARGV[1]) end
+return 1
+"""
+
+
+class OrderError(ValueError):
+    """An order record the venue cannot accept; ``reason`` says why."""
+
+
+def order_record(order: Order, decision_volume: float) -> dict:
+    """The ``orders`` topic record of ``order`` (``decision_volume``: the decision bar's volume,
+    which caps and prices the fill as in the backtest)."""
+    return {"order_id": order.order_id, "ts": live.iso(order.ts), "symbol": order.symbol, "side": order.side,
+            "qty": order.quantity, "order_type": order.order_type, "price": order.price,
+            "decision_volume": decision_volume, "strategy": order.strategy, "model_version": order.model_version}
+
+
+def parse_order(value: dict | None) -> tuple[Order, float]:
+    """An order record -> (order, decision volume); :class:`OrderError` names what is wrong."""
+    if not isinstance(value, dict) or "_malformed" in value:
+        raise OrderError(f"malformed record: {(value or {}).get('_malformed', value)!r:.80}")
+    if value.get("v") != live.RECORD_VERSION:
+        raise OrderError(f"unknown record version {value.get('v')!r}")
+    missing = [name for name in REQUIRED if value.get(name) is None]
+    if missing:
+        raise OrderError(f"missing {', '.join(missing)}")
+    wrong = [f"{name}={value[name]!r}" for name, kind in REQUIRED.items()
+             if not isinstance(value[name], kind) or isinstance(value[name], bool)]
+    if wrong:
+        raise OrderError(f"wrong type: {', '.join(wrong)}")
+    qty, price = float(value["qty"]), float(value["price"])
+    if not (math.isfinite(qty) and qty > 0):
+        raise OrderError(f"quantity {value['qty']!r} is not positive")
+    if not (math.isfinite(price) and price > 0):
+        raise OrderError(f"price {value['price']!r} is not positive")
+    if value["side"] not in ("buy", "sell"):
+        raise OrderError(f"side {value['side']!r} is neither buy nor sell")
+    if value.get("order_type", "market") != "market":
+        raise OrderError(f"order type {value['order_type']!r}: the paper venue fills market orders only")
+    try:
+        ts = live.utc(value["ts"])
+    except (ValueError, TypeError) as error:
+        raise OrderError(f"ts {value['ts']!r} is not a time: {error}") from None
+    volume = value.get("decision_volume")
+    volume = float(volume) if isinstance(volume, (int, float)) and not isinstance(volume, bool) else math.nan
+    order = Order(value["order_id"], ts, value["symbol"], value["side"], qty, price, "market",
+                  str(value.get("strategy", "")), str(value.get("model_version", "")))
+    return order, volume
+
+
+def state_json(state: OrderState) -> str:
+    o = state.order
+    return json.dumps({**order_record(o, state.decision_volume), "status": state.status.value,
+                       "filled_qty": state.filled_qty, "reason": state.reason,
+                       "history": [[s.value, live.iso(t)] for s, t in state.history]})
+
+
+def state_from_json(text: str) -> OrderState:
+    data = json.loads(text)
+    order, volume = parse_order({"v": live.RECORD_VERSION, **data})
+    state = OrderState(order, volume, OrderStatus(data["status"]), data["filled_qty"], data["reason"])
+    state.history = [(OrderStatus(s), live.utc(t)) for s, t in data["history"]]
+    return state
+
+
+class VenueService:
+    """The loop of ``python -m streaming venue`` (see the module docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings, self.rules = settings, Rules.from_settings(settings.trading)
+        self.topics = settings.kafka.topics
+        self.client = live.redis_client(settings)
+        self.reader = live.TopicReader(settings, self.client, "venue", [self.topics.orders, self.topics.bars])
+        self.producer = live.ordered_producer(settings)
+        self._claim = self.client.register_script(CLAIM)
+        self.pending: deque[tuple[int, dict, float]] = deque()  # (offset, bar record, first seen)
+
+    def k(self, *parts: str) -> str:
+        return live.key(self.settings, "venue", *parts)
+
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        last_beat = 0.0
+        while not should_stop():
+            if time.monotonic() - last_beat > 1.0:
+                live.beat(self.client, self.settings, "venue")
+                last_beat = time.monotonic()
+            self.step()
+
+    def step(self, timeout_ms: int = 50) -> None:
+        """One poll: take the orders, queue the bars, process the bars that are ready."""
+        done: dict[str, int] = {}
+        for topic, offset, value in self.reader.poll(timeout_ms):
+            if topic == self.topics.orders:
+                self.on_order(value, offset)
+                done[topic] = offset + 1
+            else:
+                self.pending.append((offset, value, time.monotonic()))
+        while self.pending and self._ready(*self.pending[0]):
+            offset, value, _ = self.pending.popleft()
+            self.on_bar(value, offset)
+            done[self.topics.bars] = offset + 1
+        self.reader.commit(done)
+
+    # orders ----------------------------------------------------------------------------------
+    def on_order(self, value, offset: int) -> None:
+        try:
+            order, volume = parse_order(value)
+            if not self.client.sismember(self.k("symbols"), order.symbol):
+                raise OrderError(f"unknown symbol {order.symbol!r}: the venue has no bars for it")
+        except OrderError as error:
+            self._reject(value, str(error), offset)
+            return
+        state = OrderState(order, volume)
+        state.move(OrderStatus.NEW, order.ts)
+        state.move(OrderStatus.ACCEPTED, order.ts)
+        if not self._claim(keys=[self.k("claimed"), self.k("orders"), self.k("working")],
+                           args=[order.order_id, state_json(state), "ACCEPTED"]):
+            log.info("order %s seen before: ignored", order.order_id)
+
+    def _reject(self, value, reason: str, offset: int) -> None:
+        """Publish the rejection once per record (a replayed record is not rejected twice)."""
+        if not self.client.sadd(self.k("rejected_offsets"), offset):
+            return
+        order_id = value.get("order_id") if isinstance(value, dict) else None
+        log.warning("order rejected (%s): %s", order_id or f"offset {offset}", reason)
+        live.send(self.producer, self.topics.orders_rejected, str(order_id or f"offset-{offset}"),
+                  {"order": value, "order_id": order_id, "limit": "venue", "reason": reason,
+                   "rejected_by": "venue", "offset": offset})
+        self.producer.flush()
+        if isinstance(order_id, str):
+            self.client.sadd(self.k("claimed"), order_id)
+
+    # bars ------------------------------------------------------------------------------------
+    def _ready(self, offset: int, value: dict, seen: float) -> bool:
+        """Whether the orders decided before this bar have all arrived (or waited too long)."""
+        ids = (value.get("after_decision") or {}).get("order_ids") or []
+        if not ids or all(self.client.smismember(self.k("claimed"), ids)):
+            return True
+        if time.monotonic() - seen > self.settings.trading.live.venue_wait_seconds:
+            log.error("bar %s: %d order(s) decided before it never arrived; filling without them",
+                      value.get("ts"), sum(not x for x in self.client.smismember(self.k("claimed"), ids)))
+            return True
+        return False
+
+    def on_bar(self, value: dict, offset: int) -> None:
+        try:
+            ts = live.utc(value["ts"])
+            bars = {b["symbol"]: b for b in value["bars"]}
+        except (KeyError, TypeError, ValueError) as error:
+            log.error("bar record at offset %d skipped: %s", offset, error)
+            return
+        at = live.micros(ts)
+        if at <= int(self.client.get(self.k("last_bar_us")) or -1):
+            return  # a replay
+        if bars:
+            self.client.sadd(self.k("symbols"), *bars)
+        ids = sorted(self.client.smembers(self.k("working")))
+        states = [state_from_json(text) for text in (self.client.hmget(self.k("orders"), ids) if ids else []) if text]
+        changed, fills = [], []
+        for state in sorted(states, key=lambda s: (s.order.symbol, s.order.ts)):
+            if state.order.ts >= ts:
+                continue
+            bar = bars.get(state.order.symbol)
+            price = float(bar["open"]) if bar and bar.get("open") is not None else math.nan
+            if math.isfinite(price) and price > 0:
+                fill = fill_at_open(state, ts, price, self.rules)
+                if fill is not None:
+                    fills.append(fill)
+            else:
+                state.move(OrderStatus.CANCELLED, ts, f"no bar of {state.order.symbol} at {live.iso(ts)}: the order "
+                                                      "lapses (the backtest drops it too)")
+            changed.append(state)
+        for fill in fills:
+            live.send(self.producer, self.topics.fills, fill.fill_id, {
+                "kind": "fill", "fill_id": fill.fill_id, "order_id": fill.order_id, "ts": live.iso(fill.ts),
+                "symbol": fill.symbol, "side": fill.side, "qty": fill.qty, "price": fill.price, "fee": fill.fee})
+        closes = {s: b.get("close") for s, b in bars.items()}
+        live.send(self.producer, self.topics.fills, "bar", {"kind": "bar", "ts": live.iso(ts), "closes": closes})
+        self.producer.flush()
+        pipe = self.client.pipeline(transaction=True)
+        for state in changed:
+            pipe.hset(self.k("orders"), state.order.order_id, state_json(state))
+        if changed:
+            pipe.srem(self.k("working"), *[s.order.order_id for s in changed])
+        pipe.set(self.k("last_bar_us"), at)
+        pipe.execute()
+
+    def close(self) -> None:
+        self.reader.close()
+        self.producer.close()
+        self.client.close()
+
+
+def order_states(settings: Settings) -> list[OrderState]:
+    """Every order the venue holds, in any state."""
+    client = live.redis_client(settings)
+    try:
+        return [state_from_json(t) for t in client.hvals(live.key(settings, "venue", "orders"))]
+    finally:
+        client.close()

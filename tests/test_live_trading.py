@@ -1,0 +1,214 @@
+"""The live trading path against the real Kafka, Redis and Spark: stream -> trader -> risk gate ->
+``orders`` -> venue -> ``fills`` -> portfolio, with the venue and the portfolio killed (SIGKILL)
+and restarted mid-run, hand-typed bad orders on the topic, and the result compared with the
+backtest engine on the same bars and predictions."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from config import load_settings
+from config.settings import PROJECT_ROOT
+from pipelines import lake
+from pipelines.backtest.engine import Market, run_backtest
+from pipelines.ingest.sources.synthetic import generate_market, generate_ticks
+from pipelines.lake.tables import LIVE_BARS, LIVE_EQUITY, LIVE_FILLS, LIVE_ORDERS, LIVE_POSITIONS, LIVE_PREDICTIONS
+from pipelines.trading.rules import Rules
+from streaming import job, live
+from streaming.feed import publish
+from streaming.portfolio import RedisPortfolio
+from streaming.status import read_status
+from streaming.venue_service import order_states
+from tests.livekit import live_env, research_with_champion
+
+pytestmark = pytest.mark.services
+
+
+class Services:
+    """The venue and the portfolio as child processes, as ``make live`` runs them."""
+
+    def __init__(self, env: dict, settings, logs) -> None:
+        self.env, self.settings, self.logs = env, settings, logs
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.client = live.redis_client(settings)
+
+    def start(self, role: str) -> None:
+        self.client.delete(live.key(self.settings, role, "heartbeat"))
+        out = open(self.logs / f"{role}.log", "ab")
+        self.procs[role] = subprocess.Popen([sys.executable, "-m", "streaming", role], cwd=PROJECT_ROOT,
+                                            env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        assert live.wait_for(lambda: live.alive(self.client, self.settings, role) or self.procs[role].poll() is not None,
+                             120, 0.1) and self.procs[role].poll() is None, self.log(role)
+
+    def kill(self, role: str) -> None:
+        self.procs[role].send_signal(signal.SIGKILL)
+        self.procs[role].wait(30)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for role, proc in self.procs.items():
+            assert proc.wait(60) == 0, self.log(role)
+        self.client.close()
+
+    def dead(self) -> str | None:
+        """The log of a service that exited on its own, if one did."""
+        for role, proc in self.procs.items():
+            if proc.poll() is not None:
+                return f"{role} exited {proc.returncode}: {self.log(role)}"
+        return None
+
+    def log(self, role: str) -> str:
+        return (self.logs / f"{role}.log").read_text()[-3000:]
+
+
+def _as_of(settings) -> int:
+    client = live.redis_client(settings)
+    try:
+        return int(client.hget(live.key(settings, "portfolio", "account"), "as_of_us") or -1)
+    finally:
+        client.close()
+
+
+def _bad_orders(settings) -> list[tuple[bytes, str]]:
+    """Hand-typed orders a venue must reject (raw bytes, the reason's first words)."""
+    good = {"v": 1, "order_id": "hand-1", "ts": "2024-03-13T15:00:00Z", "symbol": "SYN000", "side": "buy", "qty": 5,
+            "price": 100.0, "order_type": "market"}
+    cases = [
+        (b"{not json", "malformed record"),
+        (json.dumps({**good, "order_id": "hand-2", "qty": -5}).encode(), "quantity -5 is not positive"),
+        (json.dumps({**good, "order_id": "hand-3", "symbol": "NOPE"}).encode(), "unknown symbol 'NOPE'"),
+        (b'{"v": 1, "order_id": "hand-4", "ts": "2024-03-13T15:00:00Z", "symbol": "SYN000", "side": "buy", '
+         b'"qty": 5, "price": NaN}', "price nan is not positive"),
+        (json.dumps({"v": 1, "order_id": "hand-5", "symbol": "SYN000"}).encode(), "missing ts, side, qty, price"),
+        (json.dumps({**good, "order_id": "hand-6", "side": "hold"}).encode(), "side 'hold' is neither"),
+    ]
+    return cases
+
+
+def test_live_path_equals_the_backtest_through_venue_and_portfolio_crashes(spark, services, tmp_path,
+                                                                          sqlite_registry) -> None:
+    env = live_env(tmp_path, QL_DATA__SYNTHETIC__N_SYMBOLS="4", QL_DATA__SYNTHETIC__N_DAYS="8",
+                   QL_DATA__SYNTHETIC__START_DATE="2024-03-04", QL_DATA__SYNTHETIC__BAD_TICK_RATE="0",
+                   QL_PLATFORM__MLFLOW__REGISTERED_MODEL=f"live-{tmp_path.name[-12:]}",
+                   # thresholds near the linear model's probabilities, so it trades often
+                   QL_TRADING__SIGNAL__LONG_THRESHOLD="0.505", QL_TRADING__SIGNAL__SHORT_THRESHOLD="0.495")
+    settings = load_settings(env=env)
+    cfg = settings.data.synthetic
+    days = pd.bdate_range(cfg.start_date, periods=cfg.n_days)
+    research_with_champion(spark, settings, days[:6])
+    ticks = generate_ticks(generate_market(cfg), cfg)
+    ticks = ticks[ticks["ts"].dt.date >= days[6].date()].reset_index(drop=True)
+
+    live.fresh_run(settings)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    svc = Services(env, settings, logs)
+    svc.start("venue")
+    svc.start("portfolio")
+    query, sink = job.start(spark, settings, starting_offsets="earliest")
+    restarts = []
+    try:
+        publish(settings, ticks, progress=False)
+        bar_times = sorted(ticks["ts"].dt.floor(f"{cfg.bar_minutes}min").dt.tz_localize(None).unique())
+        first, kill_venue, kill_portfolio = (live.micros(bar_times[i]) for i in (0, len(bar_times) // 3,
+                                                                                    2 * len(bar_times) // 3))
+        assert live.wait_for(lambda: _as_of(settings) >= first or svc.dead(), 240, 0.05), read_status(settings)
+        assert not svc.dead(), svc.dead()
+        raw = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        for value, _ in _bad_orders(settings):
+            raw.send(settings.kafka.topics.orders, value=value, partition=0)
+        raw.flush()
+        raw.close()
+        for role, at in (("venue", kill_venue), ("portfolio", kill_portfolio)):
+            assert live.wait_for(lambda: _as_of(settings) >= at or query.exception() is not None or svc.dead(), 300,
+                                 0.02), read_status(settings)
+            assert not svc.dead(), svc.dead()
+            svc.kill(role)
+            restarts.append((role, _as_of(settings)))
+            svc.start(role)
+        last = live.micros(bar_times[-2])  # each symbol's last bar stays open under the watermark
+        assert live.wait_for(lambda: _as_of(settings) >= last or query.exception() is not None or svc.dead(), 300,
+                             0.1), (read_status(settings), svc.log("venue"), svc.log("portfolio"))
+        assert not svc.dead(), svc.dead()
+        assert query.exception() is None, query.exception()
+    finally:
+        job.stop_between_batches(query)
+        sink.trader.close()
+    status = read_status(settings)
+    svc.stop()  # SIGTERM: the portfolio writes its last journal rows to Delta
+
+    # the backtest engine on the bars and predictions the stream produced
+    bars = lake.read(spark, LIVE_BARS.path(settings)).toPandas()
+    predictions = lake.read(spark, LIVE_PREDICTIONS.path(settings)).toPandas()
+    market = Market.from_frames(bars[["symbol", "ts", "open", "close", "volume"]], predictions)
+    result = run_backtest(market, Rules.from_settings(settings.trading), settings.trading.initial_capital)
+    expected = result.fills.sort_values(["ts", "symbol"]).reset_index(drop=True)
+
+    fills = lake.read(spark, LIVE_FILLS.path(settings)).toPandas().sort_values(["ts", "symbol"]).reset_index(drop=True)
+    orders = lake.read(spark, LIVE_ORDERS.path(settings)).toPandas()
+    equity = lake.read(spark, LIVE_EQUITY.path(settings)).toPandas().sort_values("ts").reset_index(drop=True)
+    positions = lake.read(spark, LIVE_POSITIONS.path(settings)).toPandas()
+    consumer = KafkaConsumer(settings.kafka.topics.fills, bootstrap_servers=settings.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    on_topic = Counter(json.loads(m.value).get("fill_id") for m in consumer)
+    consumer.close()
+    on_topic.pop(None, None)
+    print(f"\nlive: {len(bars)} bars, {len(predictions)} predictions, {status['decisions']} decisions, "
+          f"{len(orders)} orders ({status['orders_sent']} sent), {len(fills)} fills; venue/portfolio killed at "
+          f"{restarts}; fill records on the topic {sum(on_topic.values())} for {len(on_topic)} fill ids")
+
+    assert len(expected) >= 20, "too few trades to compare"
+    assert not fills["fill_id"].duplicated().any() and not orders["order_id"].duplicated().any()
+    assert set(on_topic) == set(fills["fill_id"])
+    # the same fills: time, symbol, quantity, price and cost
+    assert len(fills) == len(expected)
+    assert (fills["ts"].to_numpy() == expected["ts"].to_numpy()).all()
+    assert fills["symbol"].tolist() == expected["symbol"].tolist()
+    signed = np.where(fills["side"] == "buy", fills["qty"], -fills["qty"])
+    np.testing.assert_allclose(signed, expected["quantity"], rtol=1e-9)
+    np.testing.assert_array_equal(fills["price"], expected["price"])
+    np.testing.assert_allclose(fills["fee"], expected["cost"], rtol=1e-9)
+    # the same equity at every close, and at the end
+    curve = result.equity_frame()
+    assert equity["ts"].tolist() == curve["ts"].tolist()
+    np.testing.assert_allclose(equity["equity"], curve["equity"], rtol=1e-10)
+    client = live.redis_client(settings)
+    final = RedisPortfolio(client, live.account(settings)).snapshot()
+    client.close()
+    assert final.equity == pytest.approx(result.equity[-1], rel=1e-10)
+    held = {s: q for s, q in zip(market.symbols, result.positions[-1]) if abs(q) > 1e-12}
+    assert {s: p.qty for s, p in final.positions.items() if p.qty} == pytest.approx(held, rel=1e-9)
+    assert len(positions) > 0 and not positions.duplicated(["ts", "symbol"]).any()
+
+    # every sent order ended at the venue (the last decision's may still wait for a bar)
+    states = {s.order.order_id: s for s in order_states(settings)}
+    sent = orders[orders["status"] == "SUBMITTED"]
+    assert set(sent["order_id"]) <= set(states)
+    final_states = Counter(states[o].status.value for o in sent["order_id"])
+    assert final_states["FILLED"] + final_states["PARTIALLY_FILLED"] + final_states["CANCELLED"] \
+        + final_states["ACCEPTED"] == len(sent)
+
+    # the hand-typed orders: each rejected with its reason, the venue kept running
+    consumer = KafkaConsumer(settings.kafka.topics.orders_rejected, bootstrap_servers=settings.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    rejected = [json.loads(m.value) for m in consumer]
+    consumer.close()
+    by_venue = [r for r in rejected if r.get("rejected_by") == "venue"]
+    reasons = [r["reason"] for r in by_venue]
+    assert len(by_venue) == len(_bad_orders(settings)), reasons
+    for _, reason in _bad_orders(settings):
+        assert any(r.startswith(reason) for r in reasons), (reason, reasons)
+    assert not any(math.isnan(x) for x in equity["equity"])
