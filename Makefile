@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs are `make demo` and `make test`.
 PY := .venv/bin/python
 
-.PHONY: setup up status down demo demo-sp500 live bench bench-features bench-ingest bench-stream test clean
+.PHONY: setup up status down demo demo-sp500 live bench bench-features bench-ingest bench-stream bench-trading chaos test clean
 
 setup:            ## install system packages, the virtualenv and the JVM jars (idempotent)
 	bash infra/setup.sh
@@ -31,8 +31,10 @@ demo-sp500: up    ## the main job on the real S&P 500 panel instead of the synth
 	$(PY) -m orchestration.main $(STAGES)
 
 # the live path for a few minutes: the synthetic market continued past `make demo`'s research
-# period -> Kafka -> the Structured Streaming job -> the champion's predictions; then the
-# figures and the live accuracy against the Bayes bound (Ctrl-C stops cleanly)
+# period -> Kafka -> the Structured Streaming job -> the champion's predictions -> the trader and
+# the risk gate -> orders -> the paper venue -> fills -> the Redis portfolio (a fresh paper account);
+# then ticks, predictions, orders (sent / rejected by limit), fills, positions, equity and P&L, and
+# the live accuracy against the Bayes bound (Ctrl-C stops cleanly)
 MINUTES ?= 3
 live: export QL_PROFILE ?= demo
 live: up          ## the live market-data path for $(MINUTES) minutes (after `make demo`)
@@ -46,6 +48,14 @@ bench-ingest: up    ## bronze ingestion rows/s: a vendor folder of one CSV per s
 
 bench-stream: up  ## the stream benchmark alone (Kafka/Spark limits, stage throughput, latency, memory)
 	$(PY) -m benchmarks.stream_throughput
+
+bench-trading: up  ## the trading path alone (risk gate vs backtest kernel, venue and portfolio services, latency)
+	$(PY) -m benchmarks.trading_latency
+
+# each fault twice in one live run (stream, Kafka broker, Redis, venue, portfolio), compared with the
+# backtest on the same bars and predictions; the suite runs the venue + portfolio case once
+chaos: up         ## the exactly-once fault runs of the live path (~10 min)
+	$(PY) -m pytest -m chaos tests/test_live_trading.py
 
 bench: up         ## benchmarks (writes benchmarks/results/*.json; installs vectorbt and backtrader to compare)
 	$(PY) -m pip install -q -e '.[bench]'

@@ -1,7 +1,7 @@
 """Run every benchmark: ``python -m benchmarks``."""
 
 from benchmarks import (backtest_speed, feature_throughput, ingest_throughput, model_quality, model_speed,
-                        stream_throughput)
+                        stream_throughput, trading_latency)
 
 if __name__ == "__main__":
     status = ingest_throughput.main([])
@@ -11,4 +11,5 @@ if __name__ == "__main__":
     status |= model_quality.main([])
     status |= backtest_speed.main([])
     status |= stream_throughput.main([])
+    status |= trading_latency.main([])
     raise SystemExit(status)

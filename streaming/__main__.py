@@ -148,7 +148,7 @@ def _run_stream(settings, stop: threading.Event, starting_offsets: str | None = 
     spark.sparkContext.setLogLevel("ERROR")
     query, sink = job.start(spark, settings, starting_offsets=starting_offsets)
     print(f"stream started: {settings.kafka.topics.market_data} -> live tables of {settings.data.dataset} "
-          f"(checkpoint {job.checkpoint_dir(settings)}); serving {sink.scorer.champion.name + ' v' + sink.scorer.champion.version if sink.scorer.champion else 'no model'}")
+          f"(checkpoint {job.checkpoint_dir(settings)}); serving {sink.scorer.champion.name + ' v' + sink.scorer.champion.version if sink.scorer.champion else 'no model'}", flush=True)
     last_print, last_rows, idle_since = time.monotonic(), -1, time.monotonic()
     try:
         while query.isActive and not stop.is_set():

@@ -103,7 +103,9 @@ def build_stream(spark: SparkSession, settings: Settings, windows: tuple[int, ..
               .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
               .option("subscribe", settings.kafka.topics.market_data)
               .option("startingOffsets", starting_offsets or cfg.starting_offsets)
-              .option("failOnDataLoss", "false"))
+              .option("failOnDataLoss", "false")
+              # a broker restart: keep asking for offsets for a minute instead of failing the query
+              .option("fetchOffset.numRetries", "60").option("fetchOffset.retryIntervalMs", "1000"))
     if cfg.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(cfg.max_offsets_per_trigger))
     parsed = records.parse(reader.load(), settings.data.quality)

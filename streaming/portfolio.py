@@ -71,8 +71,10 @@ local equity = tonumber(redis.call('HGET', acct, 'equity')) - (signed * price + 
 redis.call('HSET', acct, 'cash', f(cash), 'equity', f(equity), 'ts', ts,
            'realized_pnl', f(tonumber(redis.call('HGET', acct, 'realized_pnl')) + gained),
            'fees', f(tonumber(redis.call('HGET', acct, 'fees')) + fee))
+local now = redis.call('TIME')
 redis.call('RPUSH', KEYS[5], cjson.encode({kind='fill', fill_id=fill_id, order_id=ARGV[8], ts=ts, symbol=symbol,
-           side=ARGV[9], qty=f(math.abs(signed)), price=f(price), fee=f(fee)}))
+           side=ARGV[9], qty=f(math.abs(signed)), price=f(price), fee=f(fee),
+           applied_at=string.format('%d.%06d', now[1], now[2])}))
 redis.call('PUBLISH', channel, cjson.encode({kind='fill', fill_id=fill_id, symbol=symbol, qty=f(new),
            avg_px_open=f(avg), cash=f(cash), equity=f(equity), ts=ts}))
 return 1

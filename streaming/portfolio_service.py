@@ -96,7 +96,9 @@ class PortfolioService:
                 continue
             part = part[[c for c in table.columns if c in part.columns]].copy()
             for column in part.columns:
-                if column not in ("fill_id", "order_id", "symbol", "side", "ts"):
+                if column == "applied_at":  # Redis server time, epoch seconds
+                    part[column] = pd.to_datetime(part[column].astype(float), unit="s", utc=True)
+                elif column not in ("fill_id", "order_id", "symbol", "side", "ts"):
                     part[column] = part[column].astype(float)
             written += append_new(table, self.settings, part, key, self.known[table.name])
         self.book.trim_journal(len(rows))

@@ -11,8 +11,8 @@ For each bar time ``t`` in order:
    stops, signal x size), turn targets into orders (:func:`pipelines.trading.orders.orders_for_targets`,
    deterministic ids), check each with the :class:`~pipelines.trading.risk.RiskGate` and publish
    accepted ones to ``orders`` and rejected ones, with the limit they hit, to ``orders.rejected``;
-4. remember ``t`` as decided (Redis), so a micro-batch replayed after a crash neither decides
-   nor sends again.
+4. remember ``t`` as decided, with its orders (Redis), so a micro-batch replayed after a crash
+   neither decides nor sends again, and still lands the orders it had sent in ``live_orders``.
 
 When the drawdown breaker trips the trading state becomes REDUCING (only the flattening orders
 pass the gate, as the backtest flattens), then HALTED once every position is flat.
@@ -41,7 +41,7 @@ from pipelines.trading.risk import Book, RiskGate, TradingState
 from pipelines.trading.rules import Rules
 from streaming import live
 from streaming.portfolio import Account, RedisPortfolio
-from streaming.venue_service import order_record
+from streaming.venue_service import order_record, parse_order
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class Decision:
     orders: list[tuple[Order, float, str | None, str | None]] = field(default_factory=list)  # order, volume, limit, reason
     state: TradingState = TradingState.ACTIVE
     skipped: str | None = None
+    replayed: bool = False  # decided before, in a micro-batch that did not finish: the stored orders
 
 
 class Trader:
@@ -107,7 +108,7 @@ class Trader:
     def _decide(self, ts: pd.Timestamp, slice_: pd.DataFrame, predictions: pd.DataFrame | None) -> Decision:
         at = live.micros(ts)
         if at <= int(self.client.get(self.k("decided_us")) or -1):
-            return Decision(ts, skipped="decided before (a replayed micro-batch)")
+            return self._stored(ts, at)
         if self._as_of() < 0 and not live.alive(self.client, self.settings, "portfolio"):
             # no portfolio has served this account yet: a stream on its own streams, it does not trade
             self.note = "no portfolio service running: bars published, nothing decided"
@@ -163,14 +164,31 @@ class Trader:
         if state is TradingState.REDUCING and not any(q for q in positions.values() if abs(q) > 1e-9) and not orders:
             state = TradingState.HALTED
         decision.state = state
-        self._mark_decided(at, accepted, state)
+        self._mark_decided(at, accepted, state, decision)
         return decision
+
+    def _stored(self, ts: pd.Timestamp, at: int) -> Decision:
+        """The decision made at ``ts`` before a crash (its orders were sent then; they are
+        returned, not sent again, so the replayed micro-batch still lands them in the table)."""
+        stored = self.client.hget(self.k("decisions"), str(at))
+        if stored is None:
+            return Decision(ts, skipped="decided before (a replayed micro-batch)")
+        data = json.loads(stored)
+        orders = []
+        for record in data["orders"]:
+            order, volume = parse_order({"v": live.RECORD_VERSION, **record})
+            orders.append((order, volume, record.get("limit"), record.get("reason")))
+        return Decision(ts, orders, TradingState(data["state"]), replayed=True)
 
     def _as_of(self) -> int:
         return int(self.client.hget(f"{self.book.prefix}:account", "as_of_us") or -1)
 
-    def _mark_decided(self, at: int, accepted: list[str], state: TradingState) -> None:
+    def _mark_decided(self, at: int, accepted: list[str], state: TradingState,
+                      decision: Decision | None = None) -> None:
         pipe = self.client.pipeline(transaction=True)
+        orders = [{**order_record(o, volume), "limit": limit, "reason": reason}
+                  for o, volume, limit, reason in (decision.orders if decision else [])]
+        pipe.hset(self.k("decisions"), str(at), json.dumps({"state": state.value, "orders": orders}))
         pipe.set(self.k("last"), json.dumps({"ts_us": at, "order_ids": accepted}))
         pipe.set(self.k("decided_us"), at)
         pipe.set(self.k("state"), state.value)

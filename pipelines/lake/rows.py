@@ -57,7 +57,7 @@ def append_new(table: Table, settings: Settings, rows: pd.DataFrame, key: list[s
         frame["date"] = pd.to_datetime(frame["ts"], utc=True).dt.strftime("%Y-%m-%d")
     for column, field in zip(arrow_schema(table).names, arrow_schema(table)):
         if pa.types.is_timestamp(field.type):
-            frame[column] = pd.to_datetime(frame[column], utc=True)
+            frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[us, UTC]")
     seen = known if known is not None else existing_keys(table, settings, key)
     fresh = [k not in seen for k in frame[key].itertuples(index=False, name=None)]
     frame = frame[fresh].drop_duplicates(key)

@@ -133,7 +133,8 @@ LIVE_ORDERS = Table("gold", "live_orders", "order_id string, ts timestamp, symbo
                                           "model_version string, status string, limit_hit string, reason string, "
                                           "batch_id long, date string", ("date",))
 LIVE_FILLS = Table("gold", "live_fills", "fill_id string, order_id string, ts timestamp, symbol string, side string, "
-                                        "qty double, price double, fee double, date string", ("date",))
+                                        "qty double, price double, fee double, applied_at timestamp, date string",
+                   ("date",))
 LIVE_POSITIONS = Table("gold", "live_positions", "ts timestamp, symbol string, qty double, avg_px_open double, "
                                                 "realized_pnl double, unrealized_pnl double, last_px double, "
                                                 "date string", ("date",))
