@@ -1,6 +1,6 @@
 """The live trading path's speed: the risk gate, the venue, the portfolio, and end-to-end latency.
 
-    python -m benchmarks.trading_latency [--orders 200000] [--minutes 3] [--short] [--out DIR]
+    python -m benchmarks.trading_latency [--orders 200000] [--days 1] [--bar-seconds 2] [--short] [--out DIR]
 
 1. the risk gate's cost per order (:class:`pipelines.trading.risk.RiskGate`), next to the
    backtest kernel's cost per decision (one symbol at one close, :func:`run_backtest`) measured
@@ -9,10 +9,11 @@
    (orders on the ``orders`` topic, one bar record, until every order has filled): orders/s;
 3. the portfolio service through Kafka and Redis (fills and a bar's closes on ``fills``): fills/s;
 4. latency on the whole path (``python -m streaming live`` on the research market of
-   ``make demo``, paced): from the Kafka append time of a bar's last tick to the order on
+   ``make demo``, paced at one bar every ``--bar-seconds``): from the Kafka append time of a bar's last tick to the order on
    ``orders`` (the decision at that bar), and from the last tick of the bar an order fills at
    (the fill cannot happen before that bar has closed) to the fill on ``fills`` and to the
-   position update in Redis; p50/p99. Skipped without a champion (run ``make demo`` first).
+   position update in Redis; p50/p99; and the trader's seconds per bar time (publish the bar,
+   wait for the portfolio to close it, decide, send). Skipped without a champion (run ``make demo`` first).
 
 Writes ``results/trading_latency.json`` (``--short``: ``trading_latency_short.json``, small
 sizes and no end-to-end run: what the test suite runs).
@@ -21,6 +22,7 @@ sizes and no end-to-end run: what the test suite runs).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -51,6 +53,14 @@ def _orders(n: int, symbols: list[str], seed: int = 3) -> list[Order]:
         out.append(Order(order_id("bench", s, ts, "1"), ts, s, "buy" if rng.random() < 0.5 else "sell",
                          float(rng.integers(1, 20)), 100.0 * float(np.exp(rng.normal(0, 0.01))), "market", "bench", "1"))
     return out
+
+
+def _orders_at(n: int, symbols: list[str], ts: datetime = T0) -> list[Order]:
+    """``n`` orders all decided at ``ts`` (distinct ids: one strategy per order)."""
+    rng = np.random.default_rng(4)
+    return [Order(order_id(f"bench{i}", symbols[i % len(symbols)], ts, "1"), ts, symbols[i % len(symbols)],
+                  "buy" if rng.random() < 0.5 else "sell", float(rng.integers(1, 20)), 100.0, "market", f"bench{i}", "1")
+            for i in range(n)]
 
 
 def bench_gate(settings, n: int) -> dict:
@@ -89,7 +99,7 @@ def bench_matching(settings, n: int) -> dict:
     from streaming.venue import PaperVenue
 
     symbols = [f"S{i:03d}" for i in range(50)]
-    orders = [o for o in _orders(n, symbols) if o.ts == T0] or _orders(n, symbols)
+    orders = _orders_at(n, symbols)
     venue = PaperVenue(Rules.from_settings(settings.trading), lambda _id: True)
     with Timer() as t:
         for o in orders:
@@ -127,7 +137,7 @@ def bench_services(n: int) -> dict:
     venue = VenueService(settings)
     while not venue.client.scard(venue.k("symbols")):
         venue.step()
-    orders = [o for o in _orders(n * 3, symbols) if o.ts == T0][:n] or _orders(n, symbols)
+    orders = _orders_at(n, symbols)
     for o in orders:
         live.send(producer, topics.orders, o.order_id, order_record(o, 1e9))
     producer.flush()
@@ -164,8 +174,9 @@ def _pct(values: np.ndarray) -> dict:
             "p99_ms": round(float(np.percentile(values, 99)), 1), "max_ms": round(float(values.max()), 1)}
 
 
-def bench_latency(minutes: float) -> dict:
-    """``python -m streaming live`` on the demo market, then latencies from its tables and topics."""
+def bench_latency(days: int, bar_seconds: float) -> dict:
+    """``python -m streaming live`` on the demo market for ``days`` days paced at one bar every
+    ``bar_seconds`` of wall time, then latencies from its tables and topics."""
     from kafka import KafkaConsumer
 
     from pipelines import lake
@@ -176,8 +187,10 @@ def bench_latency(minutes: float) -> dict:
     settings = load_settings()
     if champion_version(settings) is None:
         return {"skipped": "no version holds @champion (run `make demo` first)"}
-    run = subprocess.run([sys.executable, "-m", "streaming", "live", "--minutes", str(minutes), "--drain", "10"],
-                         cwd=PROJECT_ROOT, capture_output=True, text=True)
+    cfg = settings.data.synthetic
+    minutes = days * cfg.bars_per_day * bar_seconds / 60
+    run = subprocess.run([sys.executable, "-m", "streaming", "live", "--days", str(days), "--minutes", f"{minutes:.3f}",
+                          "--drain", "10"], cwd=PROJECT_ROOT, capture_output=True, text=True)
     if run.returncode != 0:
         return {"failed": run.stdout[-2000:] + run.stderr[-2000:]}
     print(run.stdout[-1500:])
@@ -202,7 +215,13 @@ def bench_latency(minutes: float) -> dict:
     to_order = on_orders.reindex(orders["order_id"]).to_numpy() - tick_ms(orders)
     to_fill = on_fills.reindex(fills["fill_id"]).to_numpy() - tick_ms(fills)
     to_position = pd.to_datetime(fills["applied_at"]).astype("int64").to_numpy() / 1e6 - tick_ms(fills)
-    figures = {"minutes": minutes, "bars": len(bars), "orders": len(orders), "fills": len(fills),
+    from streaming.status import read_status
+
+    status = read_status(settings) or {}
+    trading_s = status.get("phase_seconds", {}).get("trading", math.nan)
+    figures = {"days": days, "bar_every_s": bar_seconds, "minutes": round(minutes, 2), "bars": len(bars),
+               "orders": len(orders), "fills": len(fills), "micro_batches": status.get("batches"),
+               "trading_seconds_per_bar_time": round(trading_s / max(1, status.get("decisions", 0)), 3),
                "last_tick_to_order": _pct(to_order), "fill_bar_last_tick_to_fill": _pct(to_fill),
                "fill_bar_last_tick_to_redis_position": _pct(to_position)}
     for name in ("last_tick_to_order", "fill_bar_last_tick_to_fill", "fill_bar_last_tick_to_redis_position"):
@@ -214,15 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.trading_latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=200_000)
     parser.add_argument("--service-orders", type=int, default=5_000)
-    parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--days", type=int, default=1, help="trading days of the paced live run")
+    parser.add_argument("--bar-seconds", type=float, default=2.0, help="wall seconds per bar in the paced run")
     parser.add_argument("--short", action="store_true", help="small sizes, no end-to-end run: the suite's version")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     settings = load_settings()
     n = 5_000 if args.short else args.orders
     figures = {"gate": bench_gate(settings, n), "venue_matching": bench_matching(settings, n),
-               "services": bench_services(200 if args.short else args.service_orders)}
-    figures["latency"] = {"skipped": "--short"} if args.short else bench_latency(args.minutes)
+               "services": bench_services(1_000 if args.short else args.service_orders)}
+    figures["latency"] = {"skipped": "--short"} if args.short else bench_latency(args.days, args.bar_seconds)
     write_result("trading_latency_short" if args.short else "trading_latency", figures, args.out)
     return 0 if all(not (isinstance(v, dict) and "failed" in v) for v in figures.values()) else 1
 

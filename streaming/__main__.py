@@ -90,6 +90,7 @@ def _print_figures(settings) -> None:
 
 def _print_trading(settings) -> None:
     """The venue's orders by state, the fills, the positions, equity and P&L."""
+    import re
     from collections import Counter
 
     from streaming.live import account, redis_client
@@ -99,7 +100,9 @@ def _print_trading(settings) -> None:
     states = order_states(settings)
     by_status = Counter(s.status.value for s in states)
     print("venue orders: " + (", ".join(f"{k} {v:,}" for k, v in sorted(by_status.items())) or "none"))
-    reasons = Counter(s.reason for s in states if s.status.value in ("REJECTED", "CANCELLED") and s.reason)
+    # reasons by kind: the numbers in them replaced by '#'
+    reasons = Counter(re.sub(r"\d[\d.:eE+-]*", "#", s.reason) for s in states
+                      if s.status.value in ("REJECTED", "CANCELLED") and s.reason)
     for reason, n in reasons.most_common(5):
         print(f"  {n:,} x {reason}")
     client = redis_client(settings)

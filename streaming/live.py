@@ -86,7 +86,7 @@ def iso(ts: datetime | pd.Timestamp) -> str:
 
 
 def _end_offset(settings: Settings, topic: str) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     try:
         tp = TopicPartition(topic, 0)
         return int(consumer.end_offsets([tp])[tp])

@@ -274,3 +274,17 @@ def test_exactly_once_under_each_fault(spark, services, tmp_path, sqlite_registr
     orders, fills, positions and equity still equal the backtest's (an uninterrupted run's)."""
     report = run_live(spark, tmp_path, (fault, fault), stream_process=True)
     assert len(report["faults_at"]) == 2
+
+
+def test_trading_benchmark_short_version(services, tmp_path) -> None:
+    """The trading benchmark's short run: the gate and the kernel timed, every order through the
+    venue service filled once, every fill and close through the portfolio service into Delta."""
+    from benchmarks import trading_latency
+
+    assert trading_latency.main(["--short", "--out", str(tmp_path)]) == 0
+    figures = json.loads((tmp_path / "trading_latency_short.json").read_text())["figures"]
+    assert figures["gate"]["gate_us_per_order"] > 0 and figures["gate"]["kernel_us_per_decision"] > 0
+    services_ = figures["services"]
+    assert services_["fills"] == services_["orders"] == 1_000
+    # the fills, then the second bar's 50 positions, and one equity row per bar
+    assert services_["delta_rows"] == services_["fills"] + 50 + 2
