@@ -130,8 +130,8 @@ def bench_services(n: int) -> dict:
     symbols = [f"S{i:03d}" for i in range(50)]
     producer = live.ordered_producer(settings)
     topics = settings.kafka.topics
-    bar = lambda ts: {"ts": live.iso(ts), "bars": [{"symbol": s, "open": 100.0, "close": 100.0, "volume": 1e9}  # noqa: E731
-                                                   for s in symbols], "after_decision": {}}
+    bar = lambda ts, ids=(): {"ts": live.iso(ts), "after_decision": {"order_ids": list(ids)},  # noqa: E731
+                              "bars": [{"symbol": s, "open": 100.0, "close": 100.0, "volume": 1e9} for s in symbols]}
     live.send(producer, topics.bars, "b0", bar(T0))
     producer.flush()
     venue = VenueService(settings)
@@ -142,7 +142,7 @@ def bench_services(n: int) -> dict:
         live.send(producer, topics.orders, o.order_id, order_record(o, 1e9))
     producer.flush()
     later = T0 + timedelta(minutes=5)
-    live.send(producer, topics.bars, "b1", bar(later))
+    live.send(producer, topics.bars, "b1", bar(later, [o.order_id for o in orders]))  # as the trader sends it
     producer.flush()
     with Timer() as tv:
         while int(venue.client.get(venue.k("last_bar_us")) or -1) < live.micros(later):
@@ -218,10 +218,13 @@ def bench_latency(days: int, bar_seconds: float) -> dict:
     from streaming.status import read_status
 
     status = read_status(settings) or {}
-    trading_s = status.get("phase_seconds", {}).get("trading", math.nan)
+    phases = status.get("phase_seconds", {})
+    trading_s = phases.get("trading", math.nan)
     figures = {"days": days, "bar_every_s": bar_seconds, "minutes": round(minutes, 2), "bars": len(bars),
                "orders": len(orders), "fills": len(fills), "micro_batches": status.get("batches"),
-               "trading_seconds_per_bar_time": round(trading_s / max(1, status.get("decisions", 0)), 3),
+               "trading_seconds_per_bar_time": round(trading_s / max(1, status.get("decisions", 0)), 4),
+               "orders_write_seconds_per_batch": round(phases.get("orders_write", math.nan)
+                                                       / max(1, status.get("batches", 0)), 3),
                "last_tick_to_order": _pct(to_order), "fill_bar_last_tick_to_fill": _pct(to_fill),
                "fill_bar_last_tick_to_redis_position": _pct(to_position)}
     for name in ("last_tick_to_order", "fill_bar_last_tick_to_fill", "fill_bar_last_tick_to_redis_position"):

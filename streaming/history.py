@@ -28,14 +28,16 @@ log = logging.getLogger(__name__)
 
 STATE_COLUMNS = ["ts", *kernel.INPUTS]
 STATE_SCHEMA = "ts timestamp, open double, high double, low double, close double, volume double, vwap double"
-STREAM_BAR_COLUMNS = [*BAR_COLUMNS, "last_append"]
+# + the Kafka append time of the bar's last tick, and the quote of its first tick (a venue in
+# next-tick mode fills there)
+STREAM_BAR_COLUMNS = [*BAR_COLUMNS, "last_append", "open_bid", "open_ask"]
 VALUE_SCHEMA = "kernel binary, bars long, last_ts timestamp"
 
 
 def output_schema(windows: Sequence[int]) -> str:
     """What :class:`BarHistory` emits: the bar, ``history`` and ``complete``, then the features."""
     bars = ("symbol string, ts timestamp, interval string, open double, high double, low double, close double, "
-            "volume double, vwap double, trades long, last_append timestamp")
+            "volume double, vwap double, trades long, last_append timestamp, open_bid double, open_ask double")
     return f"{bars}, history long, complete boolean, " + ", ".join(f"`{n}` double" for n in feature_names(windows))
 
 

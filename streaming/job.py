@@ -78,12 +78,14 @@ def _initial_state(spark: SparkSession, settings: Settings, keep: int) -> DataFr
 
 def stream_bars(parsed: DataFrame, settings: Settings) -> DataFrame:
     """Good ticks -> watermark -> one per (symbol, seq) -> event-time bars (with the Kafka append
-    time of each bar's last tick)."""
+    time of each bar's last tick and the bid / ask of its first)."""
     good = (parsed.where(F.col("reason").isNull())
             .select(*records.TICK_COLUMNS, "kafka_ts")
             .withWatermark("ts", settings.kafka.stream.watermark)
             .dropDuplicatesWithinWatermark(["symbol", "seq"]))
-    return ticks_to_bars(good, bar_minutes(settings), extra={"last_append": F.max("kafka_ts")})
+    first = F.struct("ts", "seq")
+    return ticks_to_bars(good, bar_minutes(settings), extra={
+        "last_append": F.max("kafka_ts"), "open_bid": F.min_by("bid", first), "open_ask": F.min_by("ask", first)})
 
 
 def stream_features(spark: SparkSession, settings: Settings, bars: DataFrame, windows: tuple[int, ...]) -> DataFrame:
@@ -169,8 +171,7 @@ class BatchSink:
             bars = self._bars(df, batch_id)
             lap("bars_write")
             predictions = self._features_and_predictions(spark, bars, batch_id, started, lap)
-            decisions = self._trade(spark, bars, predictions, batch_id)
-            lap("trading")
+            decisions = self._trade(spark, bars, predictions, batch_id, lap)
             self.figures.add_batch(batch_id, started, counts, bars, predictions, self.scorer,
                                    _watermark_ms(self.checkpoint, batch_id), phases, decisions,
                                    self.trader.note if self.trader else "")
@@ -246,12 +247,13 @@ class BatchSink:
 
     # 4. orders ---------------------------------------------------------------------------------
     def _trade(self, spark: SparkSession, bars: pd.DataFrame, predictions: pd.DataFrame,
-               batch_id: int) -> list[Decision]:
+               batch_id: int, lap=lambda name: None) -> list[Decision]:
         """The trader's decisions on the batch's bars, and every order (sent or rejected) in
         the ``live_orders`` table."""
         if self.trader is None or bars.empty:
             return []
         decisions = self.trader.on_batch(bars, predictions)
+        lap("trading")
         rows = [{"order_id": o.order_id, "ts": pd.Timestamp(o.ts).tz_convert(None), "symbol": o.symbol, "side": o.side,
                  "qty": o.quantity, "order_type": o.order_type, "price": o.price, "decision_volume": volume,
                  "strategy": o.strategy, "model_version": o.model_version,
@@ -261,6 +263,7 @@ class BatchSink:
         if rows:
             _append(spark.createDataFrame(pd.DataFrame(rows), LIVE_ORDERS.schema), LIVE_ORDERS, self.settings,
                     self._app_id, batch_id)
+        lap("orders_write")
         return decisions
 
     def _publish(self, scored: pd.DataFrame) -> None:

@@ -99,8 +99,11 @@ class Trader:
 
     def _publish_bar(self, ts: pd.Timestamp, slice_: pd.DataFrame) -> None:
         after = json.loads(self.client.get(self.k("last")) or "{}")
+        quotes = {"open_bid", "open_ask"} <= set(slice_.columns)
         rows = [{"symbol": r.symbol, "open": _num(r.open), "high": _num(r.high), "low": _num(r.low),
-                 "close": _num(r.close), "volume": _num(r.volume)} for r in slice_.itertuples(index=False)]
+                 "close": _num(r.close), "volume": _num(r.volume),
+                 **({"open_bid": _num(r.open_bid), "open_ask": _num(r.open_ask)} if quotes else {})}
+                for r in slice_.itertuples(index=False)]
         live.send(self.producer, self.topics.bars, live.iso(ts), {"ts": live.iso(ts), "bars": rows,
                                                                    "after_decision": after})
         self.producer.flush()
@@ -216,5 +219,5 @@ class Trader:
 
 
 def _num(x) -> float | None:
-    x = float(x)
+    x = float(x) if x is not None else math.nan
     return x if math.isfinite(x) else None

@@ -90,16 +90,20 @@ class PaperVenue:
         return out
 
 
-def fill_at_open(state: OrderState, ts: datetime, open_price: float, r: Rules) -> Fill | None:
+def fill_at_open(state: OrderState, ts: datetime, open_price: float, r: Rules,
+                 quoted: bool = False) -> Fill | None:
     """Fill an accepted market order at the open of the bar at ``ts`` (capped at
     ``max_participation`` of the decision bar's volume, charged the backtest's cost) and move
-    its state; ``None`` (and CANCELLED) when nothing can fill."""
+    its state; ``None`` (and CANCELLED) when nothing can fill.
+
+    ``quoted``: ``open_price`` is the first tick's ask (a buy) or bid (a sell), so the spread
+    is in the price and the fee is commission and participation slippage only."""
     o = state.order
     qty = R.cap_quantity(o.signed, state.decision_volume, r.max_participation)
     if abs(qty) < 1e-9:
         state.move(OrderStatus.CANCELLED, ts, "no volume known at the decision: nothing can fill")
         return None
-    cost = R.trade_cost(qty, open_price, state.decision_volume, r.commission, r.half_spread,
+    cost = R.trade_cost(qty, open_price, state.decision_volume, r.commission, 0.0 if quoted else r.half_spread,
                         r.slippage_per_pct_volume)
     # fee: the whole cost of the backtest's model (commission, half-spread, participation slippage)
     fill = Fill(f"{o.order_id}:1", o.order_id, ts, o.symbol, o.side, abs(qty), open_price, cost)

@@ -8,7 +8,9 @@ Reads ``orders`` and ``bars`` (one partition each) and writes ``fills``:
 * a bar record (every symbol's bar at one time) is held until the orders the trader decided
   before it have arrived (their ids ride on the bar record), then fills the waiting orders at
   the bars' opens (:func:`streaming.venue.fill_at_open`: the backtest's timing, volume cap and
-  costs); an order whose symbol has no bar at that time lapses, as in the backtest. The fills,
+  costs; with ``trading.live.fill_at: next_tick``, at the first tick's ask for a buy and bid
+  for a sell, the spread then paid in the price and not in the fee); an order whose symbol has
+  no bar at that time lapses, as in the backtest. The fills,
   then the bar's closes, go to ``fills``; then the orders' new states and the bar time are
   stored in one Redis transaction. A bar at or before the last one stored is a replay and is
   skipped.
@@ -115,6 +117,7 @@ class VenueService:
         self.producer = live.ordered_producer(settings)
         self._claim = self.client.register_script(CLAIM)
         self.pending: deque[tuple[int, dict, float]] = deque()  # (offset, bar record, first seen)
+        self.next_tick = settings.trading.live.fill_at == "next_tick"
 
     def k(self, *parts: str) -> str:
         return live.key(self.settings, "venue", *parts)
@@ -202,9 +205,9 @@ class VenueService:
             if state.order.ts >= ts:
                 continue
             bar = bars.get(state.order.symbol)
-            price = float(bar["open"]) if bar and bar.get("open") is not None else math.nan
+            price, quoted = _fill_price(bar, state.order.side, self.next_tick)
             if math.isfinite(price) and price > 0:
-                fill = fill_at_open(state, ts, price, self.rules)
+                fill = fill_at_open(state, ts, price, self.rules, quoted)
                 if fill is not None:
                     fills.append(fill)
             else:
@@ -230,6 +233,19 @@ class VenueService:
         self.reader.close()
         self.producer.close()
         self.client.close()
+
+
+def _fill_price(bar: dict | None, side: str, next_tick: bool) -> tuple[float, bool]:
+    """Where an order fills in the bar after its decision: the bar's open (the backtest's rule),
+    or in next-tick mode the first tick's ask for a buy and bid for a sell (the open when that
+    tick had no quote). Returns (price, whether it is a quote)."""
+    if not bar:
+        return math.nan, False
+    if next_tick:
+        quote = bar.get("open_ask" if side == "buy" else "open_bid")
+        if quote is not None and math.isfinite(float(quote)) and float(quote) > 0:
+            return float(quote), True
+    return (float(bar["open"]) if bar.get("open") is not None else math.nan), False
 
 
 def order_states(settings: Settings) -> list[OrderState]:

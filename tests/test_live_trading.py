@@ -88,6 +88,18 @@ def _as_of(settings) -> int:
         client.close()
 
 
+def _settled(settings, last: int) -> bool:
+    """The trader decided at ``last`` and the venue holds every order it sent then."""
+    client = live.redis_client(settings)
+    try:
+        if int(client.get(live.key(settings, "trader", "decided_us")) or -1) < last:
+            return False
+        ids = json.loads(client.get(live.key(settings, "trader", "last")) or "{}").get("order_ids") or []
+        return not ids or all(client.smismember(live.key(settings, "venue", "claimed"), ids))
+    finally:
+        client.close()
+
+
 def _bad_orders(settings) -> list[tuple[bytes, str]]:
     """Hand-typed orders a venue must reject (raw bytes, the reason's first words)."""
     good = {"v": 1, "order_id": "hand-1", "ts": "2024-03-13T15:00:00Z", "symbol": "SYN000", "side": "buy", "qty": 5,
@@ -179,7 +191,7 @@ def run_live(spark, tmp_path, faults: tuple[str, ...], stream_process: bool = Fa
             restarts.append((fault, str(pd.Timestamp(_as_of(settings), unit="us"))))
             _faults(svc, fault, settings)
         last = live.micros(bar_times[-2])  # each symbol's last bar stays open under the watermark
-        assert live.wait_for(lambda: _as_of(settings) >= last or failed(), 300, 0.1), \
+        assert live.wait_for(lambda: _settled(settings, last) or failed(), 300, 0.1), \
             (read_status(settings), svc.log("venue"), svc.log("portfolio"))
         assert not failed(), failed()
     finally:

@@ -70,3 +70,22 @@ def test_a_replayed_order_is_never_filled_again_and_other_types_are_rejected() -
     assert venue.submit(order, 10_000) is None            # and after it filled
     limit = venue.submit(_order(10, symbol="B", kind="limit"), 10_000)
     assert limit.status is OrderStatus.REJECTED and "market orders only" in limit.reason
+
+
+def test_next_tick_mode_fills_at_the_first_tick_s_quote_and_charges_no_half_spread() -> None:
+    from streaming.venue import OrderState, fill_at_open
+    from streaming.venue_service import _fill_price
+
+    bar = {"symbol": "A", "open": 100.0, "open_bid": 99.98, "open_ask": 100.03, "close": 100.5, "volume": 1e4}
+    assert _fill_price(bar, "buy", next_tick=False) == (100.0, False)      # the backtest's rule
+    assert _fill_price(bar, "buy", next_tick=True) == (100.03, True)       # a buy lifts the ask
+    assert _fill_price(bar, "sell", next_tick=True) == (99.98, True)       # a sell hits the bid
+    assert _fill_price({**bar, "open_bid": None}, "sell", next_tick=True) == (100.0, False)  # no quote: the open
+    assert _fill_price(None, "buy", next_tick=True)[0] != _fill_price(None, "buy", next_tick=True)[0]  # NaN: no bar
+
+    state = OrderState(_order(10), 10_000)
+    fill = fill_at_open(state, T0 + BAR, 100.03, RULES, quoted=True)
+    no_spread = R.trade_cost(10, 100.03, 10_000, RULES.commission, 0.0, RULES.slippage_per_pct_volume)
+    assert fill.price == 100.03 and fill.fee == pytest.approx(no_spread)
+    assert fill.fee < R.trade_cost(10, 100.03, 10_000, RULES.commission, RULES.half_spread,
+                                   RULES.slippage_per_pct_volume)

@@ -63,6 +63,9 @@ class LiveTradingSettings(Frozen):
     enabled: bool = True                                   # the stream decides and sends orders when a portfolio runs
     account: str | None = None                             # the Redis portfolio's account (None: the dataset's name)
     strategy: str = "champion"                             # the strategy part of every order id
+    # where the venue fills: the next bar's open (the backtest's rule; parity holds), or the
+    # next tick's ask / bid (the first tick after the decision; the spread is paid in the price)
+    fill_at: Literal["bar_open", "next_tick"] = "bar_open"
     portfolio_wait_seconds: float = Field(60.0, gt=0)      # how long a decision waits for the portfolio to reach its bar
     venue_wait_seconds: float = Field(30.0, gt=0)          # how long the venue holds a bar for the orders decided before it
     heartbeat_seconds: float = Field(10.0, gt=0)           # a service missing its heartbeat this long counts as down
