@@ -256,6 +256,14 @@ def run_live(spark, tmp_path, faults: tuple[str, ...], stream_process: bool = Fa
     assert final_states["FILLED"] + final_states["PARTIALLY_FILLED"] + final_states["CANCELLED"] \
         + final_states["ACCEPTED"] == len(sent)
 
+    # the bar records carry the first tick's quote (where a next-tick venue fills)
+    consumer = KafkaConsumer(settings.kafka.topics.bars, bootstrap_servers=settings.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    quoted = [b for m in consumer for b in json.loads(m.value)["bars"]]
+    consumer.close()
+    assert len(quoted) >= len(bars)
+    assert all(0 < b["open_bid"] <= b["open_ask"] for b in quoted)
+
     # the hand-typed orders: each rejected with its reason, the venue kept running
     consumer = KafkaConsumer(settings.kafka.topics.orders_rejected, bootstrap_servers=settings.kafka_bootstrap,
                              auto_offset_reset="earliest", consumer_timeout_ms=3000)
