@@ -53,9 +53,10 @@ bench-trading: up  ## the trading path alone (risk gate vs backtest kernel, venu
 	$(PY) -m benchmarks.trading_latency
 
 # each fault twice in one live run (stream, Kafka broker, Redis, venue, portfolio), compared with the
-# backtest on the same bars and predictions; the suite runs the venue + portfolio case once
-chaos: up         ## the exactly-once fault runs of the live path (~10 min)
-	$(PY) -m pytest -m chaos tests/test_live_trading.py
+# backtest on the same bars and predictions, and the stream's own SIGKILL / SIGTERM test with dead
+# letters; the suite kills the venue and the portfolio once each
+chaos: up         ## the exactly-once fault runs of the live path (~13 min)
+	$(PY) -m pytest -m chaos tests/test_live_trading.py tests/test_stream.py
 
 bench: up         ## benchmarks (writes benchmarks/results/*.json; installs vectorbt and backtrader to compare)
 	$(PY) -m pip install -q -e '.[bench]'

@@ -281,8 +281,9 @@ def run_live(spark, tmp_path, faults: tuple[str, ...], stream_process: bool = Fa
 def test_live_path_equals_the_backtest_through_venue_and_portfolio_crashes(spark, services, tmp_path,
                                                                           sqlite_registry) -> None:
     """Live-backtest parity with the venue and the portfolio each killed (SIGKILL) and restarted
-    once mid-run; hand-typed bad orders rejected with reasons (the long version with the stream,
-    Kafka and Redis is ``make chaos``)."""
+    once mid-run; hand-typed bad orders rejected with reasons. The stream job's own SIGKILL,
+    each fault twice, and Kafka and Redis restarts are ``make chaos`` (a stream in its own
+    process costs this suite minutes)."""
     report = run_live(spark, tmp_path, ("venue", "portfolio"))
     assert [f for f, _ in report["faults_at"]] == ["venue", "portfolio"]
 

@@ -11,6 +11,7 @@ import uuid
 import mlflow
 import numpy as np
 import pandas as pd
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from config import load_settings
@@ -363,6 +364,7 @@ def test_binance_trades_feed_as_valid_tick_records(spark, shared_data, tmp_path)
     np.testing.assert_array_equal(back["price"].to_numpy(), ticks.sort_values("seq")["price"].to_numpy())
 
 
+@pytest.mark.chaos  # the suite kills the stream in tests/test_live_trading.py; this one runs in `make chaos`
 def test_the_job_survives_a_crash_and_stops_cleanly_on_sigterm(spark, services, tmp_path) -> None:
     """``python -m streaming run`` killed with SIGKILL mid-stream, restarted from its checkpoint,
     then stopped by ``python -m streaming stop``: every tick and dead letter lands exactly once."""
