@@ -151,7 +151,7 @@ def bench_services(n: int) -> dict:
     venue.close()
     portfolio = PortfolioService(settings)
     with Timer() as tp:
-        while int(portfolio.client.hget(f"{portfolio.book.prefix}:account", "as_of_us") or -1) < live.micros(later):
+        while portfolio.book.as_of_us() < live.micros(later):
             portfolio.step()
     applied = int(portfolio.client.scard(f"{portfolio.book.prefix}:fills"))
     with Timer() as tf:

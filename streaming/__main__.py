@@ -252,7 +252,8 @@ def _start_services(settings):
 
 def _settle(settings, timeout_s: float = 30.0) -> None:
     """Wait until the portfolio has closed the last bar the stream published."""
-    from streaming.live import key, micros, redis_client, wait_for
+    from streaming.live import account, micros, redis_client, wait_for
+    from streaming.portfolio import RedisPortfolio
     from streaming.status import read_status
 
     status = read_status(settings) or {}
@@ -261,8 +262,8 @@ def _settle(settings, timeout_s: float = 30.0) -> None:
     last = micros(status["last_bar_ts"])
     client = redis_client(settings)
     try:
-        wait_for(lambda: int(client.hget(key(settings, "portfolio", "account"), "as_of_us") or -1) >= last,
-                 timeout_s, 0.1)
+        book = RedisPortfolio(client, account(settings))
+        wait_for(lambda: book.as_of_us() >= last, timeout_s, 0.1)
     finally:
         client.close()
 

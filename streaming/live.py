@@ -33,7 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from config import Settings
-from streaming.kafka_io import JsonCodec, ensure_topics, make_producer
+from streaming.kafka_io import JsonCodec, ensure_topics, make_producer, ordered_topics
 
 ROLES = ("venue", "portfolio", "trader")
 RECORD_VERSION = 1
@@ -94,18 +94,13 @@ def _end_offset(settings: Settings, topic: str) -> int:
         consumer.close()
 
 
-def trading_topics(settings: Settings) -> list[str]:
-    t = settings.kafka.topics
-    return [t.bars, t.orders, t.orders_rejected, t.fills]
-
-
 def fresh_run(settings: Settings) -> None:
     """A new paper account at ``trading.initial_capital``: the account's keys go, every service
     reads its topics from their current ends."""
     from streaming.portfolio import RedisPortfolio
 
     client = redis_client(settings)
-    ensure_topics(settings, trading_topics(settings))
+    ensure_topics(settings, sorted(ordered_topics(settings)))
     for role in ROLES:
         keys = list(client.scan_iter(match=key(settings, role, "*")))
         if keys:

@@ -236,6 +236,10 @@ class RedisPortfolio:
                 args += [symbol, repr(float(price))]
         return bool(self._mark_bar(keys=[self._key("account"), self._key("symbols"), self._key("journal")], args=args))
 
+    def as_of_us(self) -> int:
+        """The last bar time closed (:meth:`mark_bar`), epoch microseconds; -1 before the first."""
+        return int(self.client.hget(self._key("account"), "as_of_us") or -1)
+
     def journal(self, limit: int = 10_000) -> list[dict]:
         """The oldest ``limit`` journal rows (fills applied; equity and positions at closes),
         without removing them: :meth:`trim_journal` does, once they are stored."""

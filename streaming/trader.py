@@ -184,7 +184,7 @@ class Trader:
         return Decision(ts, orders, TradingState(data["state"]), replayed=True)
 
     def _as_of(self) -> int:
-        return int(self.client.hget(f"{self.book.prefix}:account", "as_of_us") or -1)
+        return self.book.as_of_us()
 
     def _mark_decided(self, at: int, accepted: list[str], state: TradingState,
                       decision: Decision | None = None) -> None:

@@ -83,7 +83,7 @@ class Services:
 def _as_of(settings) -> int:
     client = live.redis_client(settings)
     try:
-        return int(client.hget(live.key(settings, "portfolio", "account"), "as_of_us") or -1)
+        return RedisPortfolio(client, live.account(settings)).as_of_us()
     finally:
         client.close()
 
