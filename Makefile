@@ -55,15 +55,15 @@ bench-trading: up  ## the trading path alone (risk gate vs backtest kernel, venu
 # each fault twice in one live run (stream, Kafka broker, Redis, venue, portfolio), compared with the
 # backtest on the same bars and predictions, and the stream's own SIGKILL / SIGTERM test with dead
 # letters; the suite kills the venue and the portfolio once each
-chaos: up         ## the exactly-once fault runs of the live path (~13 min)
-	$(PY) -m pytest -m chaos tests/test_live_trading.py tests/test_stream.py
+chaos: up         ## the fault runs: exactly once on the live path, the daemon after a killed main job (~16 min)
+	$(PY) -m pytest -m chaos tests/test_live_trading.py tests/test_stream.py tests/test_dagster_daemon.py
 
 bench: up         ## benchmarks (writes benchmarks/results/*.json; installs vectorbt and backtrader to compare)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m benchmarks
 
 test: up          ## the whole test suite against the real services (CI stops them afterwards)
-	$(PY) -m pytest; status=$$?; \
+	$(PY) -m pytest -n 2 --dist loadgroup; status=$$?; \
 	if [ -n "$$CI" ]; then $(PY) -m infra down; fi; \
 	exit $$status
 

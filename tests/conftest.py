@@ -14,6 +14,15 @@ from config.settings import PROJECT_ROOT
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n 2 --dist loadgroup`` (``make test``) every test on the shared services runs
+    in one worker, one at a time: some stop a service or flush Redis, and the live ones time
+    things. The tests that need only Spark, torch or files share the other worker."""
+    for item in items:
+        if "services" in getattr(item, "fixturenames", ()) or item.get_closest_marker("services"):
+            item.add_marker(pytest.mark.xdist_group("services"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data``; skips outside CI when it is absent, fails in CI (where it must be)."""

@@ -50,6 +50,7 @@ def _launch_and_wait(url: str, job: str, overrides: dict, deadline_s: float = 48
     return {s["stepKey"]: s["status"] for s in run["stepStats"]}
 
 
+@pytest.mark.chaos  # ~2.5 min: in make chaos; the suite keeps the quick dead-run sweep test below
 def test_after_a_killed_main_job_the_daemon_runs_the_research_then_the_training_job(services, tmp_path: Path) -> None:
     """What a user does in the UI (materialize the research group, then the models group), right
     after ``kill -9`` of ``python -m orchestration.main`` mid-run: the killed run is failed by the
