@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs are `make demo` and `make test`.
 PY := .venv/bin/python
 
-.PHONY: setup up status down demo demo-sp500 live bench bench-features bench-ingest bench-stream bench-trading chaos test clean
+.PHONY: setup up status down demo demo-sp500 live bench bench-features bench-ingest bench-stream bench-trading bench-warehouse tableau chaos test clean
 
 setup:            ## install system packages, the virtualenv and the JVM jars (idempotent)
 	bash infra/setup.sh
@@ -39,6 +39,7 @@ MINUTES ?= 3
 live: export QL_PROFILE ?= demo
 live: up          ## the live market-data path for $(MINUTES) minutes (after `make demo`)
 	$(PY) -m streaming live --minutes $(MINUTES)
+	$(PY) -m warehouse load live && $(PY) -m warehouse reconcile live
 
 bench-features: up  ## the feature benchmark alone (kernel, pandas oracle, Spark asset vs Delta write-only, stream per bar)
 	$(PY) -m benchmarks.feature_throughput
@@ -48,6 +49,12 @@ bench-ingest: up    ## bronze ingestion rows/s: a vendor folder of one CSV per s
 
 bench-stream: up  ## the stream benchmark alone (Kafka/Spark limits, stage throughput, latency, memory)
 	$(PY) -m benchmarks.stream_throughput
+
+bench-warehouse: up  ## warehouse loads (full S&P 500 bars, a walk-forward run's predictions) vs a plain COPY
+	$(PY) -m benchmarks.warehouse_load
+
+tableau: up       ## the Tableau data sources, workbooks and .hyper extract into .state/tableau
+	$(PY) -m tableau build
 
 bench-trading: up  ## the trading path alone (risk gate vs backtest kernel, venue and portfolio services, latency)
 	$(PY) -m benchmarks.trading_latency

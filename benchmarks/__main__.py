@@ -1,7 +1,7 @@
 """Run every benchmark: ``python -m benchmarks``."""
 
 from benchmarks import (backtest_speed, feature_throughput, ingest_throughput, model_quality, model_speed,
-                        stream_throughput, trading_latency)
+                        stream_throughput, trading_latency, warehouse_load)
 
 if __name__ == "__main__":
     status = ingest_throughput.main([])
@@ -12,4 +12,5 @@ if __name__ == "__main__":
     status |= backtest_speed.main([])
     status |= stream_throughput.main([])
     status |= trading_latency.main([])
+    status |= warehouse_load.main([])
     raise SystemExit(status)

@@ -31,12 +31,26 @@ backtest_job = define_asset_job(
     description="Backtest every strategy on the models' out-of-sample predictions, then Monte Carlo.",
 )
 
-nightly_retrain_job = define_asset_job(
-    "nightly_retrain_job",
-    selection=AssetSelection.groups("research", "models", "backtest"),
-    description="Ingest -> features -> train -> evaluate -> promote -> backtest -> Monte Carlo for one month "
-                "(the schedule's newest).",
+warehouse_job = define_asset_job(
+    "warehouse_job",
+    selection=AssetSelection.groups("warehouse", "tableau") - AssetSelection.assets("warehouse_live"),
+    description="Load the research, model and backtest tables into the PostgreSQL star schema (reconciled with "
+                "Delta), then build the Tableau data sources, workbooks and .hyper extract.",
 )
 
-__all__ = ["platform_smoke_job", "research_job", "training_job", "backtest_job", "nightly_retrain_job",
-           "promote_model_job"]
+warehouse_live_job = define_asset_job(
+    "warehouse_live_job",
+    selection=AssetSelection.assets("warehouse_live"),
+    description="Load the live orders, rejections, fills, positions, equity and dead letters into the warehouse.",
+)
+
+nightly_retrain_job = define_asset_job(
+    "nightly_retrain_job",
+    selection=AssetSelection.groups("research", "models", "backtest", "warehouse", "tableau")
+    - AssetSelection.assets("warehouse_live"),
+    description="Ingest -> features -> train -> evaluate -> promote -> backtest -> Monte Carlo -> warehouse -> "
+                "Tableau for one month (the schedule's newest).",
+)
+
+__all__ = ["platform_smoke_job", "research_job", "training_job", "backtest_job", "warehouse_job",
+           "warehouse_live_job", "nightly_retrain_job", "promote_model_job"]

@@ -4,7 +4,8 @@ Runs, in this process and against the platform's Dagster instance (PostgreSQL st
 runs and materializations show in the Dagster UI): the platform smoke job, the research
 job over every day of the configured source, the training job (walk-forward evaluation of
 every model family, MLflow registration, the promotion gate), then the backtest job
-(every strategy on the out-of-sample predictions, tear sheets, Monte Carlo). Prints
+(every strategy on the out-of-sample predictions, tear sheets, Monte Carlo) and the warehouse
+job (the PostgreSQL star schema, the Tableau files and extract). Prints
 headline figures, the comparison tables and where the UIs and reports are.
 """
 
@@ -31,7 +32,7 @@ from pipelines.lake.spark import get_spark
 
 HIDDEN = {"preview", "run_url", "path", "table", "quarantine_table", "seconds", "comparison", "mlflow_run",
           "predictions_table", "versions", "table_versions", "model_uri", "strategies", "summary", "tear_sheets",
-          "tests"}
+          "tests", "loads", "values", "documents", "extract_rows", "folder"}
 TABLES = ("comparison", "strategies", "summary")  # markdown tables printed in full
 
 
@@ -84,7 +85,7 @@ def next_nightly_tick(settings: Settings) -> str:
 
 
 STAGES = {"smoke": "platform_smoke_job", "research": "research_job", "training": "training_job",
-          "backtest": "backtest_job"}
+          "backtest": "backtest_job", "warehouse": "warehouse_job"}
 
 
 def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
@@ -114,7 +115,7 @@ def _main(stages: list[str], settings: Settings | None) -> int:
     start, end = source_date_range(get_spark(settings), settings)
     print(f"\nresearch data: source={settings.data.source} dataset={settings.data.dataset} {start}..{end}")
     tags = {ASSET_PARTITION_RANGE_START_TAG: month_key(start), ASSET_PARTITION_RANGE_END_TAG: month_key(end)}
-    for stage in ("research", "training", "backtest"):
+    for stage in ("research", "training", "backtest", "warehouse"):
         if stage in stages:
             ok = ok and _run(defs.resolve_job_def(STAGES[stage]), instance, tags)
     p = settings.platform
@@ -124,6 +125,10 @@ def _main(stages: list[str], settings: Settings | None) -> int:
     print(f"Nightly      {next_nightly_tick(settings)}")
     if "backtest" in stages:
         print(f"Tear sheets  {p.reports_root / settings.data.dataset}")
+    if "warehouse" in stages:
+        print(f"Warehouse    postgresql://{p.warehouse.reporting_role}@{p.postgres.host}:{p.postgres.port}/"
+              f"{p.postgres.database} (schema dw; password: python -m warehouse password reporting)")
+        print(f"Tableau      {p.tableau_dir / 'quantlake.twb'} (live) and quantlake_extract.twb (.hyper)")
     return 0 if ok else 1
 
 

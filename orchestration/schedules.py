@@ -1,14 +1,22 @@
-"""Schedules: nightly retraining at 02:00 UTC on the newest partition."""
+"""Schedules: nightly retraining at 02:00 UTC on the newest partition; the live tables into the
+warehouse every minute (off until switched on in the UI, e.g. while ``make live`` trades)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
+from dagster import (
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    SkipReason,
+    schedule,
+)
 
 from config import load_settings
 
-from orchestration.jobs import nightly_retrain_job
+from orchestration.jobs import nightly_retrain_job, warehouse_live_job
 from orchestration.partitions import month_key
 
 
@@ -23,3 +31,10 @@ def nightly_retrain(context: ScheduleEvaluationContext) -> RunRequest | SkipReas
     yesterday = (context.scheduled_execution_time - timedelta(days=1)).date()
     return RunRequest(run_key=f"nightly-{yesterday.isoformat()}", partition_key=month_key(yesterday),
                       tags={"trigger": "nightly_retrain"})
+
+
+warehouse_live_schedule = ScheduleDefinition(
+    name="warehouse_live_schedule", job=warehouse_live_job, cron_schedule=load_settings().platform.warehouse.live_load_cron,
+    execution_timezone="UTC", default_status=DefaultScheduleStatus.STOPPED,
+    description="The live tables into the warehouse (platform.yaml warehouse.live_load_cron, every minute). Off by "
+                "default: switch it on in the UI while trading live.")

@@ -14,13 +14,24 @@ from config.settings import PROJECT_ROOT
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers share two cores: one OpenMP / BLAS thread per process (torch, LightGBM, numpy,
+    # and the subprocesses they start) instead of threads spinning against the other worker's
+    # Spark; measured: the planted-signal test took 350 s beside Spark with two threads, 48 s alone
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under ``pytest -n 2 --dist loadgroup`` (``make test``) every test on the shared services runs
     in one worker, one at a time: some stop a service or flush Redis, and the live ones time
-    things. The tests that need only Spark, torch or files share the other worker."""
+    things. The other tests go module by module (a module's fixtures are built once) to
+    whichever worker is free."""
     for item in items:
         if "services" in getattr(item, "fixturenames", ()) or item.get_closest_marker("services"):
             item.add_marker(pytest.mark.xdist_group("services"))
+        else:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, Definitions, materialize
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, Definitions, materialize
 
 from orchestration.assets.platform import smoke_prices, smoke_prices_complete
 from orchestration.definitions import defs
@@ -25,6 +25,19 @@ def test_definitions_load() -> None:
     checks = {key.name for key in repo.asset_graph.asset_check_keys}
     assert {"smoke_prices_complete", "smoke_kafka_lossless"} <= checks
     assert set(defs.resources) >= {"settings", "spark", "kafka", "tracking"}
+    # the warehouse loads sit after the gold assets they read, each with a blocking reconciliation
+    graph = repo.asset_graph
+    for load, parents in (("warehouse_bars", {"silver_bars"}), ("warehouse_predictions", {"trained_models"}),
+                          ("warehouse_backtests", {"backtests", "montecarlo"}),
+                          ("tableau_workbook", {"warehouse_bars", "warehouse_predictions", "warehouse_backtests"})):
+        node = graph.get(AssetKey(load))
+        assert {k.to_user_string() for k in node.parent_keys} == parents, load
+        assert node.group_name == ("tableau" if load == "tableau_workbook" else "warehouse")
+    for load in ("warehouse_bars", "warehouse_predictions", "warehouse_backtests", "warehouse_live"):
+        assert f"{load}_reconciled" in checks
+        assert graph.get_check_spec(AssetCheckKey(AssetKey(load), f"{load}_reconciled")).blocking
+    schedule = defs.resolve_schedule_def("warehouse_live_schedule")
+    assert schedule.cron_schedule == "* * * * *" and schedule.job_name == "warehouse_live_job"
     # runs launched from the UI must keep every step in one process (one SparkSession)
     for job in ("research_job", "platform_smoke_job"):
         assert defs.resolve_job_def(job).executor_def.name == "in_process"

@@ -19,6 +19,7 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
     model = f"main-job-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "QL_PROFILE": "demo", "QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"),
            "QL_PLATFORM__REPORTS_DIR": str(tmp_path / "reports"),
+           "QL_PLATFORM__WAREHOUSE__TABLEAU__OUTPUT_DIR": str(tmp_path / "tableau"),
            "QL_DATA__SYNTHETIC__N_SYMBOLS": "4", "QL_DATA__SYNTHETIC__N_DAYS": "5",
            "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": model,
            # the networks at a size that trains in seconds: this test is about the job's flow
@@ -30,7 +31,7 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     assert "platform_smoke_job succeeded" in out and "research_job succeeded" in out
-    assert "training_job succeeded" in out and "backtest_job succeeded" in out
+    assert "training_job succeeded" in out and "backtest_job succeeded" in out and "warehouse_job succeeded" in out
     assert "produced=1000, consumed=1000, spark_read=1000" in out
     assert "research data: source=synthetic dataset=synthetic 2024-01-02..2024-01-08" in out
     assert "bayes_accuracy=0.5" in out or "bayes_accuracy=0.6" in out
@@ -42,7 +43,9 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
     # momentum_sign the Bayes rule, which beats always-up by far) at level 0.025 / 7 families
     assert "basis=no champion" in out and "promote=True" in out and "level=0.003571" in out
     assert "champion_model           champion_version=" in out
-    for check in ("smoke_prices_complete", "silver_bars_expectations", "features_complete", "beats_champion"):
+    for check in ("smoke_prices_complete", "silver_bars_expectations", "features_complete", "beats_champion",
+                  "warehouse_bars_reconciled", "warehouse_predictions_reconciled", "warehouse_backtests_reconciled",
+                  "tableau_extract_matches_warehouse"):
         assert f"check {check:<30} passed" in out
     assert f"MLflow UI    {services.platform.mlflow.tracking_uri}" in out
     from mlflow import MlflowClient
@@ -52,6 +55,7 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
     configure_mlflow(services)
     assert MlflowClient().get_model_version_by_alias(model, "champion").tags["dataset"] == "synthetic"
     assert f"Dagster UI   {services.platform.dagster.url}" in out
+    assert "Tableau      " in out and "quantlake.twb" in out
     assert "Nightly      retraining next at " in out and "UTC (schedule nightly_retrain)" in out
     assert (out + proc.stderr).count("BetaWarning") == 0  # library warnings are filtered where understood
     # every strategy backtested with its figures, Monte Carlo per strategy, a tear sheet each

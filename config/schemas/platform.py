@@ -76,6 +76,34 @@ class MlflowSettings(Frozen):
         return f"http://{self.host}:{self.port}"
 
 
+class TableauSettings(Frozen):
+    """Where ``python -m tableau build`` writes, and an optional Tableau Server / Cloud to publish to.
+
+    The token's secret is read from ``QL_TABLEAU_TOKEN_SECRET``, never from a file in the repo."""
+
+    output_dir: Path = Path("tableau")   # under state_dir unless absolute: .tds, .twb, .hyper
+    server_url: str | None = None        # e.g. https://tableau.example.com; publishing is off without it
+    site: str = ""
+    token_name: str | None = None
+    project: str = "quantlake"
+
+
+class WarehouseSettings(Frozen):
+    """The star schema (PostgreSQL schema ``dw``) in the ``postgres.database`` database.
+
+    Passwords come from ``QL_WAREHOUSE_LOADER_PASSWORD`` / ``QL_WAREHOUSE_REPORTING_PASSWORD``;
+    without them ``python -m warehouse setup`` generates each once into
+    ``<state_dir>/secrets/warehouse.json`` (mode 600, outside git)."""
+
+    loader_role: str = Field("quantlake_loader", pattern=r"^[a-z_][a-z0-9_]*$")
+    reporting_role: str = Field("quantlake_reporting", pattern=r"^[a-z_][a-z0-9_]*$")
+    live_load_cron: str = "* * * * *"    # the live tables' load schedule (every minute)
+    fan_paths: int = Field(1000, ge=10)  # Monte Carlo paths behind the fan quantiles (the first chunk's)
+    # names and sectors of the symbols, where known (columns Symbol, Name, Sector); absent file: left empty
+    symbols_file: Path | None = Path("../shared/data/sp500_pooksoft_constituents_sectors.csv")
+    tableau: TableauSettings = TableauSettings()
+
+
 class DagsterSettings(Frozen):
     host: str = "127.0.0.1"
     port: int = Field(3300, ge=1, le=65535)
@@ -98,6 +126,7 @@ class PlatformSettings(Frozen):
     kafka: KafkaServerSettings = KafkaServerSettings()
     mlflow: MlflowSettings = MlflowSettings()
     dagster: DagsterSettings = DagsterSettings()
+    warehouse: WarehouseSettings = WarehouseSettings()
     reports_dir: Path = Path("reports")  # tear sheets; relative to state_dir
 
     @field_validator("state_dir")
@@ -109,6 +138,11 @@ class PlatformSettings(Frozen):
     def lake_root(self) -> Path:
         root = Path(self.lake.root)
         return root if root.is_absolute() else self.state_dir / root
+
+    @property
+    def tableau_dir(self) -> Path:
+        out = self.warehouse.tableau.output_dir
+        return out if out.is_absolute() else self.state_dir / out
 
     @property
     def reports_root(self) -> Path:

@@ -2,8 +2,10 @@
 
 ``initdb`` and ``pg_ctl`` refuse to run as root, so as root they run as the
 ``postgres.os_user`` account (created by the Debian package) through ``runuser``.
-The cluster uses trust authentication on loopback only; the warehouse, MLflow and
-Dagster each get a database of their own.
+The cluster trusts the platform's own user on loopback only; the warehouse's loader and
+reporting roles log in with scram-sha-256 passwords (their ``pg_hba.conf`` lines come first).
+The warehouse, MLflow and Dagster each get a database of their own; ``up`` then runs
+``python -m warehouse setup`` (Alembic migrations, roles, grants) in a child process.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from infra.services.base import Service, ServiceError, run
@@ -142,7 +145,42 @@ class Postgres(Service):
         finally:
             conn.close()
 
+    def hba_lines(self) -> list[str]:
+        """The password lines for the warehouse's roles (before the trust lines)."""
+        cfg = self.settings.platform
+        return [f"host    all    {role}    {cfg.postgres.host}/32    scram-sha-256"
+                for role in (cfg.warehouse.loader_role, cfg.warehouse.reporting_role)]
+
+    def ensure_role_auth(self) -> None:
+        """Put :meth:`hba_lines` at the top of ``pg_hba.conf`` (first match wins) and reload."""
+        hba = self.data_dir / "pg_hba.conf"
+        if not hba.exists():  # an external server: its administrator owns pg_hba.conf
+            return
+        current = hba.read_text().splitlines()
+        wanted = self.hba_lines()
+        if current[:len(wanted)] == wanted:
+            return
+        rest = [line for line in current if line not in wanted]
+        hba.write_text("\n".join([*wanted, *rest]) + "\n")
+        conn = self._connect("postgres")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_reload_conf()")
+        finally:
+            conn.close()
+
+    def ensure_warehouse(self) -> None:
+        """``python -m warehouse setup`` in a child process (infra does not import the warehouse)."""
+        from config.settings import PROJECT_ROOT
+
+        done = subprocess.run([sys.executable, "-m", "warehouse", "setup"], cwd=PROJECT_ROOT, capture_output=True,
+                              text=True, timeout=300)
+        if done.returncode != 0:
+            raise ServiceError(f"postgres: `python -m warehouse setup` failed:\n{(done.stdout + done.stderr)[-2000:]}")
+
     def up(self, timeout: float = 120.0) -> str:
         result = super().up(timeout)
         self.ensure_databases()  # also on an external server or a second `up`
+        self.ensure_role_auth()
+        self.ensure_warehouse()
         return result

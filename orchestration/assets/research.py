@@ -78,7 +78,7 @@ def labels(context: AssetExecutionContext, spark: SparkResource, settings: Setti
     return _write_layer(context, spark, settings, write_labels)
 
 
-def _run_range(context: AssetCheckExecutionContext) -> tuple[str, str] | None:
+def run_range(context: AssetCheckExecutionContext) -> tuple[str, str] | None:
     """The days of the months the check's run materialized (None: not a partitioned run)."""
     tags = context.run.tags
     start = tags.get(ASSET_PARTITION_RANGE_START_TAG) or tags.get(PARTITION_NAME_TAG)
@@ -91,7 +91,7 @@ def _run_range(context: AssetCheckExecutionContext) -> tuple[str, str] | None:
 def _table_for_run(context: AssetCheckExecutionContext, spark: SparkResource, settings: SettingsResource,
                    table: Table):
     df = lake.read(spark.session(), table.path(settings.get()))
-    bounds = _run_range(context)
+    bounds = run_range(context)
     if bounds:
         df = df.where((F.col("date") >= bounds[0]) & (F.col("date") <= bounds[1]))
     return df

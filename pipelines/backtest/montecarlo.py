@@ -58,6 +58,27 @@ def path_statistics(paths: np.ndarray, initial_capital: float, periods_per_year:
                          "ruined": (full <= ruin_fraction * initial_capital).any(axis=1)})
 
 
+FAN_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def fan(returns: np.ndarray, paths: int, method: str = "stationary", block: float = 20.0,
+        initial_capital: float = 100_000.0, seed: int = 0, max_steps: int = 250) -> pd.DataFrame:
+    """Equity quantiles (5/25/50/75/95%) at each bar of the first ``paths`` simulated paths.
+
+    The paths come from the first chunk's generator ``(seed, 0)``: with ``paths`` equal to the
+    simulation's chunk (1,000 by default) they are exactly the first 1,000 paths the summary
+    counts. Long curves keep ``max_steps`` evenly spaced bars (always the last);
+    ``step`` is the bar index, 0 being the initial capital before the first bar.
+    """
+    sim = resample(returns, paths, method, block, np.random.default_rng([seed, 0]))
+    equity = np.concatenate([np.full((paths, 1), initial_capital), initial_capital * np.cumprod(1.0 + sim, axis=1)],
+                            axis=1)
+    steps = np.unique(np.linspace(0, equity.shape[1] - 1, min(max_steps, equity.shape[1])).round().astype(int))
+    q = np.quantile(equity[:, steps], FAN_QUANTILES, axis=0)
+    return pd.DataFrame({"step": steps, "paths": paths, **{f"q{round(p * 100):02d}": q[i]
+                                                           for i, p in enumerate(FAN_QUANTILES)}})
+
+
 @dataclass(frozen=True)
 class Summary:
     simulations: int

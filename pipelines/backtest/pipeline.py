@@ -15,7 +15,7 @@ from pipelines import lake
 from pipelines.backtest import run as bt_run
 from pipelines.backtest.engine import Market
 from pipelines.backtest.store import load_equity, load_inputs, write_backtest, write_montecarlo
-from pipelines.backtest.montecarlo import Summary, simulate_local, simulate_spark, summarize
+from pipelines.backtest.montecarlo import Summary, fan, simulate_local, simulate_spark, summarize
 from pipelines.backtest.tearsheet import write_tearsheet
 from pipelines.lake.tables import PREDICTIONS
 from pipelines.progress import progress_bar
@@ -81,7 +81,8 @@ def backtest_strategy(spark: SparkSession, settings: Settings, strategy: str, st
 def montecarlo_strategy(spark: SparkSession, settings: Settings, strategy: str, seed: int = 0, local: bool = False,
                         progress: bool = False) -> Summary:
     """Bootstrap the returns of ``strategy``'s backtest and write the summary table (simulations,
-    method, block, confidence and ruin level from ``settings.trading.backtest``)."""
+    method, block, confidence and ruin level from ``settings.trading.backtest``) and the fan's
+    equity quantiles (``warehouse.fan_paths`` of the same paths)."""
     cfg = settings.trading.backtest
     equity = load_equity(spark, settings, strategy)
     kwargs = dict(method=cfg.montecarlo_method, block=cfg.montecarlo_block,
@@ -94,7 +95,11 @@ def montecarlo_strategy(spark: SparkSession, settings: Settings, strategy: str, 
     paths = (simulate_local(returns, n, progress=progress, **kwargs) if local
              else simulate_spark(spark, returns, n, progress=progress, **kwargs))
     summary = summarize(paths, cfg.confidence, kwargs["method"], time.monotonic() - started)
-    write_montecarlo(spark, settings, strategy, summary)
+    quantiles = fan(returns, min(settings.platform.warehouse.fan_paths, n), method=kwargs["method"],
+                    block=kwargs["block"], initial_capital=kwargs["initial_capital"], seed=seed)
+    bar_ts = equity["ts"].to_numpy()
+    quantiles["ts"] = bar_ts[(quantiles["step"] - 1).clip(lower=0)]  # step 0 (the capital) at the first bar
+    write_montecarlo(spark, settings, strategy, summary, quantiles)
     return summary
 
 

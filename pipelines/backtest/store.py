@@ -1,7 +1,7 @@
 """Backtest inputs from the lake and results to the gold tables, one ``strategy`` at a time.
 
 Gold tables under ``gold/<dataset>/``: ``backtest_trades``, ``backtest_equity``,
-``backtest_positions``, ``backtest_metrics`` and ``montecarlo_summary``, each partitioned
+``backtest_positions``, ``backtest_metrics``, ``montecarlo_summary`` and ``montecarlo_fan``, each partitioned
 by ``strategy`` so re-running one strategy replaces only its rows.
 """
 
@@ -22,6 +22,7 @@ from pipelines.lake.tables import (
     BACKTEST_METRICS,
     BACKTEST_POSITIONS,
     BACKTEST_TRADES,
+    MONTECARLO_FAN,
     MONTECARLO_SUMMARY,
     PREDICTIONS,
     SILVER_BARS,
@@ -87,9 +88,12 @@ def load_equity(spark: SparkSession, settings: Settings, strategy: str) -> pd.Da
     return frame.sort_values("ts").reset_index(drop=True)
 
 
-def write_montecarlo(spark: SparkSession, settings: Settings, strategy: str, summary) -> str:
-    """The summary table (one row per statistic) of a Monte Carlo run."""
+def write_montecarlo(spark: SparkSession, settings: Settings, strategy: str, summary,
+                     fan: pd.DataFrame | None = None) -> str:
+    """The summary table (one row per statistic) of a Monte Carlo run, and its fan quantiles."""
     table = summary.table.reset_index(names="statistic").assign(
         simulations=summary.simulations, method=summary.method, confidence=summary.confidence,
         risk_of_ruin=summary.risk_of_ruin)
+    if fan is not None:
+        _write(spark, settings, MONTECARLO_FAN, fan, strategy)
     return _write(spark, settings, MONTECARLO_SUMMARY, table, strategy)

@@ -67,3 +67,21 @@ def append_new(table: Table, settings: Settings, rows: pd.DataFrame, key: list[s
     write_deltalake(table.path(settings), data, mode="append", partition_by=list(table.partition_by) or None)
     seen.update(frame[key].itertuples(index=False, name=None))
     return len(frame)
+
+
+def write_frame(table: Table, settings: Settings, frame: pd.DataFrame, mode: str = "overwrite",
+                schema: pa.Schema | None = None) -> None:
+    """Write ``frame`` as ``table`` with delta-rs (``mode`` overwrite or append), in the catalog's
+    schema (or ``schema``) and partitioning; ``month`` is derived from ``date`` when the table is
+    partitioned by it, as the Spark writers do."""
+    frame = frame.copy()
+    schema = schema or arrow_schema(table)
+    for field in schema:
+        if pa.types.is_timestamp(field.type) and field.name in frame:
+            frame[field.name] = pd.to_datetime(frame[field.name], utc=True).astype("datetime64[us, UTC]")
+    if "month" in table.partition_by:
+        frame["month"] = frame["date"].str.slice(0, 7)
+        schema = schema.append(pa.field("month", pa.string()))
+    data = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+    write_deltalake(table.path(settings), data, mode=mode, partition_by=list(table.partition_by) or None,
+                    schema_mode="overwrite" if mode == "overwrite" else None)

@@ -114,6 +114,8 @@ MONTECARLO_SUMMARY = Table("gold", "montecarlo_summary", "statistic string, mean
                                                          "high double, simulations long, method string, "
                                                          "confidence double, risk_of_ruin double, strategy string",
                            ("strategy",))
+MONTECARLO_FAN = Table("gold", "montecarlo_fan", "step long, ts timestamp, paths long, q05 double, q25 double, "
+                                                 "q50 double, q75 double, q95 double, strategy string", ("strategy",))
 
 # live: the streaming job's tables, appended once per micro-batch (Delta txnAppId/txnVersion)
 LIVE_BARS = Table("silver", "live_bars", f"{BAR_SCHEMA}, date string, last_append timestamp, batch_id long", ("date",))
@@ -148,7 +150,7 @@ SMOKE_PRICES = Table("bronze", "smoke_prices", "symbol string, ts timestamp, clo
 
 CATALOG: tuple[Table, ...] = (BRONZE_TICKS, BRONZE_BARS, SOURCE_FACTS, SILVER_BARS, QUARANTINE, FEATURES, LABELS,
                               PREDICTIONS, BACKTEST_TRADES, BACKTEST_EQUITY, BACKTEST_POSITIONS, BACKTEST_METRICS,
-                              MONTECARLO_SUMMARY, LIVE_BARS, LIVE_FEATURES, LIVE_PREDICTIONS, LIVE_DEAD_LETTERS,
+                              MONTECARLO_SUMMARY, MONTECARLO_FAN, LIVE_BARS, LIVE_FEATURES, LIVE_PREDICTIONS, LIVE_DEAD_LETTERS,
                               LIVE_ORDERS, LIVE_FILLS, LIVE_POSITIONS, LIVE_EQUITY, SMOKE_PRICES)
 
 
