@@ -22,16 +22,31 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault(_var, "1")
 
 
+# Under ``pytest -n 2 --dist loadgroup`` (``make test``) the tests on the shared services run in
+# two groups, each one test at a time in one worker: the Dagster / MLflow / warehouse side here,
+# the Kafka / Redis / stream side in the other. Nothing in one group touches what the other
+# uses (topics, accounts, datasets and model names are per test; the warehouse's writers and
+# the Tableau extract's check are all in this group). A module with any test on the services
+# goes whole into its group, so its module fixtures are built once.
+ORCHESTRATION_GROUP = {"test_main_job.py", "test_model_registry.py", "test_dagster.py", "test_dagster_daemon.py",
+                       "test_mlflow.py", "test_warehouse.py", "test_tableau.py", "test_infra.py",
+                       "test_redis_postgres.py", "test_research_assets.py", "test_cli_errors.py"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``pytest -n 2 --dist loadgroup`` (``make test``) every test on the shared services runs
-    in one worker, one at a time: some stop a service or flush Redis, and the live ones time
-    things. The other tests go module by module (a module's fixtures are built once) to
+    """Assign each test its xdist group (see above); other modules are a group each and go to
     whichever worker is free."""
+    on_services = {item.path.name for item in items
+                   if "services" in getattr(item, "fixturenames", ()) or item.get_closest_marker("services")}
     for item in items:
-        if "services" in getattr(item, "fixturenames", ()) or item.get_closest_marker("services"):
-            item.add_marker(pytest.mark.xdist_group("services"))
+        module = item.path.name
+        if module in ORCHESTRATION_GROUP and module in on_services:
+            group = "services-orchestration"
+        elif module in on_services:
+            group = "services-live"
         else:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+            group = module
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

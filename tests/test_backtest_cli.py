@@ -21,10 +21,15 @@ ENV = {"QL_DATA__SYNTHETIC__N_SYMBOLS": "4", "QL_DATA__SYNTHETIC__N_DAYS": "5",
        "QL_DATA__SYNTHETIC__START_DATE": "2024-06-03", "QL_TRADING__RISK__MAX_POSITION_SIZE": "0.2"}
 
 
+_BUILT: dict[str, str] = {}  # pytest-xdist may tear a module fixture down between tests: build the lake once
+
+
 @pytest.fixture(scope="module")
 def lake_with_predictions(spark, tmp_path_factory) -> dict[str, str]:
     """Silver bars of 4 synthetic symbols x 5 days and a clairvoyant 'lstm' prediction table
     (p_up from the next bar's actual move): the engine must turn it into profit after costs."""
+    if _BUILT:
+        return _BUILT
     env = {**ENV, "QL_PLATFORM__LAKE__ROOT": str(tmp_path_factory.mktemp("bt_lake")),
            "QL_PLATFORM__REPORTS_DIR": str(tmp_path_factory.mktemp("bt_reports"))}
     settings = load_settings(env={**os.environ, **env})
@@ -39,6 +44,7 @@ def lake_with_predictions(spark, tmp_path_factory) -> dict[str, str]:
     preds = preds.dropna(subset=["fwd_return"])
     df = spark.createDataFrame(preds).withColumn("date", F.date_format("ts", "yyyy-MM-dd"))
     lake.overwrite(df, PREDICTIONS.path(settings), partition_by=["model"])
+    _BUILT.update(env)
     return env
 
 

@@ -97,7 +97,6 @@ class WarehouseSettings(Frozen):
 
     loader_role: str = Field("quantlake_loader", pattern=r"^[a-z_][a-z0-9_]*$")
     reporting_role: str = Field("quantlake_reporting", pattern=r"^[a-z_][a-z0-9_]*$")
-    live_load_cron: str = "* * * * *"    # the live tables' load schedule (every minute)
     fan_paths: int = Field(1000, ge=10)  # Monte Carlo paths behind the fan quantiles (the first chunk's)
     # names and sectors of the symbols, where known (columns Symbol, Name, Sector); absent file: left empty
     symbols_file: Path | None = Path("../shared/data/sp500_pooksoft_constituents_sectors.csv")
