@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs are `make demo` and `make test`.
 PY := .venv/bin/python
 
-.PHONY: setup up status down demo demo-sp500 live bench bench-features bench-ingest bench-stream bench-trading bench-warehouse tableau chaos test clean
+.PHONY: setup up status down demo demo-sp500 live bench bench-features bench-ingest bench-stream bench-trading bench-warehouse bench-short tableau chaos test clean
 
 setup:            ## install system packages, the virtualenv and the JVM jars (idempotent)
 	bash infra/setup.sh
@@ -49,6 +49,9 @@ bench-ingest: up    ## bronze ingestion rows/s: a vendor folder of one CSV per s
 
 bench-stream: up  ## the stream benchmark alone (Kafka/Spark limits, stage throughput, latency, memory)
 	$(PY) -m benchmarks.stream_throughput
+
+bench-short: up    ## the benchmarks' short versions that take minutes (the suite runs the quick ones)
+	$(PY) -m pytest -m slow_bench tests/
 
 bench-warehouse: up  ## warehouse loads (full S&P 500 bars, a walk-forward run's predictions) vs a plain COPY
 	$(PY) -m benchmarks.warehouse_load

@@ -33,6 +33,7 @@ ORCHESTRATION_GROUP = {"test_main_job.py", "test_model_registry.py", "test_dagst
                        "test_redis_postgres.py", "test_research_assets.py", "test_cli_errors.py"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the items
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Assign each test its xdist group (see above); other modules are a group each and go to
     whichever worker is free."""

@@ -322,6 +322,7 @@ def test_dagster_sees_live_figures_and_fails_freshness_when_the_stream_stalls(tm
     assert not passed and text.startswith("stalled")
 
 
+@pytest.mark.slow_bench  # 1.5-4 min (a query start per stage and mode): make bench-short
 def test_stream_benchmark_short_version(spark, services, tmp_path) -> None:
     """The benchmark's short run: every section measured (or its failure reported), JSON written."""
     from benchmarks import stream_throughput

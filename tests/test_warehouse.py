@@ -203,3 +203,26 @@ def test_warehouse_benchmark_short_version(services, shared_data, tmp_path) -> N
         assert figures[part]["rows"] == figures[part]["plain_copy"]["rows"] > 0
         assert figures[part]["rows_per_second"] > 0 and figures[part]["ratio_to_plain_copy"] > 0
     assert figures["data"]["symbols"] == 30
+
+
+def test_the_live_load_takes_new_dates_and_the_newest_again_not_the_finished_ones(services, tmp_path) -> None:
+    settings = small_settings(tmp_path / "lake")
+    fill_lake(settings)
+    write(settings, T.LIVE_EQUITY, pd.DataFrame({
+        "ts": [pd.Timestamp("2024-01-31 20:00", tz="UTC")], "cash": 100_000.0, "equity": 100_000.0,
+        "peak_equity": 100_000.0, "gross_exposure": 0.0, "realized_pnl": 0.0, "fees": 0.0, "date": "2024-01-31"}),
+          mode="append")
+    loader = db.engine(services, "loader")
+    assert [p.value for p in L.live_slices(settings, loader)] == ["2024-01-31", "2024-02-01"]  # nothing loaded yet
+    L.load(settings, loader, L.LIVE_SPECS, L.live_slices(settings, loader))
+    assert [p.value for p in L.live_slices(settings, loader)] == ["2024-02-01"]  # the newest may still grow
+    write(settings, T.LIVE_EQUITY, pd.DataFrame({
+        "ts": [pd.Timestamp("2024-02-02 15:00", tz="UTC")], "cash": 100_005.0, "equity": 100_005.0,
+        "peak_equity": 100_005.0, "gross_exposure": 0.0, "realized_pnl": 6.0, "fees": 1.0, "date": "2024-02-02"}),
+          mode="append")
+    assert [p.value for p in L.live_slices(settings, loader)] == ["2024-02-01", "2024-02-02"]
+    L.load(settings, loader, L.LIVE_SPECS, L.live_slices(settings, loader))
+    assert [p.value for p in L.live_slices(settings, loader)] == ["2024-02-02"]
+    assert _counts(loader, settings.data.dataset)["fact_live_equity"] == 4
+    assert L.reconcile(settings, loader, L.LIVE_SPECS, L.slices(settings, L.LIVE_SPECS)) == []
+    loader.dispose()

@@ -63,7 +63,8 @@ def _run(args: argparse.Namespace) -> int:
     failed = 0
     for group in groups:
         specs = load.GROUPS[group]
-        pieces = load.slices(settings, specs, args.dataset, values)
+        pieces = (load.live_slices(settings, engine, args.dataset) if group == "live" and args.command == "load"
+                  and values is None else load.slices(settings, specs, args.dataset, values))
         if args.command == "load":
             registry = load.registry_info(settings) if group == "predictions" else None
             done = load.load(settings, engine, specs, pieces, registry, progress=print)

@@ -583,6 +583,20 @@ def slices(settings: Settings, specs: Sequence[Spec], dataset: str | None = None
     return out
 
 
+def live_slices(settings: Settings, engine: Engine, dataset: str | None = None) -> list[Slice]:
+    """The live dates to load: those the warehouse has not loaded yet, and its newest (still
+    growing while the account trades); older loaded dates are final and left alone."""
+    dataset = dataset or settings.data.dataset
+    found = slices(settings, LIVE_SPECS, dataset)
+    with engine.connect() as conn:
+        loaded = set(conn.execute(text(
+            "SELECT DISTINCT f.date_key FROM dw.fact_live_equity f JOIN dw.dim_dataset d USING (dataset_key) "
+            "WHERE d.name = :n UNION SELECT DISTINCT f.date_key FROM dw.fact_live_order f JOIN dw.dim_dataset d "
+            "USING (dataset_key) WHERE d.name = :n"), {"n": dataset}).scalars())
+    newest = max(loaded, default=0)
+    return [p for p in found if date_key(p.value) not in loaded or date_key(p.value) >= newest]
+
+
 def months_between(start: date, end: date) -> list[str]:
     """The ``yyyy-mm`` month partitions from ``start`` to ``end``."""
     return [p.strftime("%Y-%m") for p in pd.period_range(start, end, freq="M")]

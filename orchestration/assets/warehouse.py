@@ -42,9 +42,9 @@ def _months(context) -> list[str] | None:
 
 
 def _load(context: AssetExecutionContext, cfg: Settings, group: str, values: Sequence[str] | None = None,
-          registry: dict | None = None) -> MaterializeResult:
+          registry: dict | None = None, pieces: Sequence[dw_load.Slice] | None = None) -> MaterializeResult:
     specs = dw_load.GROUPS[group]
-    pieces = dw_load.slices(cfg, specs, values=values)
+    pieces = dw_load.slices(cfg, specs, values=values) if pieces is None else pieces
     done = dw_load.load(cfg, db.engine(cfg, "loader"), specs, pieces, registry, progress=context.log.info)
     per_fact = pd.DataFrame([{"fact": d.fact, "slice": str(d.slice), "rows": d.rows, "replaced": d.replaced,
                               "seconds": round(d.seconds, 3)} for d in done])
@@ -89,10 +89,12 @@ def warehouse_backtests(context: AssetExecutionContext, settings: SettingsResour
 
 
 @asset(group_name=GROUP, kinds=KINDS, deps=["live_predictions", "live_dead_letters"],
-       description="The live tables of every date the lake holds: orders, risk rejections, fills, position and "
-                   "equity snapshots, dead letters by reason. warehouse_live_schedule runs it every minute.")
+       description="The live tables: orders, risk rejections, fills, position and equity snapshots, dead letters "
+                   "by reason; each run loads the dates not loaded yet and replaces the newest. "
+                   "warehouse_live_schedule runs it every minute.")
 def warehouse_live(context: AssetExecutionContext, settings: SettingsResource) -> MaterializeResult:
-    return _load(context, settings.get(), "live")
+    cfg = settings.get()
+    return _load(context, cfg, "live", pieces=dw_load.live_slices(cfg, db.engine(cfg, "loader")))
 
 
 def _check(group: str, asset_def):
