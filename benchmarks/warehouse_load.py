@@ -38,7 +38,6 @@ from warehouse import db
 from warehouse import load as L
 
 SP500 = PROJECT_ROOT.parent / "shared" / "data" / "sp500_pooksoft_alphavantage_daily_1999_2021.parquet"
-LOCAL_RUN = PROJECT_ROOT / ".state" / "lake" / "gold" / "sp500" / "predictions"
 
 
 def sp500_bars(symbols: int | None, years: int | None) -> pd.DataFrame:
@@ -114,9 +113,11 @@ def measure(settings, engine, specs, pieces, fact: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.warehouse_load", description=__doc__.split("\n")[0])
     parser.add_argument("--short", action="store_true", help="30 symbols, 2 years (the test suite's version)")
-    parser.add_argument("--predictions", type=Path, default=LOCAL_RUN, help="a gold/predictions Delta table")
+    parser.add_argument("--predictions", type=Path, default=None,
+                        help="a gold/predictions Delta table (default: the sp500 dataset's, from make demo-sp500)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    args.predictions = args.predictions or Path(PREDICTIONS.path(load_settings(), "sp500"))
     if not SP500.exists():
         print(f"{SP500} is missing: the benchmark loads the real S&P 500 panel")
         return 1

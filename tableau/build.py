@@ -30,10 +30,26 @@ def build_all(settings: Settings, extract: bool = True) -> BuildOutcome:
     if extract:
         started = time.monotonic()
         outcome.extract = out / HYPER_FILE
-        outcome.rows = build_extract(db.engine(settings, "reporting"), outcome.extract,
-                                     settings.platform.state_dir / "logs" / "hyper")
+        outcome.rows = build_extract(db.engine(settings, "reporting"), outcome.extract, _hyper_logs(settings))
         outcome.seconds = time.monotonic() - started
     return outcome
+
+
+def extract_differences(settings: Settings) -> list[str]:
+    """One line per table and figure where the built ``.hyper`` extract differs from the
+    warehouse (row count, sum of each numeric column); empty when they agree."""
+    from tableau.hyper import extract_figures
+    from warehouse.report import numeric_columns, numeric_sums, tables
+
+    engine = db.engine(settings, "reporting")
+    numeric = {t: numeric_columns(t) for t in tables()}
+    found = extract_figures(settings.platform.tableau_dir / HYPER_FILE, _hyper_logs(settings), numeric)
+    return [f"{t}.{k}: extract {found[t][k]!r}, warehouse {v!r}" for t in numeric
+            for k, v in numeric_sums(engine, t).items() if abs(found[t][k] - v) > 1e-6 * max(1.0, abs(v))]
+
+
+def _hyper_logs(settings: Settings) -> Path:
+    return settings.platform.state_dir / "logs" / "hyper"
 
 
 def publish(settings: Settings) -> list[str]:

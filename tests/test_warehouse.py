@@ -11,8 +11,8 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from pipelines.lake import tables as T
-from pipelines.lake.rows import arrow_schema
-from tests.warehousekit import fill_lake, small_settings, write
+from pipelines.lake.rows import arrow_schema, write_frame
+from tests.warehousekit import fill_lake, small_settings
 from warehouse import db
 from warehouse import load as L
 from warehouse.schema import SCHEMA, Base
@@ -128,8 +128,8 @@ def test_every_fact_loads_reconciles_and_a_rerun_replaces_exactly_its_slice(serv
 
     # a new backtest of one strategy replaces only that strategy's rows
     trades = frames["backtest_trades"][1].iloc[:2]
-    write(settings, T.BACKTEST_TRADES, trades.assign(strategy="lstm"), mode="overwrite")
-    write(settings, T.BACKTEST_TRADES, frames["backtest_trades"][0], mode="append")
+    write_frame(T.BACKTEST_TRADES, settings, trades.assign(strategy="lstm"), mode="overwrite")
+    write_frame(T.BACKTEST_TRADES, settings, frames["backtest_trades"][0], mode="append")
     L.load(settings, loader, L.BACKTEST_SPECS, [L.Slice(dataset, "strategy", "lstm")])
     after = _counts(loader, dataset)
     assert after["fact_backtest_trade"] == 4 + 2 and after["fact_backtest_round_trip"] == 2 + 0
@@ -157,7 +157,7 @@ def test_a_drifted_source_schema_fails_naming_table_and_column_and_keeps_the_war
         trades["quantity"] = trades["quantity"].astype(str)
         schema = pa.schema([pa.field("quantity", pa.string()) if f.name == "quantity" else f for f in schema])
         column = "quantity"
-    write(settings, T.BACKTEST_TRADES, trades, schema=schema)
+    write_frame(T.BACKTEST_TRADES, settings, trades, schema=schema)
     with pytest.raises(L.LoadError, match=rf"gold/backtest_trades .*column '{column}'"):
         _load_all(settings, loader, ["backtests"])
     assert _counts(loader, settings.data.dataset) == before
@@ -170,7 +170,7 @@ def test_a_missing_source_partition_fails_and_the_month_stays_loaded(services, t
     loader = db.engine(services, "loader")
     _load_all(settings, loader, ["bars"])
     before = _counts(loader, settings.data.dataset)
-    write(settings, T.SILVER_BARS, frames["bars"].query("date < '2024-02-01'"))  # February's partition is gone
+    write_frame(T.SILVER_BARS, settings, frames["bars"].query("date < '2024-02-01'"))  # February's partition is gone
     with pytest.raises(L.LoadError, match=r"silver/bars: partition month=2024-02 .* is missing.*holds 2 rows"):
         L.load(settings, loader, L.RESEARCH_MONTHLY, [L.Slice(settings.data.dataset, "month", "2024-02")])
     assert _counts(loader, settings.data.dataset) == before
@@ -208,7 +208,7 @@ def test_warehouse_benchmark_short_version(services, shared_data, tmp_path) -> N
 def test_the_live_load_takes_new_dates_and_the_newest_again_not_the_finished_ones(services, tmp_path) -> None:
     settings = small_settings(tmp_path / "lake")
     fill_lake(settings)
-    write(settings, T.LIVE_EQUITY, pd.DataFrame({
+    write_frame(T.LIVE_EQUITY, settings, pd.DataFrame({
         "ts": [pd.Timestamp("2024-01-31 20:00", tz="UTC")], "cash": 100_000.0, "equity": 100_000.0,
         "peak_equity": 100_000.0, "gross_exposure": 0.0, "realized_pnl": 0.0, "fees": 0.0, "date": "2024-01-31"}),
           mode="append")
@@ -216,7 +216,7 @@ def test_the_live_load_takes_new_dates_and_the_newest_again_not_the_finished_one
     assert [p.value for p in L.live_slices(settings, loader)] == ["2024-01-31", "2024-02-01"]  # nothing loaded yet
     L.load(settings, loader, L.LIVE_SPECS, L.live_slices(settings, loader))
     assert [p.value for p in L.live_slices(settings, loader)] == ["2024-02-01"]  # the newest may still grow
-    write(settings, T.LIVE_EQUITY, pd.DataFrame({
+    write_frame(T.LIVE_EQUITY, settings, pd.DataFrame({
         "ts": [pd.Timestamp("2024-02-02 15:00", tz="UTC")], "cash": 100_005.0, "equity": 100_005.0,
         "peak_equity": 100_005.0, "gross_exposure": 0.0, "realized_pnl": 6.0, "fees": 1.0, "date": "2024-02-02"}),
           mode="append")

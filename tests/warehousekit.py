@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from config import Settings, load_settings
 from pipelines.lake import tables as T
@@ -20,11 +19,6 @@ def small_settings(lake: Path) -> Settings:
     """Settings whose dataset (``wh-<tag>``) exists only in this lake."""
     return load_settings(env={**os.environ, "QL_PLATFORM__LAKE__ROOT": str(lake),
                               "QL_DATA__SYNTHETIC__NAME": f"wh-{uuid.uuid4().hex[:8]}"})
-
-
-def write(settings: Settings, table: T.Table, frame: pd.DataFrame, mode: str = "overwrite",
-          schema: pa.Schema | None = None) -> None:
-    write_frame(table, settings, frame, mode, schema)
 
 
 def bars(symbols=("AAA", "BBB"), days=("2024-01-30", "2024-01-31", "2024-02-01"), per_day: int = 3) -> pd.DataFrame:
@@ -47,12 +41,12 @@ def fill_lake(settings: Settings) -> dict[str, pd.DataFrame]:
     b = bars()
     ts = sorted(b["ts"].unique())
     frames = {"bars": b}
-    write(settings, T.SILVER_BARS, b)
+    write_frame(T.SILVER_BARS, settings, b)
     frames["quarantine"] = pd.DataFrame({
         "table": "bars", "symbol": ["AAA", "BBB", "AAA"], "ts": [ts[0], ts[1], ts[-1]],
         "date": ["2024-01-30", "2024-01-30", "2024-02-01"], "reason": ["price_spike", "negative_volume", "price_spike"],
         "record": "{}", "quarantined_at": pd.Timestamp("2024-02-02", tz="UTC")})
-    write(settings, T.QUARANTINE, frames["quarantine"])
+    write_frame(T.QUARANTINE, settings, frames["quarantine"])
     preds = []
     for family, shift in (("always_up", 0.0), ("lstm", 0.1)):
         for s in ("AAA", "BBB"):
@@ -63,7 +57,7 @@ def fill_lake(settings: Settings) -> dict[str, pd.DataFrame]:
                               "date": str(pd.Timestamp(t).date())})
     frames["predictions"] = pd.DataFrame(preds).astype({"direction": float})
     frames["predictions"].loc[0, "direction"] = np.nan  # the last bars have no label yet
-    write(settings, T.PREDICTIONS, frames["predictions"])
+    write_frame(T.PREDICTIONS, settings, frames["predictions"])
     for strategy in ("always_up", "lstm"):
         equity = 100_000 * np.cumprod(1 + np.linspace(-0.002, 0.003, len(ts)))
         eq = pd.DataFrame({"ts": ts, "equity": equity, "returns": np.r_[equity[0] / 100_000, equity[1:] / equity[:-1]] - 1,
@@ -81,7 +75,7 @@ def fill_lake(settings: Settings) -> dict[str, pd.DataFrame]:
                             "q50": 100_000.0, "q75": 100_500.0, "q95": 101_000.0, "strategy": strategy})
         for table, frame in ((T.BACKTEST_EQUITY, eq), (T.BACKTEST_TRADES, trades), (T.BACKTEST_METRICS, metrics),
                              (T.MONTECARLO_SUMMARY, summary), (T.MONTECARLO_FAN, fan)):
-            write(settings, table, frame, mode="append" if strategy != "always_up" else "overwrite")
+            write_frame(table, settings, frame, mode="append" if strategy != "always_up" else "overwrite")
             frames.setdefault(table.name, []).append(frame)
     day = "2024-02-01"
     tag = settings.data.dataset  # order and fill ids are unique across datasets, as live UUIDs are
@@ -91,20 +85,20 @@ def fill_lake(settings: Settings) -> dict[str, pd.DataFrame]:
         "decision_volume": 1000.0, "strategy": "champion", "model_version": "3",
         "status": ["SUBMITTED", "REJECTED", "SUBMITTED"], "limit_hit": [None, "max_position", None],
         "reason": [None, "position 2000 > 1000", None], "batch_id": 1, "date": day})
-    write(settings, T.LIVE_ORDERS, frames["orders"])
+    write_frame(T.LIVE_ORDERS, settings, frames["orders"])
     frames["fills"] = pd.DataFrame({"fill_id": [f"{tag}-f1", f"{tag}-f3"], "order_id": [f"{tag}-o1", f"{tag}-o3"], "ts": ts[-2:],
                                     "symbol": ["AAA", "AAA"], "side": ["BUY", "SELL"], "qty": [10.0, 10.0],
                                     "price": [100.2, 100.9], "fee": [0.5, 0.5],
                                     "applied_at": pd.Timestamp("2024-02-01 16:00", tz="UTC"), "date": day})
-    write(settings, T.LIVE_FILLS, frames["fills"])
-    write(settings, T.LIVE_POSITIONS, pd.DataFrame({
+    write_frame(T.LIVE_FILLS, settings, frames["fills"])
+    write_frame(T.LIVE_POSITIONS, settings, pd.DataFrame({
         "ts": ts[-2:], "symbol": "AAA", "qty": [10.0, 0.0], "avg_px_open": [100.2, None], "realized_pnl": [0.0, 6.0],
         "unrealized_pnl": [1.0, 0.0], "last_px": [100.3, 100.9], "date": day}))
-    write(settings, T.LIVE_EQUITY, pd.DataFrame({
+    write_frame(T.LIVE_EQUITY, settings, pd.DataFrame({
         "ts": ts[-2:], "cash": [98_997.5, 100_005.0], "equity": [100_000.5, 100_005.0],
         "peak_equity": [100_000.5, 100_005.0], "gross_exposure": [1003.0, 0.0], "realized_pnl": [0.0, 6.0],
         "fees": [0.5, 1.0], "date": day}))
-    write(settings, T.LIVE_DEAD_LETTERS, pd.DataFrame({
+    write_frame(T.LIVE_DEAD_LETTERS, settings, pd.DataFrame({
         "topic": "md", "partition": 0, "offset": [5, 9], "kafka_ts": ts[-1], "key": b"k", "value": b"{",
         "reason": ["malformed_json", "negative_price"], "symbol": None, "ts": None, "batch_id": 2,
         "dead_lettered_at": ts[-1], "date": day}))

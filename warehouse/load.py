@@ -22,7 +22,7 @@ import io
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -109,7 +109,6 @@ class SliceLoad:
     rows: int
     replaced: int
     seconds: float
-    figures: dict[str, float] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- reading the lake
@@ -504,8 +503,7 @@ def copy_rows(conn: Connection, fact: type[dw.Base], frame: pd.DataFrame) -> int
     return len(out)
 
 
-def load_slice(conn: Connection, settings: Settings, spec: Spec, piece: Slice, source: pd.DataFrame,
-               dims: Dims) -> SliceLoad:
+def load_slice(conn: Connection, spec: Spec, piece: Slice, source: pd.DataFrame, dims: Dims) -> SliceLoad:
     """Replace ``piece``'s rows of ``spec``'s fact by those built from ``source`` (in ``conn``'s
     transaction). A slice the source lacks while the warehouse has it fails (lost partition)."""
     started = time.monotonic()
@@ -520,7 +518,7 @@ def load_slice(conn: Connection, settings: Settings, spec: Spec, piece: Slice, s
     where, params = slice_where(conn, spec, piece)  # the dimension keys may be new
     replaced = conn.execute(text(f"DELETE FROM dw.{spec.name} WHERE {where}"), params).rowcount
     copied = copy_rows(conn, spec.fact, rows) if rows is not None else 0
-    return SliceLoad(spec.name, piece, copied, replaced, time.monotonic() - started, spec.expect(kept))
+    return SliceLoad(spec.name, piece, copied, replaced, time.monotonic() - started)
 
 
 def load(settings: Settings, engine: Engine, specs: Sequence[Spec], pieces: Sequence[Slice],
@@ -536,7 +534,7 @@ def load(settings: Settings, engine: Engine, specs: Sequence[Spec], pieces: Sequ
             sources = {t.name: read_slices(settings, t, batch) for t in {s.source for s in kind_specs}}
             for piece in batch:
                 for spec in kind_specs:
-                    done.append(load_slice(conn, settings, spec, piece, sources[spec.source.name][piece], dims))
+                    done.append(load_slice(conn, spec, piece, sources[spec.source.name][piece], dims))
                     _report(progress, done[-1])
                 for frames in sources.values():
                     frames.pop(piece)  # a slice's rows are freed once loaded

@@ -131,15 +131,8 @@ def tableau_workbook(context: AssetExecutionContext, settings: SettingsResource)
 @asset_check(asset=tableau_workbook, description="Every table of the .hyper extract has the warehouse's row count and "
                                                  "column sums.")
 def tableau_extract_matches_warehouse(settings: SettingsResource) -> AssetCheckResult:
-    from tableau.documents import HYPER_FILE
-    from tableau.hyper import extract_figures
-    from warehouse.report import numeric_columns, numeric_sums, tables
+    from tableau.build import extract_differences
 
-    cfg = settings.get()
-    engine = db.engine(cfg, "reporting")
-    numeric = {t: numeric_columns(t) for t in tables()}
-    found = extract_figures(cfg.platform.tableau_dir / HYPER_FILE, cfg.platform.state_dir / "logs" / "hyper", numeric)
-    problems = [f"{t}.{k}: extract {found[t][k]!r}, warehouse {v!r}" for t in numeric
-                for k, v in numeric_sums(engine, t).items() if abs(found[t][k] - v) > 1e-6 * max(1.0, abs(v))]
+    problems = extract_differences(settings.get())
     return AssetCheckResult(passed=not problems,
                             metadata={"differences": MetadataValue.md("\n".join(problems) or "none")})

@@ -33,6 +33,13 @@ def arrow_schema(table: Table) -> pa.Schema:
     return pa.schema(fields)
 
 
+def _utc_micros(frame: pd.DataFrame, schema: pa.Schema) -> None:
+    """Cast ``frame``'s timestamp columns of ``schema`` to UTC microseconds, in place."""
+    for field in schema:
+        if pa.types.is_timestamp(field.type) and field.name in frame:
+            frame[field.name] = pd.to_datetime(frame[field.name], utc=True).astype("datetime64[us, UTC]")
+
+
 def existing_keys(table: Table, settings: Settings, key: Iterable[str]) -> set[tuple]:
     """The ``key`` tuples already in ``table`` (empty when the table does not exist yet)."""
     path = table.path(settings)
@@ -55,9 +62,7 @@ def append_new(table: Table, settings: Settings, rows: pd.DataFrame, key: list[s
     frame = rows.copy()
     if "date" in table.columns and "date" not in frame:
         frame["date"] = pd.to_datetime(frame["ts"], utc=True).dt.strftime("%Y-%m-%d")
-    for column, field in zip(arrow_schema(table).names, arrow_schema(table)):
-        if pa.types.is_timestamp(field.type):
-            frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[us, UTC]")
+    _utc_micros(frame, arrow_schema(table))
     seen = known if known is not None else existing_keys(table, settings, key)
     fresh = [k not in seen for k in frame[key].itertuples(index=False, name=None)]
     frame = frame[fresh].drop_duplicates(key)
@@ -76,9 +81,7 @@ def write_frame(table: Table, settings: Settings, frame: pd.DataFrame, mode: str
     partitioned by it, as the Spark writers do."""
     frame = frame.copy()
     schema = schema or arrow_schema(table)
-    for field in schema:
-        if pa.types.is_timestamp(field.type) and field.name in frame:
-            frame[field.name] = pd.to_datetime(frame[field.name], utc=True).astype("datetime64[us, UTC]")
+    _utc_micros(frame, schema)
     if "month" in table.partition_by:
         frame["month"] = frame["date"].str.slice(0, 7)
         schema = schema.append(pa.field("month", pa.string()))
