@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything the platform needs on a fresh Debian machine, idempotently:
-#   1. system packages: PostgreSQL, Redis, a JDK and Maven (apt, when missing)
+#   1. system packages: PostgreSQL, Redis, a JDK, Maven, Prometheus, Chromium and its driver (apt, when missing)
 #   2. a virtualenv in .venv with the project and its pinned dependencies (pip)
 #   3. the Spark (Delta, Kafka source) and Kafka broker jars (Maven Central, once)
 # Re-running it skips every step that is already done.
@@ -17,6 +17,9 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v java >/dev/null || need_apt+=(openjdk-17-jdk-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
 ldconfig -p 2>/dev/null | grep -q libgomp.so.1 || need_apt+=(libgomp1)  # LightGBM's OpenMP runtime
+command -v prometheus >/dev/null || need_apt+=(prometheus)          # the metrics server (and promtool)
+command -v chromium >/dev/null || need_apt+=(chromium)              # the live page's browser test
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing system packages: ${need_apt[*]}; run as root or install them with apt-get"; exit 1
@@ -27,6 +30,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
   # Debian's packages try to start their services; the platform runs its own instances
   command -v service >/dev/null && { service redis-server stop >/dev/null 2>&1 || true; }
+  command -v service >/dev/null && { service prometheus stop >/dev/null 2>&1 || true; }
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

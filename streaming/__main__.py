@@ -1,4 +1,4 @@
-"""``python -m streaming feed|run|venue|portfolio|live|status|report|stop``: the live path.
+"""``python -m streaming feed|run|venue|portfolio|api|live|status|report|stop``: the live path.
 
 * ``feed``: publish the configured dataset's live ticks to ``market-data`` (synthetic: the
   market continued past the research period).
@@ -7,6 +7,8 @@
 * ``venue`` / ``portfolio``: the paper venue and the Redis portfolio services
   (:mod:`streaming.venue_service`, :mod:`streaming.portfolio_service`); the stream's trader
   sends them orders and bars while a portfolio runs.
+* ``api``: the REST/WebSocket API and the live page (:mod:`streaming.api`; keys with
+  ``python -m streaming.api keys create --scope read``).
 * ``live``: a fresh paper account, the venue and the portfolio as child processes, the feed
   and the stream in this process for a few minutes (``make live``); then ticks, predictions,
   orders (sent / rejected by limit), fills, positions, equity and P&L, and the live-accuracy
@@ -144,11 +146,12 @@ def _run_stream(settings, stop: threading.Event, starting_offsets: str | None = 
     """Run the job until ``stop`` is set (or, with a ``feeder``, until it is done and no tick
     arrived for ``idle_seconds``); raise the query's error."""
     from pipelines.lake.spark import get_spark
-    from streaming import job
+    from streaming import job, metrics
     from streaming.status import read_status
 
     spark = get_spark(settings)
     spark.sparkContext.setLogLevel("ERROR")
+    metrics.serve(settings, "stream")
     query, sink = job.start(spark, settings, starting_offsets=starting_offsets)
     print(f"stream started: {settings.kafka.topics.market_data} -> live tables of {settings.data.dataset} "
           f"(checkpoint {job.checkpoint_dir(settings)}); serving {sink.scorer.champion.name + ' v' + sink.scorer.champion.version if sink.scorer.champion else 'no model'}", flush=True)
@@ -156,6 +159,7 @@ def _run_stream(settings, stop: threading.Event, starting_offsets: str | None = 
     try:
         while query.isActive and not stop.is_set():
             time.sleep(0.5)
+            metrics.observe_progress(query.lastProgress)
             status = read_status(settings) or {}
             if feeder is not None and not feeder.is_alive() and status.get("ticks_in", 0) != last_rows:
                 last_rows, idle_since = status.get("ticks_in", 0), time.monotonic()
@@ -306,7 +310,11 @@ def _service(args, settings, role: str) -> int:
         from streaming.venue_service import VenueService as Service
     else:
         from streaming.portfolio_service import PortfolioService as Service
+    from streaming import metrics
+
+    port = metrics.serve(settings, role)
     service = Service(settings)
+    print(f"{role} metrics on port {port}" if port else f"{role}: metrics not served (port taken)", flush=True)
     print(f"{role} running for account {settings.trading.live.account or settings.data.dataset}", flush=True)
     try:
         service.run(stop.is_set)
@@ -355,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--trigger", type=float, help="micro-batch interval in seconds")
     sub.add_parser("venue", help="the paper venue: orders + bars -> fills")
     sub.add_parser("portfolio", help="the Redis portfolio: fills + bar closes -> positions, equity, Delta tables")
+    sub.add_parser("api", help="the REST/WebSocket API and the live page on api.host:api.port")
     live = sub.add_parser("live", help="feed + stream + venue + portfolio for a few minutes, then the figures")
     live.add_argument("--minutes", type=float, default=3.0)
     live.add_argument("--days", type=int, help="synthetic: trading days past the research period")
@@ -372,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_with_flags(vars(args), FLAGS)
         if args.command in ("venue", "portfolio"):
             return _service(args, settings, args.command)
+        if args.command == "api":
+            from streaming.api.__main__ import serve
+
+            return serve(settings)
         return {"feed": _cmd_feed, "run": _cmd_run, "live": _cmd_live, "status": _cmd_status,
                 "report": _cmd_report, "stop": _cmd_stop}[args.command](args, settings)
 

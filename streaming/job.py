@@ -45,7 +45,7 @@ from pipelines.ingest.sources.base import interval_minutes
 from pipelines.backtest.engine import infer_periods_per_year
 from pipelines.lake.tables import (FEATURES, LIVE_BARS, LIVE_DEAD_LETTERS, LIVE_FEATURES, LIVE_ORDERS, LIVE_PREDICTIONS,
                                    SILVER_BARS)
-from streaming import records
+from streaming import metrics, records
 from streaming.history import STATE_COLUMNS, STATE_SCHEMA, BarHistory, output_schema
 from streaming.kafka_io import ensure_topics, make_producer
 from streaming.scoring import LiveScorer
@@ -175,6 +175,9 @@ class BatchSink:
             self.figures.add_batch(batch_id, started, counts, bars, predictions, self.scorer,
                                    _watermark_ms(self.checkpoint, batch_id), phases, decisions,
                                    self.trader.note if self.trader else "")
+            finished = datetime.now(timezone.utc)
+            metrics.observe_batch(counts, bars, predictions, decisions, (finished - started).total_seconds(),
+                                  finished.timestamp(), decisions[-1].state.value if decisions else None)
         finally:
             df.unpersist()
 

@@ -25,7 +25,9 @@ nor written twice (the writer skips rows the table already has).
 Keys (``<prefix>`` is ``portfolio:<account>``): ``<prefix>:account`` (hash: cash, equity,
 peak_equity, realized_pnl, fees, ts, as_of_us), ``<prefix>:pos:<symbol>`` (hash),
 ``<prefix>:symbols`` (set), ``<prefix>:fills`` (set of applied fill ids), ``<prefix>:journal``
-(list of JSON rows); channel ``<prefix>:changes``. The bar script reads the position hashes
+(list of JSON rows, drained into Delta), ``<prefix>:fill_log`` (every fill applied, in order,
+never trimmed: the API pages it), ``<prefix>:equity_log`` (the account at every close, never
+trimmed: the API's equity curve); channel ``<prefix>:changes``. The bar script reads the position hashes
 it finds in the symbol set, so the account lives on one Redis node (no cluster slots).
 """
 
@@ -72,9 +74,11 @@ redis.call('HSET', acct, 'cash', f(cash), 'equity', f(equity), 'ts', ts,
            'realized_pnl', f(tonumber(redis.call('HGET', acct, 'realized_pnl')) + gained),
            'fees', f(tonumber(redis.call('HGET', acct, 'fees')) + fee))
 local now = redis.call('TIME')
-redis.call('RPUSH', KEYS[5], cjson.encode({kind='fill', fill_id=fill_id, order_id=ARGV[8], ts=ts, symbol=symbol,
+local row = cjson.encode({kind='fill', fill_id=fill_id, order_id=ARGV[8], ts=ts, symbol=symbol,
            side=ARGV[9], qty=f(math.abs(signed)), price=f(price), fee=f(fee),
-           applied_at=string.format('%d.%06d', now[1], now[2])}))
+           applied_at=string.format('%d.%06d', now[1], now[2])})
+redis.call('RPUSH', KEYS[5], row)
+redis.call('RPUSH', KEYS[6], row)
 redis.call('PUBLISH', channel, cjson.encode({kind='fill', fill_id=fill_id, symbol=symbol, qty=f(new),
            avg_px_open=f(avg), cash=f(cash), equity=f(equity), ts=ts}))
 return 1
@@ -117,6 +121,7 @@ redis.call('HSET', acct, 'equity', f(equity), 'peak_equity', f(peak), 'ts', ts, 
 local row = {kind='equity', ts=ts, cash=f(cash), equity=f(equity), peak_equity=f(peak), gross_exposure=f(gross),
              realized_pnl=redis.call('HGET', acct, 'realized_pnl'), fees=redis.call('HGET', acct, 'fees')}
 redis.call('RPUSH', journal, cjson.encode(row))
+redis.call('RPUSH', KEYS[4], cjson.encode(row))
 redis.call('PUBLISH', channel, cjson.encode(row))
 return 1
 """
@@ -214,7 +219,7 @@ class RedisPortfolio:
             raise ValueError(f"fill {fill.fill_id}: side {fill.side!r}, qty {fill.qty}, price {fill.price} "
                              "is not a fill (side buy/sell, qty > 0, price > 0)")
         keys = [self._key("account"), self._key("fills"), self._key("pos", fill.symbol), self._key("symbols"),
-                self._key("journal")]
+                self._key("journal"), self._key("fill_log")]
         args = [fill.fill_id, fill.symbol, repr(fill.signed), repr(float(fill.price)), repr(float(fill.fee)),
                 fill.ts.isoformat(), self.channel, fill.order_id, fill.side]
         return bool(self._apply(keys=keys, args=args))
@@ -234,11 +239,23 @@ class RedisPortfolio:
         for symbol, price in closes.items():
             if math.isfinite(price) and price > 0:
                 args += [symbol, repr(float(price))]
-        return bool(self._mark_bar(keys=[self._key("account"), self._key("symbols"), self._key("journal")], args=args))
+        return bool(self._mark_bar(keys=[self._key("account"), self._key("symbols"), self._key("journal"),
+                                         self._key("equity_log")], args=args))
 
     def as_of_us(self) -> int:
         """The last bar time closed (:meth:`mark_bar`), epoch microseconds; -1 before the first."""
         return int(self.client.hget(self._key("account"), "as_of_us") or -1)
+
+    def fill_log(self, start: int, stop: int) -> list[dict]:
+        """Fills applied, oldest first, positions ``start`` .. ``stop`` (inclusive, as LRANGE)."""
+        return [json.loads(r) for r in self.client.lrange(self._key("fill_log"), start, stop)]
+
+    def equity_log(self, last: int) -> list[dict]:
+        """The account at the newest ``last`` closes, oldest first."""
+        return [json.loads(r) for r in self.client.lrange(self._key("equity_log"), -last, -1)]
+
+    def fill_count(self) -> int:
+        return int(self.client.llen(self._key("fill_log")))
 
     def journal(self, limit: int = 10_000) -> list[dict]:
         """The oldest ``limit`` journal rows (fills applied; equity and positions at closes),

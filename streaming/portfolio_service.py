@@ -22,7 +22,7 @@ import pandas as pd
 from config import Settings
 from pipelines.lake.rows import append_new, existing_keys
 from pipelines.lake.tables import LIVE_EQUITY, LIVE_FILLS, LIVE_POSITIONS
-from streaming import live
+from streaming import live, metrics
 from streaming.portfolio import Fill, RedisPortfolio
 
 log = logging.getLogger(__name__)
@@ -73,15 +73,24 @@ class PortfolioService:
             if value.get("kind") == "fill":
                 fill = Fill(value["fill_id"], value["order_id"], live.utc(value["ts"]), value["symbol"],
                             value["side"], float(value["qty"]), float(value["price"]), float(value["fee"]))
-                self.book.apply_fill(fill)
+                if self.book.apply_fill(fill):
+                    metrics.FILLS_APPLIED.inc()
             elif value.get("kind") == "bar":
                 closes = {s: float(p) for s, p in value["closes"].items() if p is not None and math.isfinite(float(p))}
-                self.book.mark_bar(live.utc(value["ts"]), closes)
+                if self.book.mark_bar(live.utc(value["ts"]), closes):
+                    self._observe(live.utc(value["ts"]).timestamp())
             else:
                 raise ValueError(f"unknown record kind {value.get('kind')!r}")
         except (KeyError, TypeError, ValueError) as error:
             self.skipped += 1
             log.error("fills record at offset %d skipped: %s (%r)", offset, error, value)
+
+    def _observe(self, bar_ts: float) -> None:
+        """The account's figures after a close, for ``/metrics``."""
+        acct = self.book.snapshot()
+        gross = sum(abs(p.qty) * p.last_px for p in acct.positions.values())
+        metrics.observe_account(acct.equity, acct.peak_equity, gross, bar_ts, self.settings.trading.risk.max_drawdown)
+        metrics.set_trading_state(self.client.get(live.key(self.settings, "trader", "state")) or "ACTIVE")
 
     def flush(self) -> int:
         """Move the journal into the Delta tables; return the rows appended."""

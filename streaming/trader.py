@@ -166,8 +166,9 @@ class Trader:
         self.producer.flush()
         if state is TradingState.REDUCING and not any(q for q in positions.values() if abs(q) > 1e-9) and not orders:
             state = TradingState.HALTED
+        changed = state is not decision.state
         decision.state = state
-        self._mark_decided(at, accepted, state, decision)
+        self._mark_decided(at, accepted, state, decision, changed)
         return decision
 
     def _stored(self, ts: pd.Timestamp, at: int) -> Decision:
@@ -187,14 +188,17 @@ class Trader:
         return self.book.as_of_us()
 
     def _mark_decided(self, at: int, accepted: list[str], state: TradingState,
-                      decision: Decision | None = None) -> None:
+                      decision: Decision | None = None, changed: bool = False) -> None:
+        """Store the decision at ``at``; the trading state only when this decision moved it (the
+        breaker), so a state set meanwhile through the API (the kill switch) is not overwritten."""
         pipe = self.client.pipeline(transaction=True)
         orders = [{**order_record(o, volume), "limit": limit, "reason": reason}
                   for o, volume, limit, reason in (decision.orders if decision else [])]
         pipe.hset(self.k("decisions"), str(at), json.dumps({"state": state.value, "orders": orders}))
         pipe.set(self.k("last"), json.dumps({"ts_us": at, "order_ids": accepted}))
         pipe.set(self.k("decided_us"), at)
-        pipe.set(self.k("state"), state.value)
+        if changed:
+            pipe.set(self.k("state"), state.value)
         pipe.execute()
 
     def _gate_book(self, acct: Account, bars: pd.DataFrame, ts: pd.Timestamp, state: TradingState) -> Book:

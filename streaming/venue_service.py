@@ -5,6 +5,10 @@ Reads ``orders`` and ``bars`` (one partition each) and writes ``fills``:
 * an order record is checked (fields, types, side, quantity, price, a symbol the venue has
   bars for); a bad one is rejected with the reason on ``orders.rejected`` and never stops the
   service. A good one is claimed by id (a Redis set: an id seen before is ignored) and waits;
+* a cancel record (``{"kind": "cancel", "order_id": ...}``, from the API) cancels a working
+  order; the answer (CANCELLED, or why not) is stored by order id for the API to read. Being on
+  the same partition as the orders and read in order with the bars, a cancel is never raced by
+  a fill: it is either before the bar (the order is cancelled) or after it (too late);
 * a bar record (every symbol's bar at one time) is held until the orders the trader decided
   before it have arrived (their ids ride on the bar record), then fills the waiting orders at
   the bars' opens (:func:`streaming.venue.fill_at_open`: the backtest's timing, volume cap and
@@ -31,7 +35,7 @@ from collections.abc import Callable
 from config import Settings
 from pipelines.trading.orders import Order
 from pipelines.trading.rules import Rules
-from streaming import live
+from streaming import live, metrics
 from streaming.venue import OrderState, OrderStatus, fill_at_open
 
 log = logging.getLogger(__name__)
@@ -42,8 +46,15 @@ CLAIM = """
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 if ARGV[3] == 'ACCEPTED' then redis.call('SADD', KEYS[3], ARGV[1]) end
+redis.call('ZADD', KEYS[4], 0, ARGV[4])
 return 1
 """
+
+
+def index_member(order: Order) -> str:
+    """The order's member in the venue's order index (a sorted set read by lexicographic range:
+    decision time in microseconds, zero-padded, then the id), so pages by time are stable."""
+    return f"{live.micros(order.ts):020d}|{order.order_id}"
 
 
 class OrderError(ValueError):
@@ -134,7 +145,10 @@ class VenueService:
         """One poll: take the orders, queue the bars, process the bars that are ready."""
         done: dict[str, int] = {}
         for topic, offset, value in self.reader.poll(timeout_ms):
-            if topic == self.topics.orders:
+            if topic == self.topics.orders and isinstance(value, dict) and value.get("kind") == "cancel":
+                self.on_cancel(value)
+                done[topic] = offset + 1
+            elif topic == self.topics.orders:
                 self.on_order(value, offset)
                 done[topic] = offset + 1
             else:
@@ -157,9 +171,35 @@ class VenueService:
         state = OrderState(order, volume)
         state.move(OrderStatus.NEW, order.ts)
         state.move(OrderStatus.ACCEPTED, order.ts)
-        if not self._claim(keys=[self.k("claimed"), self.k("orders"), self.k("working")],
-                           args=[order.order_id, state_json(state), "ACCEPTED"]):
+        if not self._claim(keys=[self.k("claimed"), self.k("orders"), self.k("working"), self.k("order_index")],
+                           args=[order.order_id, state_json(state), "ACCEPTED", index_member(order)]):
             log.info("order %s seen before: ignored", order.order_id)
+        else:
+            metrics.VENUE_ORDERS.labels("ACCEPTED").inc()
+
+    def on_cancel(self, value: dict) -> None:
+        """Cancel a working order; store the answer under ``cancels`` (a replayed cancel of an
+        order cancelled before finds it no longer working and answers the same)."""
+        order_id = str(value.get("order_id"))
+        text = self.client.hget(self.k("orders"), order_id)
+        if text is None:
+            answer = {"order_id": order_id, "cancelled": False, "reason": "unknown order"}
+        else:
+            state = state_from_json(text)
+            if self.client.sismember(self.k("working"), order_id):
+                at = live.utc(value["ts"]) if isinstance(value.get("ts"), str) else state.order.ts
+                state.move(OrderStatus.CANCELLED, at, f"cancelled by {value.get('by') or 'request'}")
+                pipe = self.client.pipeline(transaction=True)
+                pipe.hset(self.k("orders"), order_id, state_json(state))
+                pipe.srem(self.k("working"), order_id)
+                pipe.execute()
+                metrics.VENUE_ORDERS.labels("CANCELLED").inc()
+                answer = {"order_id": order_id, "cancelled": True, "reason": state.reason}
+            else:
+                answer = {"order_id": order_id, "cancelled": state.status is OrderStatus.CANCELLED and
+                          (state.reason or "").startswith("cancelled by"),
+                          "reason": f"not working: {state.status.value}" + (f" ({state.reason})" if state.reason else "")}
+        self.client.hset(self.k("cancels"), order_id, json.dumps({**answer, "request_id": value.get("request_id")}))
 
     def _reject(self, value, reason: str, offset: int) -> None:
         """Publish the rejection once per record (a replayed record is not rejected twice)."""
@@ -167,6 +207,7 @@ class VenueService:
             return
         order_id = value.get("order_id") if isinstance(value, dict) else None
         log.warning("order rejected (%s): %s", order_id or f"offset {offset}", reason)
+        metrics.VENUE_ORDERS.labels("REJECTED").inc()
         live.send(self.producer, self.topics.orders_rejected, str(order_id or f"offset-{offset}"),
                   {"order": value, "order_id": order_id, "limit": "venue", "reason": reason,
                    "rejected_by": "venue", "offset": offset})
@@ -227,7 +268,13 @@ class VenueService:
         if changed:
             pipe.srem(self.k("working"), *[s.order.order_id for s in changed])
         pipe.set(self.k("last_bar_us"), at)
+        if bars:  # every symbol's last bar (close, volume, time): manual orders are checked and sized on them
+            pipe.hset(self.k("last_bars"), mapping={s: json.dumps({"close": b.get("close"), "volume": b.get("volume"),
+                                                                   "ts": value["ts"]}) for s, b in bars.items()})
         pipe.execute()
+        for state in changed:
+            metrics.VENUE_ORDERS.labels(state.status.value).inc()
+        metrics.FILLS.inc(len(fills))
 
     def close(self) -> None:
         self.reader.close()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import uuid
 
 import mlflow
 import pandas as pd
 
 from config import Settings
+from config.settings import PROJECT_ROOT
 from models.baselines import LinearModel, Tabular
 from models.panel import Panel
 from models.pyfunc import DirectionModel
@@ -22,6 +26,75 @@ from pipelines.features.recipe import FeatureSpec
 from pipelines.ingest.layers import write_bronze, write_silver
 from pipelines.ingest.sources.synthetic import generate_market
 from pipelines.lake.tables import FEATURES
+from streaming import live
+
+
+class Services:
+    """The venue and the portfolio as child processes, as ``make live`` runs them."""
+
+    def __init__(self, env: dict, settings, logs) -> None:
+        self.env, self.settings, self.logs = env, settings, logs
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.client = live.redis_client(settings)
+
+    def start(self, role: str) -> None:
+        """Start ``role`` (venue, portfolio, api, or stream: ``python -m streaming run``) and wait
+        for its first heartbeat (the stream: its query started; the API: ``/healthz`` answers)."""
+        self.client.delete(live.key(self.settings, role, "heartbeat"))
+        log = self.logs / f"{role}.log"
+        started = log.read_text().count("stream started") if log.exists() else 0
+        out = open(log, "ab")
+        self.procs[role] = subprocess.Popen([sys.executable, "-m", "streaming", "run" if role == "stream" else role],
+                                            cwd=PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        if role == "stream":
+            up = lambda: log.read_text().count("stream started") > started  # noqa: E731
+        elif role == "api":
+            up = lambda: _answers(f"http://{self.settings.platform.api.host}:{self.settings.platform.api.port}/healthz")  # noqa: E731
+        else:
+            up = lambda: live.alive(self.client, self.settings, role)  # noqa: E731
+        assert live.wait_for(lambda: up() or self.procs[role].poll() is not None, 180, 0.1) \
+            and self.procs[role].poll() is None, self.log(role)
+
+    def kill(self, role: str) -> None:
+        self.procs[role].send_signal(signal.SIGKILL)
+        self.procs[role].wait(30)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for role, proc in self.procs.items():
+            assert proc.wait(60) == 0, self.log(role)
+        self.client.close()
+
+    def dead(self) -> str | None:
+        """The log of a service that exited on its own, if one did."""
+        for role, proc in self.procs.items():
+            if proc.poll() is not None:
+                return f"{role} exited {proc.returncode}: {self.log(role)}"
+        return None
+
+    def log(self, role: str) -> str:
+        return (self.logs / f"{role}.log").read_text()[-3000:]
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def live_env(tmp_path, **extra: str) -> dict[str, str]:

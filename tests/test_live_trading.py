@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -19,7 +16,6 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from config import load_settings
-from config.settings import PROJECT_ROOT
 from pipelines import lake
 from pipelines.backtest.engine import Market, run_backtest
 from pipelines.ingest.sources.synthetic import generate_market, generate_ticks
@@ -30,54 +26,9 @@ from streaming.feed import publish
 from streaming.portfolio import RedisPortfolio
 from streaming.status import read_status
 from streaming.venue_service import order_states
-from tests.livekit import live_env, research_with_champion
+from tests.livekit import Services, live_env, research_with_champion
 
 pytestmark = pytest.mark.services
-
-
-class Services:
-    """The venue and the portfolio as child processes, as ``make live`` runs them."""
-
-    def __init__(self, env: dict, settings, logs) -> None:
-        self.env, self.settings, self.logs = env, settings, logs
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.client = live.redis_client(settings)
-
-    def start(self, role: str) -> None:
-        """Start ``role`` (venue, portfolio, or stream: ``python -m streaming run``) and wait for
-        its first heartbeat (the stream: its query started)."""
-        self.client.delete(live.key(self.settings, role, "heartbeat"))
-        log = self.logs / f"{role}.log"
-        started = log.read_text().count("stream started") if log.exists() else 0
-        out = open(log, "ab")
-        self.procs[role] = subprocess.Popen([sys.executable, "-m", "streaming", "run" if role == "stream" else role],
-                                            cwd=PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        up = ((lambda: log.read_text().count("stream started") > started) if role == "stream"
-              else (lambda: live.alive(self.client, self.settings, role)))
-        assert live.wait_for(lambda: up() or self.procs[role].poll() is not None, 180, 0.1) \
-            and self.procs[role].poll() is None, self.log(role)
-
-    def kill(self, role: str) -> None:
-        self.procs[role].send_signal(signal.SIGKILL)
-        self.procs[role].wait(30)
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for role, proc in self.procs.items():
-            assert proc.wait(60) == 0, self.log(role)
-        self.client.close()
-
-    def dead(self) -> str | None:
-        """The log of a service that exited on its own, if one did."""
-        for role, proc in self.procs.items():
-            if proc.poll() is not None:
-                return f"{role} exited {proc.returncode}: {self.log(role)}"
-        return None
-
-    def log(self, role: str) -> str:
-        return (self.logs / f"{role}.log").read_text()[-3000:]
 
 
 def _as_of(settings) -> int:

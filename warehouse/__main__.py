@@ -1,12 +1,12 @@
 """The warehouse from the command line.
 
-    python -m warehouse setup                         migrations to head, the loader and reporting roles
+    python -m warehouse setup                         migrations to head, the loader, reporting and API roles
     python -m warehouse migrate upgrade head          any Alembic command: downgrade base, current
     python -m warehouse load [GROUP ...]              bars, predictions, backtests, live (default: all)
         [--dataset NAME] [--values 2024-01,2024-02]   only these partitions (months, families, ...)
     python -m warehouse reconcile [GROUP ...]         compare every loaded slice with its Delta source
     python -m warehouse status                        rows per table
-    python -m warehouse password reporting            print a role's password (loader or reporting)
+    python -m warehouse password reporting            print a role's password (loader, reporting or api)
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "setup":
         db.setup(settings)
         print(f"warehouse ready: schema dw in {settings.platform.postgres.database}, roles "
-              f"{db.role_name(settings, 'loader')} (writes) and {db.role_name(settings, 'reporting')} (reads)")
+              f"{db.role_name(settings, 'loader')} (writes), {db.role_name(settings, 'reporting')} (reads) and "
+              f"{db.role_name(settings, 'api')} (the API: reads dw and its keys)")
         return 0
     if args.command == "migrate":
         command, *revision = args.args or ["upgrade", "head"]
@@ -44,8 +45,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "password":
         role = (args.args or ["reporting"])[0]
-        if role not in ("loader", "reporting"):
-            raise SystemExit("python -m warehouse password loader|reporting")
+        if role not in db.LOGIN_ROLES:
+            raise SystemExit(f"python -m warehouse password {'|'.join(db.LOGIN_ROLES)}")
         print(db.password(settings, role))
         return 0
     if args.command == "status":

@@ -1,15 +1,18 @@
-"""Connections to the warehouse, its two roles, and ``setup`` (roles, migrations, grants).
+"""Connections to the warehouse, its roles, and ``setup`` (roles, migrations, grants).
 
-Three identities reach the warehouse database:
+Four identities reach the warehouse database:
 
-- the platform's administrator (``postgres.user``, trusted on loopback) runs the migrations;
+- the platform's administrator (``postgres.user``, trusted on loopback) runs the migrations
+  and creates API keys;
 - the loader role (``warehouse.loader_role``) writes the loads;
-- the reporting role (``warehouse.reporting_role``) only reads: Tableau and the API use it.
+- the reporting role (``warehouse.reporting_role``) only reads ``dw``: Tableau uses it;
+- the API role (``warehouse.api_role``) reads ``dw`` and the API keys (schema ``api``), and
+  writes nothing.
 
-The two roles log in with passwords (scram-sha-256; ``python -m infra up`` writes their
-``pg_hba.conf`` lines). A password comes from ``QL_WAREHOUSE_LOADER_PASSWORD`` /
-``QL_WAREHOUSE_REPORTING_PASSWORD`` when set, else from ``<state_dir>/secrets/warehouse.json``,
-which :func:`password` generates once (mode 600; ``.state`` is outside git).
+The three roles log in with passwords (scram-sha-256; ``python -m infra up`` writes their
+``pg_hba.conf`` lines). A password comes from ``QL_WAREHOUSE_<ROLE>_PASSWORD`` when set, else
+from ``<state_dir>/secrets/warehouse.json``, which :func:`password` generates once (mode 600;
+``.state`` is outside git).
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from urllib.parse import quote_plus
 from sqlalchemy import Engine, create_engine, text
 
 from config import Settings
-from warehouse.schema import SCHEMA
+from warehouse.schema import API_SCHEMA, SCHEMA
 
-Role = Literal["admin", "loader", "reporting"]
+Role = Literal["admin", "loader", "reporting", "api"]
+LOGIN_ROLES = ("loader", "reporting", "api")
 ALEMBIC_INI = Path(__file__).resolve().parent / "alembic.ini"
 
 
@@ -38,10 +42,10 @@ def role_name(settings: Settings, role: Role) -> str:
     """The PostgreSQL role behind ``role``."""
     cfg = settings.platform
     return {"admin": cfg.postgres.user, "loader": cfg.warehouse.loader_role,
-            "reporting": cfg.warehouse.reporting_role}[role]
+            "reporting": cfg.warehouse.reporting_role, "api": cfg.warehouse.api_role}[role]
 
 
-def password(settings: Settings, role: Literal["loader", "reporting"]) -> str:
+def password(settings: Settings, role: Literal["loader", "reporting", "api"]) -> str:
     """``role``'s password: the environment's, else the generated one kept in the state folder."""
     from_env = os.environ.get(f"QL_WAREHOUSE_{role.upper()}_PASSWORD")
     if from_env:
@@ -96,20 +100,24 @@ def migrate(settings: Settings, command: str = "upgrade", revision: str = "head"
 
 
 def ensure_roles(settings: Settings) -> None:
-    """Create (or re-password) the loader and reporting roles and grant what each may do."""
-    loader, reporting = role_name(settings, "loader"), role_name(settings, "reporting")
+    """Create (or re-password) the loader, reporting and API roles and grant what each may do."""
+    loader, reporting, api = role_name(settings, "loader"), role_name(settings, "reporting"), role_name(settings, "api")
     database = settings.platform.postgres.database
     admin = create_engine(url(settings, "admin"))
     with admin.begin() as conn:
-        for role in ("loader", "reporting"):
+        for role in LOGIN_ROLES:
             name = role_name(settings, role)
             exists = conn.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :n"), {"n": name}).first()
             verb = "ALTER" if exists else "CREATE"
             # a role name is validated by the config schema ([a-z_][a-z0-9_]*); the password is bound
             secret = conn.execute(text("SELECT quote_literal(:p)"), {"p": password(settings, role)}).scalar_one()
             conn.execute(text(f"{verb} ROLE {name} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {secret}"))
-        conn.execute(text(f'GRANT CONNECT ON DATABASE "{database}" TO {loader}, {reporting}'))
-        conn.execute(text(f"GRANT USAGE ON SCHEMA {SCHEMA} TO {loader}, {reporting}"))
+        conn.execute(text(f'GRANT CONNECT ON DATABASE "{database}" TO {loader}, {reporting}, {api}'))
+        conn.execute(text(f"GRANT USAGE ON SCHEMA {SCHEMA} TO {loader}, {reporting}, {api}"))
+        conn.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA {SCHEMA} TO {api}"))
+        conn.execute(text(f"GRANT USAGE ON SCHEMA {API_SCHEMA} TO {api}"))
+        conn.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA {API_SCHEMA} TO {api}"))
+        conn.execute(text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {SCHEMA} GRANT SELECT ON TABLES TO {api}"))
         conn.execute(text(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {SCHEMA} TO {loader}"))
         conn.execute(text(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {SCHEMA} TO {loader}"))
         conn.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA {SCHEMA} TO {reporting}"))

@@ -6,6 +6,9 @@ and :class:`DimStrategy`. Facts: daily bars, out-of-sample predictions, backtest
 trades, round trips and metrics, Monte Carlo summaries and fan quantiles, data-quality counts,
 and the live orders, rejections, fills, position and equity snapshots.
 
+:class:`ApiKey` (PostgreSQL schema ``api``, its own metadata) holds the REST/WebSocket API's keys,
+hashed: the API reads them as ``warehouse.api_role``.
+
 Every fact carries ``dataset_key``: a load replaces one slice of one dataset (a month, a
 strategy, a model family or a live date), and the dashboards filter by dataset first. The
 Alembic migrations in ``warehouse/migrations`` create exactly these tables (a test compares them).
@@ -31,9 +34,12 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA = "dw"
+API_SCHEMA = "api"
+SCOPES = ("read", "trade", "admin")
 
 NAMING = {"ix": "ix_%(table_name)s_%(column_0_N_name)s", "uq": "uq_%(table_name)s_%(column_0_N_name)s",
           "ck": "ck_%(table_name)s_%(constraint_name)s", "fk": "fk_%(table_name)s_%(column_0_name)s",
@@ -364,3 +370,29 @@ FACTS: tuple[type[Base], ...] = (FactDailyBar, FactPrediction, FactBacktestEquit
                                  FactBacktestRoundTrip, FactBacktestMetric, FactMontecarloSummary, FactMontecarloFan,
                                  FactDataQuality, FactLiveOrder, FactLiveRejection, FactLiveFill, FactLivePosition,
                                  FactLiveEquity)
+
+
+# ---------------------------------------------------------------- the API's keys
+
+
+class ApiBase(DeclarativeBase):
+    metadata = MetaData(schema=API_SCHEMA, naming_convention=NAMING)
+
+
+class ApiKey(ApiBase):
+    """One API key. The key itself (``qlk_<key_id>_<secret>``) is shown once, at creation; only
+    the SHA-256 of its secret is stored (the secret is 256 random bits, so a fast hash is the
+    right one, as for GitHub's tokens: there is nothing to brute-force)."""
+
+    __tablename__ = "api_key"
+    __table_args__ = (CheckConstraint("scopes <@ ARRAY['read', 'trade', 'admin']::varchar[] "
+                                      "AND cardinality(scopes) > 0", name="scopes"),
+                      CheckConstraint("length(secret_sha256) = 64", name="hash"))
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    secret_sha256: Mapped[str] = mapped_column(String(64), comment="hex SHA-256 of the key's secret part")
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(String(16)))
+    created_at: Mapped[dt.datetime] = mapped_column(TS)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(TS)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(TS)

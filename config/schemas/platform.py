@@ -97,6 +97,7 @@ class WarehouseSettings(Frozen):
 
     loader_role: str = Field("quantlake_loader", pattern=r"^[a-z_][a-z0-9_]*$")
     reporting_role: str = Field("quantlake_reporting", pattern=r"^[a-z_][a-z0-9_]*$")
+    api_role: str = Field("quantlake_api", pattern=r"^[a-z_][a-z0-9_]*$")  # the API: reads dw, checks keys
     fan_paths: int = Field(1000, ge=10)  # Monte Carlo paths behind the fan quantiles (the first chunk's)
     # names and sectors of the symbols, where known (columns Symbol, Name, Sector); absent file: left empty
     symbols_file: Path | None = Path("../shared/data/sp500_pooksoft_constituents_sectors.csv")
@@ -115,6 +116,50 @@ class DagsterSettings(Frozen):
         return f"http://{self.host}:{self.port}"
 
 
+class ApiSettings(Frozen):
+    """``python -m streaming api``: the REST/WebSocket API and the live page.
+
+    Keys live hashed in PostgreSQL (``python -m streaming.api keys create --scope read``); the
+    API reads them, and the warehouse, as ``warehouse.api_role``."""
+
+    host: str = "127.0.0.1"                      # loopback unless a deployment says otherwise
+    port: int = Field(8700, ge=1, le=65535)
+    allowed_hosts: tuple[str, ...] = ("127.0.0.1", "localhost")  # Host headers served ("*": any)
+    cors_origins: tuple[str, ...] = ()           # browser origins allowed to call the API
+    rate_per_second: float = Field(50.0, gt=0)   # requests per key per second (token bucket) ...
+    burst: int = Field(100, ge=1)                # ... and the bucket's size; above it: 429
+    key_cache_seconds: float = Field(10.0, ge=0)  # a key checked against PostgreSQL is trusted this long
+    page_size: int = Field(100, ge=1)            # list endpoints' default page
+    max_page_size: int = Field(1000, ge=1)
+    order_ack_seconds: float = Field(3.0, ge=0)  # a manual order or a cancel waits this long for the venue
+    ws_queue: int = Field(500, ge=1)             # messages held per WebSocket client; a client further behind is dropped
+    ws_heartbeat_seconds: float = Field(5.0, gt=0)
+    ws_auth_seconds: float = Field(5.0, gt=0)    # a WebSocket must authenticate within this
+
+
+class MetricsSettings(Frozen):
+    """The live services' Prometheus endpoints (``/metrics``; the API serves its own on its port)."""
+
+    host: str = "127.0.0.1"
+    stream_port: int = Field(8701, ge=1, le=65535)
+    venue_port: int = Field(8702, ge=1, le=65535)
+    portfolio_port: int = Field(8703, ge=1, le=65535)
+
+
+class PrometheusSettings(Frozen):
+    """The Prometheus server ``python -m infra up`` runs (Debian's package), with the alert rules
+    of ``docker/prometheus/alerts.yml``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9590, ge=1, le=65535)
+    scrape_interval: str = Field("5s", pattern=r"^[0-9]+(ms|s|m)$")
+    retention: str = Field("7d", pattern=r"^[0-9]+[hdw]$")
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
 class PlatformSettings(Frozen):
     environment: Literal["local", "ci", "production"] = "local"
     state_dir: Path = Path(".state")
@@ -126,6 +171,9 @@ class PlatformSettings(Frozen):
     mlflow: MlflowSettings = MlflowSettings()
     dagster: DagsterSettings = DagsterSettings()
     warehouse: WarehouseSettings = WarehouseSettings()
+    api: ApiSettings = ApiSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
     reports_dir: Path = Path("reports")  # tear sheets; relative to state_dir
 
     @field_validator("state_dir")

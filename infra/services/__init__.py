@@ -8,9 +8,11 @@ from infra.services.dagster import DagsterDaemon, DagsterWebserver
 from infra.services.kafka import Kafka
 from infra.services.mlflow import Mlflow
 from infra.services.postgres import Postgres
+from infra.services.prometheus import Api, Prometheus
 from infra.services.redis import Redis
 
-SERVICES: tuple[type[Service], ...] = (Postgres, Redis, Kafka, Mlflow, DagsterWebserver, DagsterDaemon)
+SERVICES: tuple[type[Service], ...] = (Postgres, Redis, Kafka, Mlflow, DagsterWebserver, DagsterDaemon, Api,
+                                       Prometheus)
 
 
 def all_services(settings: Settings, names: list[str] | None = None) -> list[Service]:

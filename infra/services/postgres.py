@@ -2,8 +2,8 @@
 
 ``initdb`` and ``pg_ctl`` refuse to run as root, so as root they run as the
 ``postgres.os_user`` account (created by the Debian package) through ``runuser``.
-The cluster trusts the platform's own user on loopback only; the warehouse's loader and
-reporting roles log in with scram-sha-256 passwords (their ``pg_hba.conf`` lines come first).
+The cluster trusts the platform's own user on loopback only; the warehouse's loader, reporting
+and API roles log in with scram-sha-256 passwords (their ``pg_hba.conf`` lines come first).
 The warehouse, MLflow and Dagster each get a database of their own; ``up`` then runs
 ``python -m warehouse setup`` (Alembic migrations, roles, grants) in a child process.
 """
@@ -149,7 +149,7 @@ class Postgres(Service):
         """The password lines for the warehouse's roles (before the trust lines)."""
         cfg = self.settings.platform
         return [f"host    all    {role}    {cfg.postgres.host}/32    scram-sha-256"
-                for role in (cfg.warehouse.loader_role, cfg.warehouse.reporting_role)]
+                for role in (cfg.warehouse.loader_role, cfg.warehouse.reporting_role, cfg.warehouse.api_role)]
 
     def ensure_role_auth(self) -> None:
         """Put :meth:`hba_lines` at the top of ``pg_hba.conf`` (first match wins) and reload."""

@@ -1,16 +1,16 @@
 """Alembic environment: the warehouse database from the platform's configuration, the star
-schema's metadata for autogenerate, the version table in ``public`` (the ``dw`` schema is
-created by the first migration)."""
+schema's and the API keys' metadata for autogenerate, the version table in ``public`` (the ``dw``
+and ``api`` schemas are created by the migrations)."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from warehouse.schema import SCHEMA, Base
+from warehouse.schema import API_SCHEMA, SCHEMA, ApiBase, Base
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = [Base.metadata, ApiBase.metadata]
 
 
 def _url() -> str:
@@ -23,7 +23,7 @@ def _url() -> str:
 
 
 def _include_name(name, type_, parent_names) -> bool:
-    return type_ != "schema" or name == SCHEMA
+    return type_ != "schema" or name in (SCHEMA, API_SCHEMA)
 
 
 def run_migrations_offline() -> None:

@@ -1,0 +1,1 @@
+"""The REST/WebSocket API, its keys and the live trading page (``python -m streaming api``)."""

@@ -1,0 +1,301 @@
+"""The API's view of the live account, and its three writes: a manual order, a cancel, the
+trading state. Everything here is Redis and Kafka, never Spark.
+
+Reads: the portfolio (:class:`~streaming.portfolio.RedisPortfolio`), the venue's orders (its
+order hash and the time index it keeps, :func:`streaming.venue_service.index_member`), the
+fill log, the trader's trading state.
+
+Writes go the way the strategy's own do, so nothing downstream can tell them apart:
+
+* a manual order is checked by the same :class:`~pipelines.trading.risk.RiskGate` with the
+  same limits, on a :class:`~pipelines.trading.risk.Book` built from the same Redis state. It
+  is stamped at the live clock (the newest bar the venue has seen, as the trader stamps its
+  orders at the bar it decided on) and sized against that bar's volume, so it fills at the next
+  bar's open like any order. Accepted, it goes to ``orders``; rejected, to ``orders.rejected``
+  with the limit it hit;
+* a cancel is a record on ``orders`` that the venue answers in order with the bars (see
+  :mod:`streaming.venue_service`);
+* the trading state is the trader's key: HALTED stops every order at the gate (the trader's
+  and manual ones), REDUCING lets only orders that shrink a position through.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from config import Settings
+from pipelines.trading.orders import ORDER_NAMESPACE, Order
+from pipelines.trading.risk import Book, RiskGate, TradingState, Verdict
+from streaming import live
+from streaming.portfolio import RedisPortfolio
+from streaming.venue_service import order_record
+
+MANUAL = "manual"
+
+
+class NotFound(LookupError):
+    """No such order (the API answers 404)."""
+
+
+class Conflict(RuntimeError):
+    """The request cannot apply to the order's state (the API answers 409)."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A manual order after the gate: its record, the verdict, and the venue's state if it
+    answered within ``api.order_ack_seconds``."""
+
+    order: dict
+    verdict: Verdict
+    venue: dict | None
+
+
+def encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, pattern: str) -> str:
+    """The position a cursor stands for; ValueError when it is not one this API returned."""
+    try:
+        value = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        value = ""
+    if not re.fullmatch(pattern, value):
+        raise ValueError(f"cursor {cursor!r} is not one this API returned")
+    return value
+
+
+class Desk:
+    """Reads and writes of the live account for the API (one per API process; thread-safe)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client = live.redis_client(settings)
+        self.book = RedisPortfolio(self.client, live.account(settings))
+        self.gate = RiskGate(settings.trading.limits)
+        self._gate_lock = threading.Lock()
+        self._producer = None
+        self._producer_lock = threading.Lock()
+
+    def k(self, role: str, *parts: str) -> str:
+        return live.key(self.settings, role, *parts)
+
+    @property
+    def producer(self):
+        with self._producer_lock:
+            if self._producer is None:
+                self._producer = live.ordered_producer(self.settings)
+            return self._producer
+
+    # reads -------------------------------------------------------------------------------------
+    def trading_state(self) -> TradingState:
+        return TradingState(self.client.get(self.k("trader", "state")) or TradingState.ACTIVE.value)
+
+    def portfolio(self) -> dict:
+        """Cash, equity, exposure, P&L and the trading state."""
+        try:
+            acct = self.book.snapshot()
+        except KeyError:
+            raise NotFound(f"no paper account {live.account(self.settings)!r} yet (start `make live`)") from None
+        initial = self.settings.trading.initial_capital
+        gross = sum(abs(p.qty) * p.last_px for p in acct.positions.values())
+        net = sum(p.qty * p.last_px for p in acct.positions.values())
+        unrealized = sum(p.unrealized_pnl for p in acct.positions.values())
+        return {"account": live.account(self.settings), "cash": acct.cash, "equity": acct.equity,
+                "peak_equity": acct.peak_equity,
+                "drawdown": 1.0 - acct.equity / acct.peak_equity if acct.peak_equity > 0 else 0.0,
+                "gross_exposure": gross, "net_exposure": net,
+                "exposure_ratio": gross / acct.equity if acct.equity > 0 else None,
+                "pnl": acct.equity - initial, "return": acct.equity / initial - 1.0,
+                "realized_pnl": acct.realized_pnl, "unrealized_pnl": unrealized, "fees": acct.fees,
+                "initial_capital": initial, "open_positions": sum(1 for p in acct.positions.values() if p.qty),
+                "as_of": live.iso(datetime.fromtimestamp(acct.as_of_us / 1e6, timezone.utc)) if acct.as_of_us >= 0
+                else None, "trading_state": self.trading_state().value,
+                "breaker_drawdown": self.settings.trading.risk.max_drawdown}
+
+    def positions(self, include_flat: bool = False) -> list[dict]:
+        try:
+            acct = self.book.snapshot()
+        except KeyError:
+            return []
+        return [{"symbol": p.symbol, "qty": p.qty, "avg_px_open": p.avg_px_open, "last_px": p.last_px,
+                 "market_value": p.qty * p.last_px, "unrealized_pnl": p.unrealized_pnl,
+                 "realized_pnl": p.realized_pnl, "ts": p.ts or None}
+                for p in sorted(acct.positions.values(), key=lambda p: p.symbol) if include_flat or p.qty]
+
+    def equity(self, last: int) -> list[dict]:
+        """The account at the newest ``last`` closes, oldest first (the equity curve)."""
+        return [{"ts": r["ts"], "equity": float(r["equity"]), "cash": float(r["cash"]),
+                 "peak_equity": float(r["peak_equity"]), "gross_exposure": float(r["gross_exposure"]),
+                 "drawdown": 1.0 - float(r["equity"]) / float(r["peak_equity"]) if float(r["peak_equity"]) > 0 else 0.0}
+                for r in self.book.equity_log(last)]
+
+    def order(self, order_id: str) -> dict:
+        text = self.client.hget(self.k("venue", "orders"), order_id)
+        if text is None:
+            raise NotFound(f"no order {order_id!r} at the venue")
+        return _order_view(json.loads(text))
+
+    def orders(self, status: str | None, symbol: str | None, since: datetime | None, until: datetime | None,
+               cursor: str | None, limit: int) -> tuple[list[dict], str | None]:
+        """Orders newest first (by decision time, then id), filtered; a page and the cursor of
+        the next. Keyset pages: orders arriving meanwhile never shift or repeat a page."""
+        index = self.k("venue", "order_index")
+        high = "(" + decode_cursor(cursor, r"\d{20}\|.+") if cursor else "+"
+        if until is not None:
+            bound = "(" + f"{live.micros(until) + 1:020d}"
+            high = bound if high == "+" or bound < high else high
+        low = "[" + f"{live.micros(since):020d}" if since is not None else "-"
+        out: list[dict] = []
+        last_member = None
+        chunk = max(limit * 2, 100)
+        while len(out) < limit:
+            members = self.client.zrevrangebylex(index, high, low, start=0, num=chunk)
+            if not members:
+                last_member = None
+                break
+            texts = self.client.hmget(self.k("venue", "orders"), [m.split("|", 1)[1] for m in members])
+            for member, text in zip(members, texts):
+                last_member = member
+                if text is None:
+                    continue
+                data = json.loads(text)
+                if (status is None or data["status"] == status) and (symbol is None or data["symbol"] == symbol):
+                    out.append(_order_view(data))
+                    if len(out) == limit:
+                        break
+            if len(out) == limit:
+                break
+            if len(members) < chunk:
+                last_member = None
+                break
+            high = "(" + members[-1]
+        more = last_member is not None and bool(self.client.zrevrangebylex(index, "(" + last_member, low, start=0, num=1))
+        return out, (encode_cursor(last_member) if more else None)
+
+    def fills(self, symbol: str | None, cursor: str | None, limit: int) -> tuple[list[dict], str | None]:
+        """Fills applied to the account, newest first; the cursor is a position in the
+        append-only fill log, so pages stay put while fills arrive."""
+        end = int(decode_cursor(cursor, r"\d+")) if cursor else self.book.fill_count()
+        out: list[dict] = []
+        while end > 0 and len(out) < limit:
+            start = max(0, end - max(limit, 200))
+            rows = self.book.fill_log(start, end - 1)
+            for position in range(len(rows) - 1, -1, -1):
+                row = rows[position]
+                if symbol is None or row["symbol"] == symbol:
+                    out.append(_fill_view(row))
+                    if len(out) == limit:
+                        end = start + position
+                        break
+            else:
+                end = start
+        return out, (encode_cursor(str(end)) if end > 0 and len(out) == limit else None)
+
+    # writes ------------------------------------------------------------------------------------
+    def set_trading_state(self, state: TradingState, by: str, reason: str | None) -> dict:
+        """Set the trading state (the kill switch); the change is logged and published."""
+        now = datetime.now(timezone.utc)
+        before = self.trading_state()
+        entry = {"kind": "trading_state", "state": state.value, "previous": before.value, "by": by,
+                 "reason": reason, "at": live.iso(now)}
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self.k("trader", "state"), state.value)
+        pipe.rpush(self.k("trader", "state_log"), json.dumps(entry))
+        pipe.publish(self.book.channel, json.dumps(entry))
+        pipe.execute()
+        return entry
+
+    def submit(self, symbol: str, side: str, qty: float, price: float | None, client_order_id: str | None,
+               by: str) -> Submitted:
+        """Check a manual market order with the strategy's risk gate; send it or reject it."""
+        bar = self._last_bar(symbol)
+        clock_us = int(self.client.get(self.k("venue", "last_bar_us")) or -1)
+        ts = datetime.fromtimestamp(clock_us / 1e6, timezone.utc) if clock_us >= 0 else datetime.now(timezone.utc)
+        reference = price if price is not None else (bar["close"] if bar else math.nan)
+        key = f"{MANUAL}|{by}|{client_order_id}" if client_order_id else f"{MANUAL}|{uuid.uuid4()}"
+        order = Order(str(uuid.uuid5(ORDER_NAMESPACE, key)), ts, symbol, side, float(qty), float(reference),
+                      "market", MANUAL, "")
+        volume = float(bar["volume"]) if bar and bar.get("volume") is not None else math.nan
+        record = {**order_record(order, volume), "submitted_by": by}
+        if client_order_id and self.client.hexists(self.k("venue", "orders"), order.order_id):
+            return Submitted(record, Verdict(True), self.order(order.order_id))  # a retried request: the same order
+        with self._gate_lock:
+            verdict = self.gate.check(order, self._gate_book(symbol, bar))
+        if not verdict.accepted:
+            live.send(self.producer, self.settings.kafka.topics.orders_rejected, order.order_id,
+                      {**record, "limit": verdict.limit, "reason": verdict.reason, "rejected_by": "risk_gate"})
+            self.producer.flush()
+            return Submitted(record, verdict, None)
+        live.send(self.producer, self.settings.kafka.topics.orders, order.order_id, record)
+        self.producer.flush()
+        venue = None
+        if live.wait_for(lambda: self.client.hexists(self.k("venue", "orders"), order.order_id),
+                         self.settings.platform.api.order_ack_seconds, 0.02):
+            venue = self.order(order.order_id)
+        return Submitted(record, verdict, venue)
+
+    def cancel(self, order_id: str, by: str) -> dict:
+        """Ask the venue to cancel ``order_id``; its answer, or ``pending`` if it has not answered
+        within ``api.order_ack_seconds``."""
+        current = self.order(order_id)
+        if current["status"] not in ("NEW", "ACCEPTED"):
+            raise Conflict(f"order {order_id} is {current['status']}: nothing to cancel")
+        request_id = uuid.uuid4().hex
+        live.send(self.producer, self.settings.kafka.topics.orders, order_id,
+                  {"kind": "cancel", "order_id": order_id, "by": by, "request_id": request_id,
+                   "ts": live.iso(datetime.now(timezone.utc))})
+        self.producer.flush()
+
+        def answered() -> dict | None:
+            text = self.client.hget(self.k("venue", "cancels"), order_id)
+            data = json.loads(text) if text else None
+            return data if data and data.get("request_id") == request_id else None
+
+        if not live.wait_for(lambda: answered() is not None, self.settings.platform.api.order_ack_seconds, 0.02):
+            return {"order_id": order_id, "cancelled": None, "reason": "pending: the venue has not answered yet",
+                    "order": current}
+        answer = answered()
+        answer.pop("request_id", None)
+        return {**answer, "order": self.order(order_id)}
+
+    def _last_bar(self, symbol: str) -> dict | None:
+        text = self.client.hget(self.k("venue", "last_bars"), symbol)
+        return json.loads(text) if text else None
+
+    def _gate_book(self, symbol: str, bar: dict | None) -> Book:
+        """What the gate knows: the account as the portfolio holds it, the last bars' closes
+        as the last trades, the trading state."""
+        acct = self.book.snapshot()
+        last = {s: (p.last_px, live.utc(p.ts)) for s, p in acct.positions.items() if p.ts}
+        if bar and bar.get("close"):
+            last[symbol] = (float(bar["close"]), live.utc(bar["ts"]))
+        return Book(acct.equity, {s: p.qty for s, p in acct.positions.items()}, last, self.trading_state())
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+        self.client.close()
+
+
+def _order_view(data: dict) -> dict:
+    return {"order_id": data["order_id"], "ts": data["ts"], "symbol": data["symbol"], "side": data["side"],
+            "qty": data["qty"], "price": data["price"], "order_type": data.get("order_type", "market"),
+            "strategy": data.get("strategy") or None, "model_version": data.get("model_version") or None,
+            "status": data["status"], "filled_qty": data["filled_qty"], "reason": data.get("reason"),
+            "history": [{"status": s, "ts": t} for s, t in data.get("history", [])]}
+
+
+def _fill_view(row: dict) -> dict:
+    applied = row.get("applied_at")
+    return {"fill_id": row["fill_id"], "order_id": row["order_id"], "ts": row["ts"], "symbol": row["symbol"],
+            "side": row["side"], "qty": float(row["qty"]), "price": float(row["price"]), "fee": float(row["fee"]),
+            "applied_at": live.iso(datetime.fromtimestamp(float(applied), timezone.utc)) if applied else None}

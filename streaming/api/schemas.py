@@ -1,0 +1,184 @@
+"""The API's request and response models (they are also its OpenAPI schema at ``/docs``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipelines.trading.risk import TradingState
+
+
+class Portfolio(BaseModel):
+    account: str
+    cash: float
+    equity: float
+    peak_equity: float
+    drawdown: float = Field(description="1 - equity / peak equity")
+    gross_exposure: float
+    net_exposure: float
+    exposure_ratio: float | None = Field(description="gross exposure / equity")
+    pnl: float = Field(description="equity - initial capital")
+    return_: float = Field(alias="return")
+    realized_pnl: float
+    unrealized_pnl: float
+    fees: float
+    initial_capital: float
+    open_positions: int
+    as_of: str | None = Field(description="the last bar closed (event time)")
+    trading_state: TradingState
+    breaker_drawdown: float = Field(description="the drawdown at which the breaker halts trading")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class Position(BaseModel):
+    symbol: str
+    qty: float = Field(description="signed shares")
+    avg_px_open: float
+    last_px: float
+    market_value: float
+    unrealized_pnl: float
+    realized_pnl: float
+    ts: str | None
+
+
+class EquityPoint(BaseModel):
+    ts: str = Field(description="the bar closed")
+    equity: float
+    cash: float
+    peak_equity: float
+    gross_exposure: float
+    drawdown: float
+
+
+class StatusChange(BaseModel):
+    status: str
+    ts: str
+
+
+class Order(BaseModel):
+    order_id: str
+    ts: str = Field(description="decision time: the close of the bar it was decided at")
+    symbol: str
+    side: Literal["buy", "sell"]
+    qty: float
+    price: float = Field(description="reference price (the decision bar's close)")
+    order_type: str
+    strategy: str | None
+    model_version: str | None
+    status: str
+    filled_qty: float
+    reason: str | None
+    history: list[StatusChange]
+
+
+class OrderPage(BaseModel):
+    orders: list[Order]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page; null on the last")
+
+
+class Fill(BaseModel):
+    fill_id: str
+    order_id: str
+    ts: str
+    symbol: str
+    side: Literal["buy", "sell"]
+    qty: float
+    price: float
+    fee: float
+    applied_at: str | None
+
+
+class FillPage(BaseModel):
+    fills: list[Fill]
+    next_cursor: str | None
+
+
+class OrderRequest(BaseModel):
+    """A manual market order; it goes through the strategy's pre-trade risk gate."""
+
+    symbol: str = Field(min_length=1, max_length=32)
+    side: Literal["buy", "sell"]
+    qty: float = Field(gt=0, description="shares")
+    price: float | None = Field(None, gt=0, description="reference price; default: the last bar's close")
+    client_order_id: str | None = Field(None, max_length=64, description="idempotency key: a retry with the same "
+                                        "id returns the same order")
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OrderSubmitted(BaseModel):
+    order_id: str
+    status: str = Field(description="the venue's status, or SUBMITTED when it has not answered yet")
+    order: Order | None = Field(description="the venue's order, once it holds it")
+
+
+class Rejection(BaseModel):
+    limit: str = Field(description="the limit the order hit (a trading.limits key, or the check's name)")
+    reason: str
+    order: dict
+
+
+class CancelResult(BaseModel):
+    order_id: str
+    cancelled: bool | None = Field(description="null: the venue has not answered yet")
+    reason: str | None
+    order: Order
+
+
+class TradingStateRequest(BaseModel):
+    state: TradingState
+    reason: str | None = Field(None, max_length=200)
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TradingStateChange(BaseModel):
+    state: TradingState
+    previous: TradingState
+    by: str
+    reason: str | None
+    at: str
+
+
+class StrategyPerformance(BaseModel):
+    strategy: str
+    family: str | None
+    is_baseline: bool
+    metrics: dict[str, float | None] = Field(description="the backtest's figures over all folds, deflated Sharpe "
+                                             "included")
+
+
+class LivePerformance(BaseModel):
+    equity: float | None
+    pnl: float | None
+    return_: float | None = Field(alias="return")
+    max_drawdown: float | None
+    sharpe: float | None = Field(description="annualized, from the equity at each close the warehouse holds")
+    snapshots: int
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class Performance(BaseModel):
+    dataset: str
+    live: LivePerformance
+    backtest: list[StrategyPerformance]
+
+
+class ModelVersion(BaseModel):
+    version: str
+    family: str | None
+    figures: dict[str, str | None]
+    gate: dict[str, str | None] | None
+
+
+class Models(BaseModel):
+    model: str
+    champion: ModelVersion | None
+    challenger: ModelVersion | None
+
+
+class Problem(BaseModel):
+    detail: str | dict
