@@ -89,6 +89,7 @@ def desk(services, tmp_path_factory):
     for role in ("venue", "portfolio", "api"):
         svc.start(role)
     d = Desk(settings, svc)
+    d.env = env
     d.bar()  # the venue learns the symbols; the portfolio closes a first bar
     yield d
     d.producer.close()
@@ -350,6 +351,44 @@ def test_metrics_of_the_api_and_the_live_services(desk) -> None:
     with desk.http("read") as c:
         assert equity == pytest.approx(c.get("/api/v1/portfolio").json()["equity"])
     assert 'quantlake_breaker_drawdown 0.05' in portfolio and 'quantlake_trading_state{state="ACTIVE"} 1.0' in portfolio
+
+
+def test_prometheus_scrapes_the_live_services_and_fires_when_trading_halts(desk, tmp_path) -> None:
+    """Prometheus (Debian's, as ``infra up`` runs it) with the repository's rules, scraping the
+    running API, venue and portfolio every second: the kill switch to HALTED fires TradingHalted."""
+    from infra.services.prometheus import Prometheus
+
+    settings = load_settings(env={**desk.env, "QL_PLATFORM__PROMETHEUS__PORT": str(free_port()),
+                                  "QL_PLATFORM__PROMETHEUS__SCRAPE_INTERVAL": "1s"})
+    prom = Prometheus(settings)
+    prom.home, prom.log_path, prom.pid_path = tmp_path, tmp_path / "prometheus.log", tmp_path / "prometheus.pid"
+    base = settings.platform.prometheus.url
+
+    def query(expr: str) -> list:
+        return httpx.get(f"{base}/api/v1/query", params={"query": expr}).json()["data"]["result"]
+
+    def firing() -> set[str]:
+        alerts = httpx.get(f"{base}/api/v1/alerts").json()["data"]["alerts"]
+        return {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
+
+    assert prom.up(60) == "started"
+    try:
+        assert live.wait_for(lambda: {r["metric"]["job"] for r in query("up == 1")} >= {"api", "venue", "portfolio"},
+                             30, 0.5), query("up")
+        assert "TradingHalted" not in firing()
+        with desk.http("admin") as admin:
+            assert admin.post("/api/v1/trading-state", json={"state": "HALTED"}).status_code == 200
+        desk.bar()
+        assert live.wait_for(lambda: "TradingHalted" in firing(), 30, 0.5), firing()
+        equity = query('quantlake_equity{job="portfolio"}')
+        with desk.http("read") as c:
+            assert float(equity[0]["value"][1]) == pytest.approx(c.get("/api/v1/portfolio").json()["equity"])
+        with desk.http("admin") as admin:
+            assert admin.post("/api/v1/trading-state", json={"state": "ACTIVE"}).status_code == 200
+        desk.bar()
+        assert live.wait_for(lambda: "TradingHalted" not in firing(), 30, 0.5), firing()
+    finally:
+        prom.down()
 
 
 # ---------------------------------------------------------------------------------------------- WebSockets

@@ -15,7 +15,7 @@ from pipelines.lake.rows import arrow_schema, write_frame
 from tests.warehousekit import fill_lake, small_settings
 from warehouse import db
 from warehouse import load as L
-from warehouse.schema import SCHEMA, Base
+from warehouse.schema import API_SCHEMA, SCHEMA, ApiBase, Base
 
 pytestmark = pytest.mark.services
 
@@ -42,10 +42,11 @@ def test_migrations_upgrade_an_empty_database_to_the_models_and_downgrade_it(ser
             command.upgrade(db.alembic_config(services, conn), "head")
         with engine.connect() as conn:
             assert sorted(inspect(conn).get_table_names(schema=SCHEMA)) == sorted(t.name for t in Base.metadata.sorted_tables)
-            diff = compare_metadata(MigrationContext.configure(conn, opts={"include_schemas": True, "compare_type": True,
-                                                                          "include_name": lambda n, t, p: t != "schema" or n == SCHEMA}),
-                                    Base.metadata)
-            assert diff == [], diff  # the migration creates exactly the models
+            for metadata, schema in ((Base.metadata, SCHEMA), (ApiBase.metadata, API_SCHEMA)):
+                diff = compare_metadata(MigrationContext.configure(conn, opts={
+                    "include_schemas": True, "compare_type": True,
+                    "include_name": lambda n, t, p, schema=schema: t != "schema" or n == schema}), metadata)
+                assert diff == [], diff  # the migrations create exactly the models
             checks = conn.execute(text("SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
                                        "WHERE n.nspname = 'dw' AND c.contype = 'c'")).scalar_one()
             fks = conn.execute(text("SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
@@ -54,22 +55,31 @@ def test_migrations_upgrade_an_empty_database_to_the_models_and_downgrade_it(ser
         with engine.begin() as conn:
             command.downgrade(db.alembic_config(services, conn), "base")
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM pg_namespace WHERE nspname = 'dw'")).scalar_one() == 0
+            assert conn.execute(text("SELECT count(*) FROM pg_namespace WHERE nspname IN ('dw', 'api')")).scalar_one() == 0
     finally:
         engine.dispose()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
 
 
-def test_the_reporting_role_only_reads_and_both_roles_need_their_password(services) -> None:
+def test_the_reporting_and_api_roles_only_read_and_every_role_needs_its_password(services) -> None:
     reporting = db.engine(services, "reporting")
     with reporting.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM dw.dim_date")).scalar_one() >= 0
         with pytest.raises(ProgrammingError, match="permission denied"):
             conn.execute(text("INSERT INTO dw.dim_dataset (name) VALUES ('not-allowed')"))
     reporting.dispose()
+    api = db.engine(services, "api")  # the API's role reads dw and the keys, and writes nothing
+    with api.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM api.api_key")).scalar_one() >= 0
+        for statement in ("INSERT INTO dw.dim_dataset (name) VALUES ('not-allowed')",
+                          "UPDATE api.api_key SET revoked_at = NULL"):
+            with pytest.raises(ProgrammingError, match="permission denied"):
+                conn.execute(text(statement))
+            conn.rollback()
+    api.dispose()
     pg = services.platform.postgres
-    for role in ("loader", "reporting"):
+    for role in ("loader", "reporting", "api"):
         wrong = create_engine(f"postgresql+psycopg2://{db.role_name(services, role)}:wrong@{pg.host}:{pg.port}/{pg.database}")
         with pytest.raises(OperationalError, match="password authentication failed"):
             wrong.connect()

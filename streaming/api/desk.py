@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from config import Settings
 from pipelines.trading.orders import ORDER_NAMESPACE, Order
 from pipelines.trading.risk import Book, RiskGate, TradingState, Verdict
-from streaming import live
+from streaming import live, metrics
 from streaming.portfolio import RedisPortfolio
 from streaming.venue_service import order_record
 
@@ -212,6 +212,7 @@ class Desk:
         pipe.rpush(self.k("trader", "state_log"), json.dumps(entry))
         pipe.publish(self.book.channel, json.dumps(entry))
         pipe.execute()
+        metrics.set_trading_state(state.value)
         return entry
 
     def submit(self, symbol: str, side: str, qty: float, price: float | None, client_order_id: str | None,
