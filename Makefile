@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs are `make demo` and `make test`.
 PY := .venv/bin/python
 
-.PHONY: setup up status down demo demo-sp500 live bench bench-features bench-ingest bench-stream bench-trading bench-warehouse bench-short tableau chaos test clean
+.PHONY: setup up status down demo demo-sp500 live bench bench-features bench-ingest bench-stream bench-trading bench-warehouse bench-api bench-short tableau chaos test clean
 
 setup:            ## install system packages, the virtualenv and the JVM jars (idempotent)
 	bash infra/setup.sh
@@ -58,6 +58,9 @@ bench-warehouse: up  ## warehouse loads (full S&P 500 bars, a walk-forward run's
 
 tableau: up       ## the Tableau data sources, workbooks and .hyper extract into .state/tableau
 	$(PY) -m tableau build
+
+bench-api: up      ## REST p50/p99 and req/s (httpx and wrk) vs /healthz; WebSocket fan-out to 100 clients for 30 s
+	$(PY) -m benchmarks.api_load
 
 bench-trading: up  ## the trading path alone (risk gate vs backtest kernel, venue and portfolio services, latency)
 	$(PY) -m benchmarks.trading_latency

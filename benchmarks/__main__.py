@@ -1,6 +1,6 @@
 """Run every benchmark: ``python -m benchmarks``."""
 
-from benchmarks import (backtest_speed, feature_throughput, ingest_throughput, model_quality, model_speed,
+from benchmarks import (api_load, backtest_speed, feature_throughput, ingest_throughput, model_quality, model_speed,
                         stream_throughput, trading_latency, warehouse_load)
 
 if __name__ == "__main__":
@@ -13,4 +13,5 @@ if __name__ == "__main__":
     status |= stream_throughput.main([])
     status |= trading_latency.main([])
     status |= warehouse_load.main([])
+    status |= api_load.main([])
     raise SystemExit(status)

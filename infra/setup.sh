@@ -20,6 +20,7 @@ ldconfig -p 2>/dev/null | grep -q libgomp.so.1 || need_apt+=(libgomp1)  # LightG
 command -v prometheus >/dev/null || need_apt+=(prometheus)          # the metrics server (and promtool)
 command -v chromium >/dev/null || need_apt+=(chromium)              # the live page's browser test
 command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+command -v wrk >/dev/null || need_apt+=(wrk)                        # the API benchmark's load generator
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     log "missing system packages: ${need_apt[*]}; run as root or install them with apt-get"; exit 1

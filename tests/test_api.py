@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import shutil
 import socket
 import threading
 import time
@@ -544,3 +545,83 @@ def test_a_hundred_clients_at_once_none_starving(desk) -> None:
     counts = [len(r) for r in results]
     assert counts == [300] * 100, sorted(counts)[:5]
     assert all([m["i"] for m in r] == list(range(300)) for r in results)
+
+
+# ---------------------------------------------------------------------------------------------- the page
+
+
+def _chromium():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1100"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("chromedriver") is None,
+                    reason="Debian's chromium and chromium-driver are not installed (make setup installs them)")
+def test_the_live_page_in_headless_chromium(desk) -> None:
+    """The page at / in a real browser: it connects with an admin key, shows positions, equity
+    and orders, updates over the WebSockets as bars close and orders fill, and its kill switch
+    halts trading. The screenshot is kept under <state_dir>/artifacts."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert _place(desk, symbol="SYN002", side="buy", qty=4).status_code == 201
+    desk.bar()
+    driver = _chromium()
+    try:
+        wait = WebDriverWait(driver, 30, poll_frequency=0.2)
+        driver.get(desk.base + "/")
+        driver.find_element(By.ID, "key").send_keys(desk.keys["admin"])
+        driver.find_element(By.CSS_SELECTOR, "#login button").click()
+        wait.until(lambda d: d.find_element(By.ID, "conn").text == "live")
+        wait.until(lambda d: int(d.find_element(By.CSS_SELECTOR, "#positions tbody").get_attribute("data-count") or 0) > 0)
+        points = int(driver.find_element(By.ID, "equity-chart").get_attribute("data-points"))
+        assert points >= 2
+        symbols = [td.text for td in driver.find_elements(By.CSS_SELECTOR, "#positions tbody td:first-child")]
+        assert "SYN002" in symbols
+        assert driver.find_element(By.ID, "kill-switch").is_displayed()  # an admin key
+        updates = int(driver.find_element(By.ID, "updates").text)
+
+        # a new order fills at the next bar: the page hears it over the WebSockets
+        assert _place(desk, symbol="SYN000", side="buy", qty=3, client_order_id="page-order").status_code == 201
+        desk.bar({"SYN000": 99.5})
+        desk.bar()
+        wait.until(lambda d: int(d.find_element(By.ID, "equity-chart").get_attribute("data-points")) >= points + 2)
+        wait.until(lambda d: int(d.find_element(By.ID, "updates").text) > updates)
+        wait.until(lambda d: "SYN000" in [td.text for td in d.find_elements(By.CSS_SELECTOR, "#positions tbody td:first-child")])
+        wait.until(lambda d: any("99.5000" in td.text for td in d.find_elements(By.CSS_SELECTOR, "#fills tbody td")))
+        with desk.http("read") as c:
+            equity = c.get("/api/v1/portfolio").json()["equity"]
+        wait.until(lambda d: d.find_element(By.ID, "equity").text.replace(",", "") == f"{equity:.2f}")
+
+        driver.find_element(By.CSS_SELECTOR, '#kill-switch button[data-state="HALTED"]').click()
+        wait.until(lambda d: d.find_element(By.ID, "trading-state").text == "HALTED")
+        with desk.http("read") as c:
+            assert c.get("/api/v1/portfolio").json()["trading_state"] == "HALTED"
+        artifacts = desk.settings.platform.state_dir / "artifacts"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(artifacts / "live-page.png"))
+        driver.find_element(By.CSS_SELECTOR, '#kill-switch button[data-state="ACTIVE"]').click()
+        wait.until(lambda d: d.find_element(By.ID, "trading-state").text == "ACTIVE")
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
+    finally:
+        driver.quit()
+
+
+@pytest.mark.slow_bench
+def test_api_benchmark_short_version(services, tmp_path) -> None:
+    """``make bench-api``'s short run (100 orders, 3 s per endpoint, 100 clients for 5 s)."""
+    from benchmarks import api_load
+
+    assert api_load.main(["--short", "--out", str(tmp_path)]) == 0
+    figures = json.loads((tmp_path / "api_load_short.json").read_text())["figures"]
+    assert figures["setup"]["orders_accepted"] == 100
+    assert figures["rest"]["positions"]["httpx"]["requests_per_s"] > 0
+    assert figures["websocket_fanout"]["none_starving"] and figures["websocket_fanout"]["min_per_client"] == 100

@@ -297,6 +297,6 @@ def _order_view(data: dict) -> dict:
 
 def _fill_view(row: dict) -> dict:
     applied = row.get("applied_at")
-    return {"fill_id": row["fill_id"], "order_id": row["order_id"], "ts": row["ts"], "symbol": row["symbol"],
+    return {"fill_id": row["fill_id"], "order_id": row["order_id"], "ts": live.iso(live.utc(row["ts"])), "symbol": row["symbol"],
             "side": row["side"], "qty": float(row["qty"]), "price": float(row["price"]), "fee": float(row["fee"]),
             "applied_at": live.iso(datetime.fromtimestamp(float(applied), timezone.utc)) if applied else None}

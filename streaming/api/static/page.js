@@ -70,7 +70,8 @@
     const axes = [{}, {size: 80}];
     const equity = new uPlot({width, height: 220, scales: {x: {time: true}}, axes,
       series: [{}, {label: "equity", stroke: "#2a6fdb", width: 1.5}]}, [[], []], $("equity-chart"));
-    const drawdown = new uPlot({width, height: 120, scales: {x: {time: true}}, axes,
+    const percent = [{}, {size: 80, values: (u, ticks) => ticks.map((v) => (100 * v).toFixed(2) + "%")}];
+    const drawdown = new uPlot({width, height: 120, scales: {x: {time: true}}, axes: percent,
       series: [{}, {label: "drawdown", stroke: "#c33", fill: "#c332", width: 1}]}, [[], []], $("drawdown-chart"));
     return {equity, drawdown};
   }
