@@ -26,7 +26,7 @@ from sqlalchemy import text
 from config import load_settings
 from streaming import live
 from streaming.api import keys as K
-from tests.livekit import Services, free_port, live_env
+from tests.livekit import Services, chromium, free_port, live_env
 
 pytestmark = pytest.mark.services
 
@@ -425,7 +425,14 @@ def test_streams_carry_bars_trades_and_portfolio_changes(desk) -> None:
         def act():
             r = _place(desk, symbol="SYN001", side="buy", qty=2)
             assert r.status_code == 201, r.text
-            desk.bar()
+            ts, _ = desk.bar()
+            for symbol in ("SYN001", "SYN002"):  # as the stream job publishes its predictions
+                key = f"{symbol}|{live.iso(ts)}|7"
+                desk.producer.send(desk.settings.kafka.topics.predictions, key=key, value={
+                    "v": 1, "id": key, "symbol": symbol, "ts": live.iso(ts), "model": "m", "model_version": "7",
+                    "family": "linear", "p_up": 0.61, "expected_return": 0.001, "last_append": live.iso(ts),
+                    "scored_at": live.iso(ts)})
+            desk.producer.flush()
             return r.json()["order_id"]
 
         order_id = await asyncio.to_thread(act)
@@ -435,6 +442,8 @@ def test_streams_carry_bars_trades_and_portfolio_changes(desk) -> None:
     assert market[0]["type"] == "welcome" and market[0]["symbols"] == ["SYN001"]
     bars = [m for m in market if m["type"] == "bars"]
     assert bars and all([b["symbol"] for b in m["bars"]] == ["SYN001"] for m in bars)
+    predictions = [m for m in market if m["type"] == "prediction"]
+    assert [(p["symbol"], p["p_up"], p["model_version"]) for p in predictions] == [("SYN001", 0.61, "7")]
     assert any(m["type"] == "heartbeat" for m in market + trades + portfolio)
     assert any(m["type"] == "order" and m["order_id"] == order_id for m in trades)
     assert any(m["type"] == "fill" and m["order_id"] == order_id for m in trades)
@@ -550,18 +559,6 @@ def test_a_hundred_clients_at_once_none_starving(desk) -> None:
 # ---------------------------------------------------------------------------------------------- the page
 
 
-def _chromium():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,1100"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"))
-
-
 @pytest.mark.skipif(shutil.which("chromium") is None or shutil.which("chromedriver") is None,
                     reason="Debian's chromium and chromium-driver are not installed (make setup installs them)")
 def test_the_live_page_in_headless_chromium(desk) -> None:
@@ -573,7 +570,7 @@ def test_the_live_page_in_headless_chromium(desk) -> None:
 
     assert _place(desk, symbol="SYN002", side="buy", qty=4).status_code == 201
     desk.bar()
-    driver = _chromium()
+    driver = chromium()
     try:
         wait = WebDriverWait(driver, 30, poll_frequency=0.2)
         driver.get(desk.base + "/")
