@@ -16,7 +16,7 @@ import math
 from typing import Literal
 
 import pandas as pd
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 
 from config import Settings
 
@@ -56,9 +56,32 @@ GROSS_EXPOSURE = Gauge("quantlake_gross_exposure_ratio", "Sum of |position| x la
 PORTFOLIO_BAR = Gauge("quantlake_portfolio_last_bar_timestamp_seconds", "Event time of the last bar closed")
 
 
+def _owned() -> dict[str, list]:
+    return {"stream": [TICKS_IN, DEAD_LETTERED, BATCH_SECONDS, LAST_BATCH, CONSUMER_LAG, BARS, PREDICTIONS,
+                       PREDICTION_LATENCY, ORDERS, TRADING_STATE],
+            "venue": [VENUE_ORDERS, FILLS],
+            "portfolio": [FILLS_APPLIED, EQUITY, PEAK_EQUITY, DRAWDOWN, BREAKER, GROSS_EXPOSURE, PORTFOLIO_BAR,
+                          TRADING_STATE],
+            "api": [TRADING_STATE]}
+
+
+def keep_only(role: Role | Literal["api"]) -> None:
+    """Unregister the other processes' metrics from this one (every process imports them all;
+    a venue exporting ``quantlake_equity 0`` would only mislead)."""
+    owned = {id(m) for m in _owned()[role]}
+    for metrics in _owned().values():
+        for metric in metrics:
+            if id(metric) not in owned:
+                try:
+                    REGISTRY.unregister(metric)
+                except KeyError:  # unregistered before
+                    pass
+
+
 def serve(settings: Settings, role: Role) -> int:
-    """Serve this process's metrics on ``platform.metrics.<role>_port``; return the port (0
-    when it is taken: the process keeps running, without metrics, and says so)."""
+    """Serve this process's metrics (its own only) on ``platform.metrics.<role>_port``; return the
+    port (0 when it is taken: the process keeps running, without metrics, and says so)."""
+    keep_only(role)
     cfg = settings.platform.metrics
     port = getattr(cfg, f"{role}_port")
     try:

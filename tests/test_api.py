@@ -340,6 +340,8 @@ def test_performance_reads_the_warehouse_and_models_the_registry(desk) -> None:
 
 
 def test_metrics_of_the_api_and_the_live_services(desk) -> None:
+    assert _place(desk, symbol="SYN000", side="buy", qty=1).status_code == 201
+    desk.bar()
     with desk.http("read") as c:
         c.get("/api/v1/positions")
         text_ = c.get("/metrics").text
@@ -347,6 +349,8 @@ def test_metrics_of_the_api_and_the_live_services(desk) -> None:
     m = desk.settings.platform.metrics
     venue = urllib.request.urlopen(f"http://{m.host}:{m.venue_port}/metrics", timeout=5).read().decode()
     assert 'quantlake_venue_orders_total{status="FILLED"}' in venue and "quantlake_fills_total" in venue
+    assert "quantlake_equity" not in venue and "quantlake_ticks_in" not in venue  # each process exports its own
+    assert "quantlake_equity" not in text_ and "quantlake_venue_orders" not in text_
     portfolio = urllib.request.urlopen(f"http://{m.host}:{m.portfolio_port}/metrics", timeout=5).read().decode()
     equity = next(float(line.split()[-1]) for line in portfolio.splitlines() if line.startswith("quantlake_equity "))
     with desk.http("read") as c:

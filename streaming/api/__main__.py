@@ -22,8 +22,10 @@ def serve(settings) -> int:
     """Run the API under uvicorn until SIGTERM / Ctrl-C."""
     import uvicorn
 
+    from streaming import metrics
     from streaming.api.app import create_app
 
+    metrics.keep_only("api")
     cfg = settings.platform.api
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "mlflow", "urllib3", "httpx"):
