@@ -626,3 +626,19 @@ def test_api_benchmark_short_version(services, tmp_path) -> None:
     assert figures["setup"]["orders_accepted"] == 100
     assert figures["rest"]["positions"]["httpx"]["requests_per_s"] > 0
     assert figures["websocket_fanout"]["none_starving"] and figures["websocket_fanout"]["min_per_client"] == 100
+
+
+def test_hosts_and_cors_come_from_the_configuration(desk) -> None:
+    from fastapi.testclient import TestClient
+
+    from streaming.api.app import create_app
+
+    with desk.http("read") as c:  # the running API: an unknown Host header is refused
+        assert c.get("/healthz", headers={"Host": "evil.example"}).status_code == 400
+    settings = load_settings(env={**desk.env, "QL_PLATFORM__API__CORS_ORIGINS": '["https://desk.example.com"]'})
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+        preflight = {"Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "X-API-Key"}
+        ok = client.options("/api/v1/portfolio", headers={"Origin": "https://desk.example.com", **preflight})
+        assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://desk.example.com"
+        other = client.options("/api/v1/portfolio", headers={"Origin": "https://elsewhere.example", **preflight})
+        assert "access-control-allow-origin" not in other.headers
