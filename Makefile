@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs are `make demo` and `make test`.
 PY := .venv/bin/python
 
-.PHONY: setup up status down demo demo-sp500 live bench bench-features bench-ingest bench-stream bench-trading bench-warehouse bench-api bench-short tableau chaos live-page test clean
+.PHONY: setup up status down demo demo-sp500 live bench bench-features bench-ingest bench-stream bench-trading bench-warehouse bench-api bench-short tableau chaos live-page cluster test clean
 
 setup:            ## install system packages, the virtualenv and the JVM jars (idempotent)
 	bash infra/setup.sh
@@ -44,6 +44,10 @@ live: up          ## the live market-data path for $(MINUTES) minutes (after `ma
 live-page: export QL_PROFILE ?= demo
 live-page: up     ## the live page in headless Chromium following a 2-minute `make live` (after `make demo`)
 	$(PY) -m pytest -m live_page tests/test_live_page.py -p no:cacheprovider
+
+cluster: up       ## the cluster runs: the main job's research stage on Spark standalone vs local (~5 min)
+	$(PY) -m infra up --cluster
+	$(PY) -m pytest -m cluster tests/test_cluster.py -p no:cacheprovider
 
 bench-features: up  ## the feature benchmark alone (kernel, pandas oracle, Spark asset vs Delta write-only, stream per bar)
 	$(PY) -m benchmarks.feature_throughput

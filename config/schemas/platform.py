@@ -160,6 +160,47 @@ class PrometheusSettings(Frozen):
         return f"http://{self.host}:{self.port}"
 
 
+class SparkClusterSettings(Frozen):
+    """A Spark standalone master and its workers from the pyspark distribution (``spark-class``)."""
+
+    host: str = "127.0.0.1"
+    master_port: int = Field(7077, ge=1, le=65535)
+    master_webui_port: int = Field(8780, ge=1, le=65535)
+    workers: int = Field(2, ge=1)
+    worker_cores: int = Field(1, ge=1)
+    worker_memory: str = Field("2g", pattern=r"^[0-9]+[mg]$")
+    worker_webui_port: int = Field(8781, ge=1, le=65535)   # worker i: this + i
+
+    @property
+    def master_url(self) -> str:
+        return f"spark://{self.host}:{self.master_port}"
+
+
+class KafkaClusterSettings(Frozen):
+    """A KRaft cluster of ``brokers`` nodes, each broker and controller, on loopback ports."""
+
+    host: str = "127.0.0.1"
+    brokers: int = Field(3, ge=1)
+    port: int = Field(9492, ge=1, le=65535)             # broker i (1-based) listens on port + i - 1
+    controller_port: int = Field(9592, ge=1, le=65535)  # and its controller on controller_port + i - 1
+    heap: str = "384m"
+    replication_factor: int = Field(3, ge=1)
+    min_insync_replicas: int = Field(2, ge=1)
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"{self.host}:{self.port + i}" for i in range(self.brokers))
+
+
+class ClusterSettings(Frozen):
+    """``python -m infra up --cluster``: the cluster services beside the single-node ones. Point
+    the platform at them with ``QL_PLATFORM__SPARK__MASTER`` and ``QL_KAFKA__BOOTSTRAP_SERVERS``
+    (``up --cluster`` prints both)."""
+
+    spark: SparkClusterSettings = SparkClusterSettings()
+    kafka: KafkaClusterSettings = KafkaClusterSettings()
+
+
 class PlatformSettings(Frozen):
     environment: Literal["local", "ci", "production"] = "local"
     state_dir: Path = Path(".state")
@@ -174,6 +215,7 @@ class PlatformSettings(Frozen):
     api: ApiSettings = ApiSettings()
     metrics: MetricsSettings = MetricsSettings()
     prometheus: PrometheusSettings = PrometheusSettings()
+    cluster: ClusterSettings = ClusterSettings()
     reports_dir: Path = Path("reports")  # tear sheets; relative to state_dir
 
     @field_validator("state_dir")

@@ -79,8 +79,12 @@ class Kafka(Service):
         (self.home / "log4j2.yaml").write_text(LOG4J2)
         if not (self.home / "data" / "meta.properties").exists():
             run([self._java(), "-cp", self._classpath(), "kafka.tools.StorageTool", "format",
-                 "-t", _cluster_id(),
+                 "-t", self.cluster_id(),
                  "-c", str(props), "--ignore-formatted"], "kafka storage format")
+
+    def cluster_id(self) -> str:
+        """The id the storage is formatted with (a new one for the single broker)."""
+        return _cluster_id()
 
     def start(self) -> None:
         heap = self.settings.platform.kafka.heap

@@ -1,0 +1,232 @@
+"""Past one machine, on this one: the cluster services of ``python -m infra up --cluster`` (a
+Spark standalone master with two workers, a three-node Kafka KRaft cluster), the main job's
+research stage run unchanged against ``spark://`` with the same Delta rows as local mode, and a
+broker killed (SIGKILL) under an idempotent producer without a record lost or doubled."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pandas as pd
+import pytest
+from deltalake import DeltaTable
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from config.settings import PROJECT_ROOT
+from infra.services.cluster import KafkaNode, SparkWorker, cluster_down, cluster_services, cluster_up
+from streaming import live
+
+pytestmark = pytest.mark.services
+
+TABLES = ("bronze/{d}/ticks", "silver/{d}/bars", "silver/{d}/quarantine", "gold/{d}/features", "gold/{d}/labels")
+
+
+@pytest.fixture(scope="module")
+def cluster(services):
+    nodes = cluster_services(services)
+    started = time.monotonic()
+    cluster_up(nodes)
+    up_seconds = time.monotonic() - started
+    yield services, nodes, up_seconds
+    cluster_down(nodes)
+
+
+def test_cluster_comes_up_and_reports_itself(cluster) -> None:
+    settings, nodes, up_seconds = cluster
+    assert [n.name for n in nodes] == ["spark-master", "spark-worker-1", "spark-worker-2", "kafka-1", "kafka-2", "kafka-3"]
+    assert all(n.status().reachable for n in nodes), [n.status().line() for n in nodes]
+    admin = KafkaAdminClient(bootstrap_servers=settings.platform.cluster.kafka.bootstrap)
+    try:
+        brokers = {b["broker_id"] for b in admin.describe_cluster()["brokers"]}
+    finally:
+        admin.close()
+    assert brokers == {1, 2, 3}
+    assert sum(isinstance(n, SparkWorker) for n in nodes) == 2
+
+
+SPARK_JOB = """
+import sys
+from config import load_settings
+from pipelines.lake.spark import get_spark
+from pipelines.ingest.layers import write_bronze, write_silver
+from pipelines.features.build import write_features
+import datetime as dt
+settings = load_settings()
+spark = get_spark(settings)
+days = (dt.date(2024, 1, 2), dt.date(2024, 1, 4))
+write_bronze(spark, settings, *days)
+write_silver(spark, settings, *days)
+write_features(spark, settings, *days)
+print("cores", spark.sparkContext.defaultParallelism, "master", spark.sparkContext.master)
+"""
+
+
+def _pipeline(tmp_path, name: str, master: str | None) -> dict:
+    """Bronze, silver and features of three days, written by the pipeline functions on ``master``."""
+    dataset = f"cluster-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "QL_PLATFORM__LAKE__ROOT": str(tmp_path / name), "QL_DATA__SYNTHETIC__N_SYMBOLS": "3",
+           "QL_DATA__SYNTHETIC__N_DAYS": "3", "QL_DATA__SYNTHETIC__NAME": dataset,
+           **({"QL_PLATFORM__SPARK__MASTER": master} if master else {})}
+    done = subprocess.run([sys.executable, "-c", SPARK_JOB], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    tables = {}
+    for table in TABLES[:2] + TABLES[3:4]:
+        frame = DeltaTable(str(tmp_path / name / table.format(d=dataset))).to_pandas()
+        frame = frame.drop(columns=[c for c in frame.columns if c.endswith("_at")])
+        tables[table.split("/")[-1]] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+    return {"tables": tables, "log": done.stdout}
+
+
+@pytest.mark.cluster
+def test_the_pipeline_on_the_standalone_cluster_writes_what_local_mode_writes(cluster, tmp_path) -> None:
+    """The ingest and feature functions, unchanged, on ``spark://`` (executors on both workers,
+    the jars shipped by ``spark.jars``, the lake on a path every worker sees) and in local mode;
+    the same Delta rows (about 3 minutes)."""
+    settings, nodes, _ = cluster
+    on_cluster = _pipeline(tmp_path, "cluster", settings.platform.cluster.spark.master_url)
+    local = _pipeline(tmp_path, "local", None)
+    assert "master spark://" in on_cluster["log"] and "cores 2" in on_cluster["log"]
+    for name, frame in local["tables"].items():
+        assert len(frame) > 0, name
+        pd.testing.assert_frame_equal(frame, on_cluster["tables"][name], check_exact=False, rtol=0, atol=1e-9)
+
+
+QUICK_JOB = """
+import pandas as pd
+from config import load_settings
+from pipelines.lake.spark import get_spark
+from pipelines.features.library import add_cross_sectional_ranks
+settings = load_settings()
+spark = get_spark(settings)
+rows = pd.DataFrame({"symbol": [f"S{i % 7}" for i in range(700)], "ts": pd.date_range("2024-01-02", periods=700, freq="h"),
+                     "x": [float((i * 7919) % 101) for i in range(700)]})
+df = spark.createDataFrame(rows).repartition(4)
+# a pandas UDF: the project's Python code on the executors' Python workers
+ranked = df.groupBy("ts").applyInPandas(lambda g: add_cross_sectional_ranks(g, ("x",)), "symbol string, ts timestamp, x double, rank_x double")
+path = str(settings.platform.lake_root / "quick")
+ranked.write.format("delta").mode("overwrite").save(path)   # Delta: the jars on the executors
+back = spark.read.format("delta").load(path).toPandas().sort_values(["ts", "symbol"])
+print("master", spark.sparkContext.master, "executors", spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1)
+print("checksum", round(float(back["rank_x"].sum()), 9), len(back))
+"""
+
+
+def _quick(tmp_path, name: str, master: str | None) -> str:
+    env = {**os.environ, "QL_PLATFORM__LAKE__ROOT": str(tmp_path / name), **({"QL_PLATFORM__SPARK__MASTER": master}
+                                                                             if master else {})}
+    done = subprocess.run([sys.executable, "-c", QUICK_JOB], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.cluster
+def test_a_spark_job_with_project_code_and_delta_runs_on_both_workers(cluster, tmp_path) -> None:
+    """A pandas UDF calling the feature library and a Delta write, on ``spark://`` with an
+    executor on each worker, give what local mode gives (about 2 minutes)."""
+    settings, _, _ = cluster
+    on_cluster = _quick(tmp_path, "cluster", settings.platform.cluster.spark.master_url)
+    local = _quick(tmp_path, "local", None)
+    assert "master spark://" in on_cluster and "executors 2" in on_cluster, on_cluster
+    checksum = [line for line in local.splitlines() if line.startswith("checksum")]
+    assert checksum and checksum[0] in on_cluster.splitlines(), (local, on_cluster)
+
+
+def _research(tmp_path, name: str, master: str | None) -> dict:
+    env = {**os.environ, "QL_PROFILE": "demo", "QL_PLATFORM__LAKE__ROOT": str(tmp_path / name),
+           "QL_DATA__SYNTHETIC__N_SYMBOLS": "4", "QL_DATA__SYNTHETIC__N_DAYS": "6",
+           "QL_DATA__SYNTHETIC__NAME": f"cluster-{uuid.uuid4().hex[:6]}"}
+    if master:
+        env["QL_PLATFORM__SPARK__MASTER"] = master
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "orchestration.main", "--stages", "research"], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    dataset = env["QL_DATA__SYNTHETIC__NAME"]
+    tables = {}
+    for table in TABLES:
+        frame = DeltaTable(str(tmp_path / name / table.format(d=dataset))).to_pandas()
+        frame = frame.drop(columns=[c for c in frame.columns if c.endswith("_at")])
+        tables[table.split("/")[-1]] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+    return {"tables": tables, "seconds": time.monotonic() - started}
+
+
+@pytest.mark.cluster
+def test_the_research_stage_on_the_standalone_cluster_equals_local_mode(cluster, tmp_path) -> None:
+    """``make cluster`` (about 5 minutes): the main job's research stage through Dagster, once on
+    the cluster and once in local mode; every Delta row equal."""
+    settings, nodes, _ = cluster
+    master = settings.platform.cluster.spark.master_url
+    on_cluster = _research(tmp_path, "cluster", master)
+    local = _research(tmp_path, "local", None)
+    for name, frame in local["tables"].items():
+        assert len(frame) > 0, name
+        pd.testing.assert_frame_equal(frame, on_cluster["tables"][name], check_exact=False, rtol=0, atol=1e-9)
+    import urllib.request
+
+    c = settings.platform.cluster.spark
+    apps = json.loads(urllib.request.urlopen(f"http://{c.host}:{c.master_webui_port}/json/", timeout=5).read())
+    assert any(a["cores"] == 2 for a in apps["completedapps"])  # the job used both workers' cores
+    print(f"research stage: cluster {on_cluster['seconds']:.0f} s, local {local['seconds']:.0f} s")
+
+
+def test_a_broker_killed_under_an_idempotent_producer_loses_nothing(cluster) -> None:
+    settings, nodes, _ = cluster
+    bootstrap = settings.platform.cluster.kafka.bootstrap
+    topic, n = f"cluster-{uuid.uuid4().hex[:8]}", 6000
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, 3, 3, topic_configs={"min.insync.replicas": "2"})])
+    assert live.wait_for(lambda: _isr(admin, topic) == 3, 30, 0.2)
+    leader = next(p["leader_id"] for p in admin.describe_topics([topic])[0]["partitions"] if p["partition_index"] == 0)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, retries=2**31 - 1,
+                             linger_ms=5, request_timeout_ms=10_000, delivery_timeout_ms=120_000)
+    failures: list[Exception] = []
+
+    def produce() -> None:
+        futures = []
+        for i in range(n):
+            futures.append(producer.send(topic, key=str(i).encode(), value=str(i).encode()))
+            time.sleep(0.001)
+        for future in futures:
+            try:
+                future.get(timeout=120)
+            except Exception as error:  # a lost write would show here
+                failures.append(error)
+
+    writer = threading.Thread(target=produce)
+    writer.start()
+    time.sleep(1.5)
+    node = next(x for x in nodes if isinstance(x, KafkaNode) and x.index == leader)
+    os.kill(node.pid(), signal.SIGKILL)  # the leader of partition 0
+    killed_at = time.monotonic()
+    time.sleep(3)
+    cluster_up([node])  # restart; it rejoins and catches up
+    writer.join(180)
+    producer.close()
+    assert live.wait_for(lambda: _isr(admin, topic) == 3, 120, 0.2)  # every replica in sync again
+    recovered = time.monotonic() - killed_at
+    admin.close()
+    assert not failures, failures[:3]
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=10_000)
+    partitions = [TopicPartition(topic, p) for p in range(3)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    seen = [int(m.value) for m in consumer]
+    consumer.close()
+    assert len(seen) == n and set(seen) == set(range(n)), (len(seen), len(set(seen)))
+    print(f"broker {leader} killed (down 3 s), every partition fully replicated again {recovered:.1f} s after the "
+          f"kill; {n} records, none lost, none doubled")
+
+
+def _isr(admin, topic: str) -> int:
+    """The smallest in-sync replica count over the topic's partitions."""
+    return min(len(p["isr_nodes"]) for p in admin.describe_topics([topic])[0]["partitions"])
