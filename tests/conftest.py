@@ -27,10 +27,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # the Kafka / Redis / stream side in the other. Nothing in one group touches what the other
 # uses (topics, accounts, datasets and model names are per test; the warehouse's writers and
 # the Tableau extract's check are all in this group). A module with any test on the services
-# goes whole into its group, so its module fixtures are built once.
+# goes whole into its group, so its module fixtures are built once. The cluster's tests use
+# services of their own (other ports) and run in a group of their own.
 ORCHESTRATION_GROUP = {"test_main_job.py", "test_model_registry.py", "test_dagster.py", "test_dagster_daemon.py",
                        "test_mlflow.py", "test_warehouse.py", "test_tableau.py", "test_infra.py",
                        "test_redis_postgres.py", "test_research_assets.py", "test_cli_errors.py"}
+OWN_SERVICES = {"test_cluster.py"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the items
@@ -43,7 +45,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = item.path.name
         if module in ORCHESTRATION_GROUP and module in on_services:
             group = "services-orchestration"
-        elif module in on_services:
+        elif module in on_services and module not in OWN_SERVICES:
             group = "services-live"
         else:
             group = module

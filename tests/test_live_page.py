@@ -22,6 +22,7 @@ pytestmark = pytest.mark.live_page
 
 
 def test_the_page_follows_a_running_make_live() -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -40,7 +41,7 @@ def test_the_page_follows_a_running_make_live() -> None:
                                cwd=PROJECT_ROOT, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT)
     driver = chromium()
     try:
-        wait = WebDriverWait(driver, 240, poll_frequency=1)
+        wait = WebDriverWait(driver, 240, poll_frequency=1, ignored_exceptions=(StaleElementReferenceException,))
         time.sleep(5)  # `live` starts a fresh paper account first
         driver.get(base + "/")
         driver.find_element(By.ID, "key").send_keys(key)
