@@ -119,3 +119,23 @@ def test_a_missing_folder_or_file_is_an_error_not_silent_defaults(tmp_path: Path
     (config_copy / "trading_config.yaml").unlink()
     with pytest.raises(ConfigError, match=r"missing trading_config\.yaml"):
         load_settings(config_copy, env={})
+
+
+def test_spark_conf_from_the_configuration_reaches_the_session(tmp_path) -> None:
+    """``platform.yaml`` ``spark.conf`` (here from the environment) is applied to the session last,
+    over the platform's own properties: what a real cluster needs, set by configuration alone."""
+    import os
+    import subprocess
+    import sys
+
+    from config.settings import PROJECT_ROOT
+
+    env = {**os.environ, "QL_PLATFORM__LAKE__ROOT": str(tmp_path),
+           "QL_PLATFORM__SPARK__CONF": '{"spark.sql.shuffle.partitions": "7", "spark.quantlake.probe": "yes"}'}
+    code = ("from config import load_settings; from pipelines.lake.spark import get_spark; "
+            "s = get_spark(load_settings()); print(s.conf.get('spark.sql.shuffle.partitions'), "
+            "s.conf.get('spark.quantlake.probe'))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["7", "yes"]

@@ -18,6 +18,9 @@ class SparkSettings(Frozen):
     version: str = "4.2.0"
     delta_version: str = "4.4.0"
     ui_enabled: bool = False
+    # any further Spark properties, applied last: what a real cluster needs (executor memory and
+    # cores, spark.kubernetes.container.image, spark.hadoop.fs.s3a.*); QL_PLATFORM__SPARK__CONF='{"k": "v"}'
+    conf: dict[str, str] = {}
 
     @property
     def line(self) -> str:

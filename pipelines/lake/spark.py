@@ -85,6 +85,8 @@ def get_spark(settings: Settings) -> SparkSession:
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
     )
+    for key, value in cfg.conf.items():  # the deployment's own properties (platform.yaml spark.conf)
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
