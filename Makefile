@@ -45,7 +45,7 @@ live-page: export QL_PROFILE ?= demo
 live-page: up     ## the live page in headless Chromium following a 2-minute `make live` (after `make demo`)
 	$(PY) -m pytest -m live_page tests/test_live_page.py -p no:cacheprovider
 
-cluster: up       ## the cluster runs: the main job's research stage on Spark standalone vs local (~5 min)
+cluster: up       ## the cluster runs vs local mode: the research stage, the pipeline functions, a UDF + Delta job (~10 min)
 	$(PY) -m infra up --cluster
 	$(PY) -m pytest -m cluster tests/test_cluster.py -p no:cacheprovider
 

@@ -67,7 +67,7 @@ def _env(state: Path) -> dict[str, str]:
             "QL_PLATFORM__API__PORT": str(_free_port()), "QL_PLATFORM__METRICS__VENUE_PORT": str(_free_port()),
             "QL_PLATFORM__METRICS__PORTFOLIO_PORT": str(_free_port()),
             "QL_PLATFORM__API__RATE_PER_SECOND": "1000000", "QL_PLATFORM__API__BURST": "1000000",
-            # an order's notional and position limits sized for 100 symbols x 5 orders of 10 shares
+            # every manual order is stamped at the same bar time: the submit-rate limit would stop them
             "QL_TRADING__LIMITS__MAX_ORDERS_PER_SECOND": "100000"}
 
 

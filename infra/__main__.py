@@ -37,7 +37,7 @@ def _run(command: str, names: list[str], cluster: bool = False) -> int:
         for name in ("spark", "kafka-broker"):
             print(f"{name:<14} {ensure_jars(settings, name)}")
         return 0
-    services = all_services(settings, names) if names or not cluster or command != "up" else all_services(settings)
+    services = all_services(settings, names)
     nodes = cluster_services(settings) if not names else []
     if command == "status":
         # the cluster's lines when asked for, or when any of its services runs

@@ -11,6 +11,7 @@ restart); gauges are the latest value. Every name starts with ``quantlake_``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Literal
@@ -132,8 +133,6 @@ def observe_progress(progress: dict | None) -> None:
 
 
 def _offsets(value) -> dict:
-    import json
-
     if isinstance(value, str):
         try:
             value = json.loads(value)

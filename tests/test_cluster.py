@@ -5,7 +5,6 @@ broker killed (SIGKILL) under an idempotent producer without a record lost or do
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from config.settings import PROJECT_ROOT
-from infra.services.cluster import KafkaNode, SparkWorker, cluster_down, cluster_services, cluster_up
+from infra.services.cluster import (KafkaNode, SparkWorker, cluster_down, cluster_services, cluster_up,
+                                    master_state)
 from streaming import live
 
 pytestmark = pytest.mark.services
@@ -78,12 +78,18 @@ def _pipeline(tmp_path, name: str, master: str | None) -> dict:
     done = subprocess.run([sys.executable, "-c", SPARK_JOB], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    tables = {}
-    for table in TABLES[:2] + TABLES[3:4]:
-        frame = DeltaTable(str(tmp_path / name / table.format(d=dataset))).to_pandas()
+    written = ("bronze/{d}/ticks", "silver/{d}/bars", "gold/{d}/features")  # what the three functions write
+    return {"tables": _tables(tmp_path / name, dataset, written), "log": done.stdout}
+
+
+def _tables(root, dataset: str, tables=TABLES) -> dict[str, pd.DataFrame]:
+    """Each Delta table under ``root``, write times dropped, rows in a canonical order."""
+    out = {}
+    for table in tables:
+        frame = DeltaTable(str(root / table.format(d=dataset))).to_pandas()
         frame = frame.drop(columns=[c for c in frame.columns if c.endswith("_at")])
-        tables[table.split("/")[-1]] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
-    return {"tables": tables, "log": done.stdout}
+        out[table.split("/")[-1]] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+    return out
 
 
 @pytest.mark.cluster
@@ -151,13 +157,7 @@ def _research(tmp_path, name: str, master: str | None) -> dict:
     done = subprocess.run([sys.executable, "-m", "orchestration.main", "--stages", "research"], cwd=PROJECT_ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    dataset = env["QL_DATA__SYNTHETIC__NAME"]
-    tables = {}
-    for table in TABLES:
-        frame = DeltaTable(str(tmp_path / name / table.format(d=dataset))).to_pandas()
-        frame = frame.drop(columns=[c for c in frame.columns if c.endswith("_at")])
-        tables[table.split("/")[-1]] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
-    return {"tables": tables, "seconds": time.monotonic() - started}
+    return {"tables": _tables(tmp_path / name, env["QL_DATA__SYNTHETIC__NAME"]), "seconds": time.monotonic() - started}
 
 
 @pytest.mark.cluster
@@ -171,10 +171,7 @@ def test_the_research_stage_on_the_standalone_cluster_equals_local_mode(cluster,
     for name, frame in local["tables"].items():
         assert len(frame) > 0, name
         pd.testing.assert_frame_equal(frame, on_cluster["tables"][name], check_exact=False, rtol=0, atol=1e-9)
-    import urllib.request
-
-    c = settings.platform.cluster.spark
-    apps = json.loads(urllib.request.urlopen(f"http://{c.host}:{c.master_webui_port}/json/", timeout=5).read())
+    apps = master_state(settings)
     assert any(a["cores"] == 2 for a in apps["completedapps"])  # the job used both workers' cores
     print(f"research stage: cluster {on_cluster['seconds']:.0f} s, local {local['seconds']:.0f} s")
 

@@ -8,7 +8,8 @@ from infra.services.dagster import DagsterDaemon, DagsterWebserver
 from infra.services.kafka import Kafka
 from infra.services.mlflow import Mlflow
 from infra.services.postgres import Postgres
-from infra.services.prometheus import Api, Prometheus
+from infra.services.api import Api
+from infra.services.prometheus import Prometheus
 from infra.services.redis import Redis
 
 SERVICES: tuple[type[Service], ...] = (Postgres, Redis, Kafka, Mlflow, DagsterWebserver, DagsterDaemon, Api,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import signal
 import sys
+import urllib.request
 from pathlib import Path
 
 from infra.services.base import Service, ServiceError
@@ -32,6 +34,13 @@ def _spark_env() -> dict[str, str]:
             "SPARK_NO_DAEMONIZE": "1"}
 
 
+def master_state(settings) -> dict:
+    """The standalone master's state (its web UI's JSON: status, workers, applications)."""
+    c = settings.platform.cluster.spark
+    with urllib.request.urlopen(f"http://{c.host}:{c.master_webui_port}/json/", timeout=2) as resp:
+        return json.loads(resp.read())
+
+
 class SparkMaster(Service):
     name = "spark-master"
     protocol = "a Spark master"
@@ -50,12 +59,7 @@ class SparkMaster(Service):
                     str(c.master_port), "--webui-port", str(c.master_webui_port)], env=_spark_env(), cwd=self.home)
 
     def handshake(self) -> None:
-        import json
-        import urllib.request
-
-        c = self.settings.platform.cluster.spark
-        with urllib.request.urlopen(f"http://{c.host}:{c.master_webui_port}/json/", timeout=2) as resp:
-            state = json.loads(resp.read())
+        state = master_state(self.settings)
         if state.get("status") != "ALIVE":
             raise ConnectionError(f"the master's status is {state.get('status')!r}, not ALIVE")
 
@@ -86,12 +90,7 @@ class SparkWorker(Service):
 
     def handshake(self) -> None:
         """Registered with the master, ALIVE."""
-        import json
-        import urllib.request
-
-        c = self.settings.platform.cluster.spark
-        with urllib.request.urlopen(f"http://{c.host}:{c.master_webui_port}/json/", timeout=2) as resp:
-            workers = json.loads(resp.read()).get("workers", [])
+        workers = master_state(self.settings).get("workers", [])
         mine = [w for w in workers if str(w.get("webuiaddress", "")).endswith(f":{self.port}") and w.get("state") == "ALIVE"]
         if not mine:
             raise ConnectionError(f"no ALIVE worker with web UI port {self.port} at the master")
@@ -99,8 +98,6 @@ class SparkWorker(Service):
 
 class KafkaNode(Kafka):
     """Node ``index`` (1-based) of the KRaft cluster: broker and controller."""
-
-    protocol = "Kafka"
 
     def __init__(self, settings, index: int) -> None:
         self.index = index

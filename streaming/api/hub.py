@@ -127,7 +127,6 @@ class Feeds:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._redis_task: asyncio.Task | None = None
-        self.ready = threading.Event()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._kafka, name="ws-kafka", daemon=True)
@@ -157,7 +156,6 @@ class Feeds:
                 consumer.seek_to_end(*partitions)
                 for tp in partitions:
                     consumer.position(tp)
-                self.ready.set()
                 try:
                     while not self._stop.is_set():
                         for tp, records in consumer.poll(timeout_ms=200).items():
