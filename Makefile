@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs are `make demo` and `make test`.
 PY := .venv/bin/python
 
-.PHONY: setup up status down demo demo-sp500 live bench bench-features bench-ingest bench-stream bench-trading bench-warehouse bench-api bench-short tableau chaos live-page cluster test clean
+.PHONY: setup up status down demo demo-sp500 live bench bench-features bench-ingest bench-stream bench-trading bench-warehouse bench-api bench-cluster bench-short tableau chaos live-page cluster test clean
 
 setup:            ## install system packages, the virtualenv and the JVM jars (idempotent)
 	bash infra/setup.sh
@@ -45,7 +45,7 @@ live-page: export QL_PROFILE ?= demo
 live-page: up     ## the live page in headless Chromium following a 2-minute `make live` (after `make demo`)
 	$(PY) -m pytest -m live_page tests/test_live_page.py -p no:cacheprovider
 
-cluster: up       ## the cluster runs vs local mode: the research stage, the pipeline functions, a UDF + Delta job (~10 min)
+cluster: up       ## on the cluster vs local mode: research, training (TorchDistributor) and backtest; the live path with a broker and a worker killed (~25 min)
 	$(PY) -m infra up --cluster
 	$(PY) -m pytest -m cluster tests/test_cluster.py -p no:cacheprovider
 
@@ -57,6 +57,9 @@ bench-ingest: up    ## bronze ingestion rows/s: a vendor folder of one CSV per s
 
 bench-stream: up  ## the stream benchmark alone (Kafka/Spark limits, stage throughput, latency, memory)
 	$(PY) -m benchmarks.stream_throughput
+
+bench-cluster: up  ## scaling on one host: local vs 1 and 2 Spark workers (feature build, stream stages), paper estimate for N hosts
+	$(PY) -m benchmarks.cluster_scaling
 
 bench-short: up    ## the benchmarks' short versions that take minutes (the suite runs the quick ones)
 	$(PY) -m pytest -m slow_bench tests/

@@ -57,7 +57,8 @@ def _run(command: str, names: list[str], cluster: bool = False) -> int:
                 print(f"{svc.name:<18} {outcome:<22} {svc.address:<22}", flush=True)
             c = settings.platform.cluster
             print(f"cluster up in {time.monotonic() - started:.1f}s; point the platform at it with\n"
-                  f"  QL_PLATFORM__SPARK__MASTER={c.spark.master_url} QL_KAFKA__BOOTSTRAP_SERVERS={c.kafka.bootstrap}")
+                  f"  QL_PLATFORM__SPARK__MASTER={c.spark.master_url} QL_KAFKA__BOOTSTRAP_SERVERS={c.kafka.bootstrap} "
+                  f"QL_KAFKA__REPLICATION_FACTOR={c.kafka.replication_factor}")
         return 0
     for svc, outcome in zip(nodes, cluster_down(nodes)):
         print(f"{svc.name:<18} {outcome}", flush=True)

@@ -4,7 +4,8 @@ Training minimizes BCE on the direction plus a weighted Huber loss on the standa
 forward return, stops early on the validation loss and keeps the best weights. It is
 seeded (weights, shuffling, dropout) so the same data and settings give the same model.
 With ``training.distributed`` the same loop runs under Spark's ``TorchDistributor``
-(DDP over gloo, local mode on the driver by default).
+(DDP over gloo): processes on the driver when Spark runs in local mode, barrier tasks on the
+executors when it runs on a cluster.
 """
 
 from __future__ import annotations
@@ -182,10 +183,15 @@ class SequenceModel:
                 np.asarray(train), np.asarray(valid))
         t = self.cfg.training
         if t.distributed:
+            from pyspark import SparkContext
             from pyspark.ml.torch.distributor import TorchDistributor
 
-            log.info("training %s with TorchDistributor (%d processes, local mode)", self.name, t.num_processes)
-            result = TorchDistributor(num_processes=t.num_processes, local_mode=True, use_gpu=False).run(
+            # on a cluster the processes are barrier tasks on the executors; in local mode, on the driver
+            context = SparkContext._active_spark_context
+            on_cluster = context is not None and not context.master.startswith("local")
+            log.info("training %s with TorchDistributor (%d processes, %s)", self.name, t.num_processes,
+                     f"on the executors of {context.master}" if on_cluster else "local mode")
+            result = TorchDistributor(num_processes=t.num_processes, local_mode=not on_cluster, use_gpu=False).run(
                 _distributed_entry, *args)
         else:
             result = train_loop(*args, progress=self.progress)

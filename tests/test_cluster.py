@@ -87,7 +87,7 @@ def _tables(root, dataset: str, tables=TABLES) -> dict[str, pd.DataFrame]:
     out = {}
     for table in tables:
         frame = DeltaTable(str(root / table.format(d=dataset))).to_pandas()
-        frame = frame.drop(columns=[c for c in frame.columns if c.endswith("_at")])
+        frame = frame.drop(columns=[c for c in frame.columns if c.endswith("_at") or c == "run_id"])
         out[table.split("/")[-1]] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
     return out
 
@@ -147,33 +147,48 @@ def test_a_spark_job_with_project_code_and_delta_runs_on_both_workers(cluster, t
     assert checksum and checksum[0] in on_cluster.splitlines(), (local, on_cluster)
 
 
-def _research(tmp_path, name: str, master: str | None) -> dict:
+STAGE_TABLES = ("gold/{d}/predictions", "gold/{d}/backtest_metrics", "gold/{d}/backtest_equity",
+                "gold/{d}/backtest_trades", "gold/{d}/backtest_positions", "gold/{d}/montecarlo_summary",
+                "gold/{d}/montecarlo_fan")
+
+
+def _main_job(tmp_path, name: str, master: str | None, stages: str) -> dict:
+    """The main job's ``stages`` with the networks trained under TorchDistributor (two processes),
+    into a lake and a registered model of their own."""
+    tag = uuid.uuid4().hex[:6]
     env = {**os.environ, "QL_PROFILE": "demo", "QL_PLATFORM__LAKE__ROOT": str(tmp_path / name),
            "QL_DATA__SYNTHETIC__N_SYMBOLS": "4", "QL_DATA__SYNTHETIC__N_DAYS": "6",
-           "QL_DATA__SYNTHETIC__NAME": f"cluster-{uuid.uuid4().hex[:6]}"}
+           "QL_DATA__SYNTHETIC__NAME": f"cluster-{tag}", "QL_PLATFORM__MLFLOW__REGISTERED_MODEL": f"cluster-{tag}",
+           "QL_MODEL__TRAINING__DISTRIBUTED": "true", "QL_MODEL__TRAINING__NUM_PROCESSES": "2"}
     if master:
         env["QL_PLATFORM__SPARK__MASTER"] = master
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "orchestration.main", "--stages", "research"], cwd=PROJECT_ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run([sys.executable, "-m", "orchestration.main", "--stages", stages], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return {"tables": _tables(tmp_path / name, env["QL_DATA__SYNTHETIC__NAME"]), "seconds": time.monotonic() - started}
+    tables = TABLES + (STAGE_TABLES if "backtest" in stages else ())
+    return {"tables": _tables(tmp_path / name, env["QL_DATA__SYNTHETIC__NAME"], tables),
+            "seconds": time.monotonic() - started, "log": done.stdout}
 
 
 @pytest.mark.cluster
-def test_the_research_stage_on_the_standalone_cluster_equals_local_mode(cluster, tmp_path) -> None:
-    """``make cluster`` (about 5 minutes): the main job's research stage through Dagster, once on
-    the cluster and once in local mode; every Delta row equal."""
+def test_the_main_job_on_the_standalone_cluster_equals_local_mode(cluster, tmp_path) -> None:
+    """``make cluster`` (about 10 minutes): the main job's research, training and backtest stages
+    through Dagster, once on the cluster (the networks trained by TorchDistributor as barrier tasks
+    on both workers) and once in local mode: every Delta row equal, predictions, backtest metrics
+    and Monte Carlo included, to 1e-9."""
     settings, nodes, _ = cluster
     master = settings.platform.cluster.spark.master_url
-    on_cluster = _research(tmp_path, "cluster", master)
-    local = _research(tmp_path, "local", None)
+    stages = "research,training,backtest"
+    on_cluster = _main_job(tmp_path, "cluster", master, stages)
+    local = _main_job(tmp_path, "local", None, stages)
     for name, frame in local["tables"].items():
         assert len(frame) > 0, name
-        pd.testing.assert_frame_equal(frame, on_cluster["tables"][name], check_exact=False, rtol=0, atol=1e-9)
+        pd.testing.assert_frame_equal(frame, on_cluster["tables"][name], check_exact=False, rtol=0, atol=1e-9,
+                                      obj=name)
     apps = master_state(settings)
     assert any(a["cores"] == 2 for a in apps["completedapps"])  # the job used both workers' cores
-    print(f"research stage: cluster {on_cluster['seconds']:.0f} s, local {local['seconds']:.0f} s")
+    print(f"research, training and backtest: cluster {on_cluster['seconds']:.0f} s, local {local['seconds']:.0f} s")
 
 
 def test_a_broker_killed_under_an_idempotent_producer_loses_nothing(cluster) -> None:
@@ -227,3 +242,116 @@ def test_a_broker_killed_under_an_idempotent_producer_loses_nothing(cluster) -> 
 def _isr(admin, topic: str) -> int:
     """The smallest in-sync replica count over the topic's partitions."""
     return min(len(p["isr_nodes"]) for p in admin.describe_topics([topic])[0]["partitions"])
+
+
+def _leaders(admin, topic: str) -> dict[int, int]:
+    """Partition -> leader broker id."""
+    return {p["partition_index"]: p["leader_id"] for p in admin.describe_topics([topic])[0]["partitions"]}
+
+
+def _next_batch_after(settings, wall: float, started_after: bool = False, timeout: float = 300.0) -> float:
+    """Seconds from ``wall`` (time.time()) until the stream finished a micro-batch with new bars
+    (``started_after``: one that also started after ``wall``)."""
+    from streaming.status import read_status
+
+    bars = (read_status(settings) or {}).get("bars", 0)
+
+    def moved() -> bool:
+        status = read_status(settings) or {}
+        end = pd.Timestamp(status["last_batch_at"]).timestamp() if status.get("last_batch_at") else 0
+        start = end - float(status.get("last_batch_seconds") or 0)
+        return status.get("bars", 0) > bars and end > wall and (start > wall or not started_after)
+
+    assert live.wait_for(moved, timeout, 0.1), read_status(settings)
+    return pd.Timestamp(read_status(settings)["last_batch_at"]).timestamp() - wall
+
+
+@pytest.mark.cluster
+def test_the_live_path_on_the_cluster_survives_a_broker_and_a_worker_killed(cluster, spark, tmp_path,
+                                                                             sqlite_registry) -> None:
+    """``make cluster``: the whole live path (stream on ``spark://`` with an executor on each
+    worker, venue, portfolio) on the three-broker cluster while the feed keeps sending. The broker
+    leading ``orders`` and a ``market-data`` partition is SIGKILLed and restarted later; then a
+    Spark worker is SIGKILLed with its executor (a host lost). No tick lost, no order sent twice,
+    the stream never restarted, and the fills and equity still equal the backtest engine's."""
+    from tests.test_live_trading import run_live
+
+    settings, nodes, _ = cluster
+    c = settings.platform.cluster
+    admin = KafkaAdminClient(bootstrap_servers=c.kafka.bootstrap)
+    measured: dict[str, float] = {}
+    killed: dict[str, object] = {}
+    worker = next(n for n in nodes if isinstance(n, SparkWorker) and n.index == 1)
+
+    def on_fault(fault: str, svc, live_settings) -> bool:
+        topics = live_settings.kafka.topics
+        if fault == "kill-broker":
+            leader = _leaders(admin, topics.orders)[0]
+            assert leader in _leaders(admin, topics.market_data).values()  # it leads market data too
+            node = next(n for n in nodes if isinstance(n, KafkaNode) and n.index == leader)
+            killed["broker"], killed["broker_at"] = node, time.monotonic()
+            wall = time.time()
+            node._signal_group(node.pid(), signal.SIGKILL)
+            measured["broker_kill_to_next_batch_s"] = round(_next_batch_after(live_settings, wall), 2)
+            measured["broker_kill_to_next_whole_batch_s"] = round(_next_batch_after(live_settings, wall, True), 2)
+            new = _leaders(admin, topics.orders)[0]
+            assert new != leader, "the orders partition has no new leader"
+            return True
+        if fault == "restart-broker":
+            node = killed["broker"]
+            cluster_up([node])
+            both = lambda: all(_isr(admin, t) == 3 for t in (topics.orders, topics.market_data))  # noqa: E731
+            assert live.wait_for(both, 120, 0.2)
+            measured["broker_kill_to_full_isr_s"] = round(time.monotonic() - killed["broker_at"], 2)
+            return True
+        if fault == "kill-worker":
+            executors = [a for a in master_state(settings)["activeapps"] if a["cores"] == 2]
+            assert executors, "the stream does not hold both workers' cores"
+            wall = time.time()
+            worker._signal_group(worker.pid(), signal.SIGKILL)  # the worker and its executor: a host lost
+            measured["worker_kill_to_next_batch_s"] = round(_next_batch_after(live_settings, wall), 2)
+            measured["worker_kill_to_next_whole_batch_s"] = round(_next_batch_after(live_settings, wall, True), 2)
+            cores = lambda: [a["cores"] for a in master_state(settings)["activeapps"]]  # noqa: E731
+            assert live.wait_for(lambda: cores() == [1], 90, 0.5), cores()  # on the other worker's executor
+            return True
+        return False
+
+    env = {"QL_PLATFORM__SPARK__MASTER": c.spark.master_url, "QL_KAFKA__BOOTSTRAP_SERVERS": c.kafka.bootstrap,
+           "QL_KAFKA__REPLICATION_FACTOR": str(c.kafka.replication_factor)}
+    try:
+        report = run_live(spark, tmp_path, ("kill-broker", "restart-broker", "kill-worker"), stream_process=True,
+                          env=env, on_fault=on_fault, feed_pause=1.0)
+    finally:
+        admin.close()
+        cluster_up([worker])  # the next tests want both workers
+    print(f"cluster live: {report}; recovery {measured}")
+    assert [f for f, _ in report["faults_at"]] == ["kill-broker", "restart-broker", "kill-worker"]
+    assert report["stream_starts"] == 1  # nobody restarted the stream
+    assert report["ticks_in"] == report["ticks"]  # every tick read once
+    assert report["bars_short_of_their_ticks"] == 0
+    assert report["order_records_on_topic"] == report["order_ids_on_topic"] == report["orders_sent"]
+    assert all(report["feed_running_at_faults"]), report["feed_running_at_faults"]
+
+
+def test_scaling_benchmark_short_version(cluster, tmp_path) -> None:
+    """``make bench-cluster``'s short run (about 2 minutes): one worker and two, each with its
+    executors, the same rows built, Spark's stage metrics read, and an estimate that grows with
+    the hosts. (Local mode and the stateful feature stage are the full run's.)"""
+    import json
+
+    done = subprocess.run([sys.executable, "-m", "benchmarks.cluster_scaling", "--short", "--out", str(tmp_path)],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = json.loads((tmp_path / "cluster_scaling_short.json").read_text())["figures"]
+    runs = figures["runs"]
+    assert [runs[k]["executors"] for k in ("cluster_1_worker", "cluster_2_workers")] == [1, 2]
+    assert set(runs) == {"cluster_1_worker", "cluster_2_workers"}
+    assert all(run["master"].startswith("spark://") for run in runs.values())
+    for run in runs.values():
+        assert run["feature_build"]["rows"] == figures["feature_rows"]
+        assert run["feature_build"]["executor_run_s"] > 0 and run["feature_build"]["shuffle_bytes"] > 0
+        assert run["stream_bars"]["ticks"] > 0 and "error" not in run["stream_bars"]
+    for workload in ("feature_build", "stream_bars"):
+        hosts = figures["scaling"][workload]["paper_estimate"]["hosts"]
+        rates = [hosts[n][next(k for k in hosts[n] if k.endswith("executor_time"))] for n in ("1", "2", "4")]
+        assert rates == sorted(rates) and rates[0] > 0, (workload, rates)

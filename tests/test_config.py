@@ -134,8 +134,47 @@ def test_spark_conf_from_the_configuration_reaches_the_session(tmp_path) -> None
            "QL_PLATFORM__SPARK__CONF": '{"spark.sql.shuffle.partitions": "7", "spark.quantlake.probe": "yes"}'}
     code = ("from config import load_settings; from pipelines.lake.spark import get_spark; "
             "s = get_spark(load_settings()); print(s.conf.get('spark.sql.shuffle.partitions'), "
-            "s.conf.get('spark.quantlake.probe'))")
+            "s.conf.get('spark.quantlake.probe'), s.conf.get('spark.driver.bindAddress', 'unset'), "
+            "s.range(3).count())")
     done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-2:] == ["7", "yes"]
+    assert done.stdout.split()[-4:] == ["7", "yes", "127.0.0.1", "3"]
+    # driver_host null (a driver in a container): Spark's own default address, nothing bound to loopback
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+                          env={**env, "QL_PLATFORM__SPARK__DRIVER_HOST": "null"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["unset", "3"]
+
+
+def test_a_run_launcher_from_the_configuration_reaches_dagster_yaml(tmp_path) -> None:
+    """``dagster.run_launcher`` (the compose cluster's DockerRunLauncher) is written into
+    ``dagster.yaml``, which Dagster's own schema accepts and from which the launcher is built;
+    a launcher without a class fails at start-up naming the key."""
+    import json
+
+    import yaml
+    from dagster._core.instance.config import dagster_instance_config
+    from dagster._serdes.config_class import ConfigurableClassData
+
+    from infra.services.dagster import dagster_home
+
+    launcher = {"module": "dagster_docker", "class_name": "DockerRunLauncher",
+                "config": {"image": "quantlake:latest", "network": "quantlake_default", "env_vars": ["QL_PROFILE"],
+                           "container_kwargs": {"volumes": ["quantlake_state:/data"]}}}
+    settings = load_settings(env={"QL_PLATFORM__STATE_DIR": str(tmp_path), "QL_PLATFORM__DAGSTER__MAX_CONCURRENT_RUNS": "4",
+                                  "QL_PLATFORM__DAGSTER__RUN_LAUNCHER": json.dumps(launcher)})
+    home = dagster_home(settings)
+    written = yaml.safe_load((home / "dagster.yaml").read_text())
+    assert written["run_launcher"] == {"module": "dagster_docker", "class": "DockerRunLauncher",
+                                       "config": launcher["config"]}
+    assert written["run_coordinator"]["config"]["max_concurrent_runs"] == 4
+    config, _ = dagster_instance_config(str(home))  # Dagster's schema check
+    data = config["run_launcher"]
+    built = ConfigurableClassData(data["module"], data["class"], yaml.safe_dump(data["config"])).rehydrate(object)
+    assert type(built).__name__ == "DockerRunLauncher" and built.image == "quantlake:latest"
+    # the default: no launcher key, runs as processes beside the daemon
+    assert "run_launcher" not in yaml.safe_load((dagster_home(load_settings(env={"QL_PLATFORM__STATE_DIR": str(tmp_path / "d")}))
+                                                  / "dagster.yaml").read_text())
+    with pytest.raises(ConfigError, match="run_launcher.class_name"):
+        load_settings(env={"QL_PLATFORM__DAGSTER__RUN_LAUNCHER": '{"module": "dagster_docker"}'})

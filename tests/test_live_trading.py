@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections import Counter
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -81,8 +83,11 @@ class InProcessStream:
         self.sink.trader.close()
 
 
-def _faults(svc: Services, fault: str, settings) -> None:
-    """One fault, mid-run: a service killed with SIGKILL and restarted, or a broker restarted."""
+def _faults(svc: Services, fault: str, settings, on_fault: Callable | None = None) -> None:
+    """One fault, mid-run: a service killed with SIGKILL and restarted, a server restarted, or
+    whatever ``on_fault(fault, svc, settings)`` does for a fault of the caller's."""
+    if on_fault is not None and on_fault(fault, svc, settings):
+        return
     if fault in ("venue", "portfolio", "stream"):
         svc.kill(fault)
         svc.start(fault)
@@ -95,11 +100,58 @@ def _faults(svc: Services, fault: str, settings) -> None:
         server.up()
 
 
-def run_live(spark, tmp_path, faults: tuple[str, ...], stream_process: bool = False) -> dict:
+class PacedFeed(threading.Thread):
+    """The feed, one bar time's ticks every ``pause`` seconds, so it keeps running through the
+    faults (one idempotent producer, as ``streaming feed`` has)."""
+
+    def __init__(self, settings, ticks: pd.DataFrame, bar_minutes: int, pause: float) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.ticks, self.pause = settings, ticks, pause
+        self.bars = ticks["ts"].dt.floor(f"{bar_minutes}min")
+        self.error: Exception | None = None
+
+    sent_bars = 0  # bar times sent so far
+
+    def run(self) -> None:
+        from streaming.kafka_io import ensure_topics, make_producer
+        from streaming.records import encode
+
+        topic = self.settings.kafka.topics.market_data
+        ensure_topics(self.settings, [topic])
+        producer = make_producer(self.settings, enable_idempotence=True, key_serializer=None, value_serializer=None)
+        try:
+            for _, chunk in self.ticks.groupby(self.bars, sort=True):
+                for key, value in encode(chunk):
+                    producer.send(topic, key=key, value=value)
+                producer.flush()
+                self.sent_bars += 1
+                time.sleep(self.pause)
+        except Exception as error:  # surfaced by the test
+            self.error = error
+        finally:
+            producer.close()
+
+
+def _volume_gap(bars: pd.DataFrame, ticks: pd.DataFrame, bar_minutes: int) -> int:
+    """How many live bars' volume differs from the sizes of the ticks sent for them (a tick lost
+    or counted twice shows here)."""
+    sent = (ticks.assign(ts=ticks["ts"].dt.floor(f"{bar_minutes}min").dt.tz_localize(None))
+            .groupby(["symbol", "ts"])["size"].sum().rename("sent").reset_index())
+    live_bars = bars.assign(ts=pd.to_datetime(bars["ts"]).dt.tz_localize(None))
+    both = live_bars.merge(sent, on=["symbol", "ts"], how="left")
+    return int((~np.isclose(both["volume"], both["sent"].fillna(-1))).sum())
+
+
+def run_live(spark, tmp_path, faults: tuple[str, ...], stream_process: bool = False, env: dict | None = None,
+             on_fault: Callable | None = None, feed_pause: float | None = None) -> dict:
     """The synthetic market's last two days through the whole live path, with ``faults`` spread
     over the run; then the live tables next to the backtest engine on the same bars and
-    predictions. Returns what the assertions need."""
-    env = live_env(tmp_path, QL_DATA__SYNTHETIC__N_SYMBOLS="4", QL_DATA__SYNTHETIC__N_DAYS="8",
+    predictions. Returns what the assertions need.
+
+    ``env`` adds variables (the cluster's master and brokers); ``on_fault`` handles faults of the
+    caller's (returns True when it did); ``feed_pause`` paces the feed a bar time at a time
+    instead of sending everything first."""
+    env = live_env(tmp_path, **(env or {}), QL_DATA__SYNTHETIC__N_SYMBOLS="4", QL_DATA__SYNTHETIC__N_DAYS="8",
                    QL_DATA__SYNTHETIC__START_DATE="2024-03-04", QL_DATA__SYNTHETIC__BAD_TICK_RATE="0",
                    QL_PLATFORM__MLFLOW__REGISTERED_MODEL=f"live-{tmp_path.name[-12:]}",
                    # thresholds near the linear model's probabilities, so it trades often
@@ -123,9 +175,14 @@ def run_live(spark, tmp_path, faults: tuple[str, ...], stream_process: bool = Fa
     else:
         stream = InProcessStream(spark, settings)
     failed = (lambda: svc.dead() or (stream.failed() if stream else None))
-    restarts = []
+    restarts, feeding = [], []
+    feed = None
     try:
-        publish(settings, ticks, progress=False)
+        if feed_pause is None:
+            publish(settings, ticks, progress=False)
+        else:
+            feed = PacedFeed(settings, ticks, cfg.bar_minutes, feed_pause)
+            feed.start()
         bar_times = sorted(ticks["ts"].dt.floor(f"{cfg.bar_minutes}min").dt.tz_localize(None).unique())
         first = live.micros(bar_times[0])
         assert live.wait_for(lambda: _as_of(settings) >= first or failed(), 240, 0.05), read_status(settings)
@@ -136,11 +193,19 @@ def run_live(spark, tmp_path, faults: tuple[str, ...], stream_process: bool = Fa
         raw.flush()
         raw.close()
         for i, fault in enumerate(faults):
-            at = live.micros(bar_times[(i + 1) * len(bar_times) // (len(faults) + 1)])
-            assert live.wait_for(lambda: _as_of(settings) >= at or failed(), 300, 0.02), read_status(settings)
+            step = (i + 1) * len(bar_times) // (len(faults) + 1)
+            if feed is None:  # spread over the live clock
+                at = live.micros(bar_times[step])
+                assert live.wait_for(lambda: _as_of(settings) >= at or failed(), 300, 0.02), read_status(settings)
+            else:  # spread over the feed, so that it still sends through every fault
+                assert live.wait_for(lambda: feed.sent_bars >= step or failed(), 300, 0.02), read_status(settings)
             assert not failed(), failed()
             restarts.append((fault, str(pd.Timestamp(_as_of(settings), unit="us"))))
-            _faults(svc, fault, settings)
+            feeding.append(feed is not None and feed.is_alive())
+            _faults(svc, fault, settings, on_fault)
+        if feed is not None:
+            feed.join(600)
+            assert not feed.is_alive() and feed.error is None, feed.error
         last = live.micros(bar_times[-2])  # each symbol's last bar stays open under the watermark
         assert live.wait_for(lambda: _settled(settings, last) or failed(), 300, 0.1), \
             (read_status(settings), svc.log("venue"), svc.log("portfolio"))
@@ -167,10 +232,25 @@ def run_live(spark, tmp_path, faults: tuple[str, ...], stream_process: bool = Fa
     on_topic = Counter(json.loads(m.value).get("fill_id") for m in consumer)
     consumer.close()
     on_topic.pop(None, None)
+    consumer = KafkaConsumer(settings.kafka.topics.orders, bootstrap_servers=settings.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    sent_orders = Counter()
+    for message in consumer:
+        try:
+            record = json.loads(message.value)
+        except ValueError:
+            continue  # the hand-typed malformed record
+        if "qty" in record and not str(record.get("order_id", "")).startswith("hand-"):
+            sent_orders[record["order_id"]] += 1
+    consumer.close()
     report = {"bars": len(bars), "predictions": len(predictions), "decisions": status["decisions"],
               "orders": len(orders), "orders_sent": status["orders_sent"], "fills": len(fills),
               "fill_records_on_topic": sum(on_topic.values()), "fill_ids_on_topic": len(on_topic),
-              "faults_at": restarts}
+              "faults_at": restarts, "order_records_on_topic": sum(sent_orders.values()),
+              "order_ids_on_topic": len(sent_orders), "ticks": len(ticks), "ticks_in": status["ticks_in"],
+              "bars_short_of_their_ticks": _volume_gap(bars, ticks, cfg.bar_minutes),
+              "feed_running_at_faults": feeding,
+              "stream_starts": (logs / "stream.log").read_text().count("stream started") if stream_process else 1}
     print(f"\nlive: {len(bars)} bars, {len(predictions)} predictions, {status['decisions']} decisions, "
           f"{len(orders)} orders ({status['orders_sent']} sent), {len(fills)} fills; venue/portfolio killed at "
           f"{restarts}; fill records on the topic {sum(on_topic.values())} for {len(on_topic)} fill ids")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -18,6 +18,9 @@ class SparkSettings(Frozen):
     version: str = "4.2.0"
     delta_version: str = "4.4.0"
     ui_enabled: bool = False
+    # the address executors reach the driver at (bound too); null: Spark's own default, the
+    # host's address, which a driver in a container or on a cluster host needs
+    driver_host: str | None = "127.0.0.1"
     # any further Spark properties, applied last: what a real cluster needs (executor memory and
     # cores, spark.kubernetes.container.image, spark.hadoop.fs.s3a.*); QL_PLATFORM__SPARK__CONF='{"k": "v"}'
     conf: dict[str, str] = {}
@@ -107,12 +110,23 @@ class WarehouseSettings(Frozen):
     tableau: TableauSettings = TableauSettings()
 
 
+class RunLauncherSettings(Frozen):
+    """A Dagster run launcher for ``dagster.yaml``: ``module``, ``class_name`` and its ``config``
+    (e.g. ``dagster_docker`` / ``DockerRunLauncher``: each run in its own container)."""
+
+    module: str
+    class_name: str
+    config: dict[str, Any] = {}
+
+
 class DagsterSettings(Frozen):
     host: str = "127.0.0.1"
     port: int = Field(3300, ge=1, le=65535)
     run_start_timeout_s: int = Field(180, ge=10)   # a run stuck STARTING this long is failed
     run_cancel_timeout_s: int = Field(180, ge=10)  # a run stuck CANCELING this long is marked canceled
     monitor_interval_s: int = Field(30, ge=5)      # run monitoring's poll interval
+    max_concurrent_runs: int = Field(1, ge=1)      # local Spark wants both cores: one run at a time here
+    run_launcher: RunLauncherSettings | None = None  # None: runs as processes beside the daemon
 
     @property
     def url(self) -> str:

@@ -27,8 +27,7 @@ def dagster_home(settings: Settings) -> Path:
         "run_coordinator": {
             "module": "dagster.core.run_coordinator",
             "class": "QueuedRunCoordinator",
-            # Spark in local mode wants both cores: one run at a time on this machine
-            "config": {"max_concurrent_runs": 1},
+            "config": {"max_concurrent_runs": dg.max_concurrent_runs},
         },
         "local_artifact_storage": {
             "module": "dagster.core.storage.root",
@@ -42,6 +41,9 @@ def dagster_home(settings: Settings) -> Path:
                            "cancel_timeout_seconds": dg.run_cancel_timeout_s,
                            "poll_interval_seconds": dg.monitor_interval_s},
     }
+    if dg.run_launcher is not None:  # e.g. every run in its own container (docker/docker-compose.cluster.yml)
+        launcher = dg.run_launcher
+        instance["run_launcher"] = {"module": launcher.module, "class": launcher.class_name, "config": launcher.config}
     path = home / "dagster.yaml"
     text = yaml.safe_dump(instance, sort_keys=False)
     if not path.exists() or path.read_text() != text:

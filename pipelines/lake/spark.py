@@ -81,10 +81,9 @@ def get_spark(settings: Settings) -> SparkSession:
         .config("spark.databricks.delta.snapshotPartitions", "2")
         # nanosecond Parquet timestamps (pandas' default) load as longs; the file source converts them
         .config("spark.sql.legacy.parquet.nanosAsLong", "true")
-        # a local driver binds to loopback; no network lookups of the host name
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
     )
+    if cfg.driver_host:  # by default loopback: no network lookups of the host name
+        builder = builder.config("spark.driver.host", cfg.driver_host).config("spark.driver.bindAddress", cfg.driver_host)
     for key, value in cfg.conf.items():  # the deployment's own properties (platform.yaml spark.conf)
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
