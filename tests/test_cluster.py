@@ -172,6 +172,7 @@ def _main_job(tmp_path, name: str, master: str | None, stages: str) -> dict:
 
 
 @pytest.mark.cluster
+@pytest.mark.timeout(3600)
 def test_the_main_job_on_the_standalone_cluster_equals_local_mode(cluster, tmp_path) -> None:
     """``make cluster`` (about 10 minutes): the main job's research, training and backtest stages
     through Dagster, once on the cluster (the networks trained by TorchDistributor as barrier tasks
@@ -267,6 +268,7 @@ def _next_batch_after(settings, wall: float, started_after: bool = False, timeou
 
 
 @pytest.mark.cluster
+@pytest.mark.timeout(1800)
 def test_the_live_path_on_the_cluster_survives_a_broker_and_a_worker_killed(cluster, spark, tmp_path,
                                                                              sqlite_registry) -> None:
     """``make cluster``: the whole live path (stream on ``spark://`` with an executor on each
