@@ -108,9 +108,8 @@ class PacedFeed(threading.Thread):
         super().__init__(daemon=True)
         self.settings, self.ticks, self.pause = settings, ticks, pause
         self.bars = ticks["ts"].dt.floor(f"{bar_minutes}min")
+        self.sent_bars = 0  # bar times sent so far
         self.error: Exception | None = None
-
-    sent_bars = 0  # bar times sent so far
 
     def run(self) -> None:
         from streaming.kafka_io import ensure_topics, make_producer
