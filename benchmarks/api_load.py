@@ -29,7 +29,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ import httpx
 import numpy as np
 import websockets
 
-from benchmarks.common import write_result
+from benchmarks.common import free_port, write_result
 from config import load_settings
 from config.settings import PROJECT_ROOT
 from streaming import live
@@ -52,20 +51,14 @@ from streaming.api import keys as K
 START = datetime(2024, 3, 13, 14, 30, tzinfo=timezone.utc)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env(state: Path) -> dict[str, str]:
     tag = uuid.uuid4().hex[:8]
     return {**os.environ, "QL_PLATFORM__LAKE__ROOT": str(state / "lake"), "QL_DATA__SYNTHETIC__NAME": f"api-bench-{tag}",
             "QL_KAFKA__TOPICS__BARS": f"bars-{tag}", "QL_KAFKA__TOPICS__ORDERS": f"orders-{tag}",
             "QL_KAFKA__TOPICS__ORDERS_REJECTED": f"orders-{tag}.rejected", "QL_KAFKA__TOPICS__FILLS": f"fills-{tag}",
             "QL_KAFKA__TOPICS__PREDICTIONS": f"pred-{tag}",
-            "QL_PLATFORM__API__PORT": str(_free_port()), "QL_PLATFORM__METRICS__VENUE_PORT": str(_free_port()),
-            "QL_PLATFORM__METRICS__PORTFOLIO_PORT": str(_free_port()),
+            "QL_PLATFORM__API__PORT": str(free_port()), "QL_PLATFORM__METRICS__VENUE_PORT": str(free_port()),
+            "QL_PLATFORM__METRICS__PORTFOLIO_PORT": str(free_port()),
             "QL_PLATFORM__API__RATE_PER_SECOND": "1000000", "QL_PLATFORM__API__BURST": "1000000",
             # every manual order is stamped at the same bar time: the submit-rate limit would stop them
             "QL_TRADING__LIMITS__MAX_ORDERS_PER_SECOND": "100000"}

@@ -41,7 +41,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from benchmarks.common import Timer, write_result
+from benchmarks.common import Timer, free_port, write_result
 from config import load_settings
 from config.settings import PROJECT_ROOT
 
@@ -52,7 +52,7 @@ STAGE_METRICS = ("executorRunTime", "executorCpuTime", "shuffleReadBytes", "shuf
 
 # -- the child: one SparkSession, both workloads, Spark's stage metrics -----------------------
 
-def _stages(ui: str, app_id: str) -> dict[int, dict]:
+def _stages(ui: str, app_id: str) -> dict[tuple[int, int], dict]:
     with urllib.request.urlopen(f"{ui}/api/v1/applications/{app_id}/stages?status=complete", timeout=10) as resp:
         return {(s["stageId"], s["attemptId"]): s for s in json.loads(resp.read())}
 
@@ -85,12 +85,11 @@ def _wait_executors(spark, n: int, timeout: float = 120.0) -> int:
 
 
 def child(args) -> dict:
-    from benchmarks.stream_throughput import _Rows, _sustained
+    from benchmarks.stream_throughput import QueryRows, stage_plans, sustained
     from pipelines import lake
     from pipelines.features.driver import feature_table
     from pipelines.lake.spark import get_spark
     from pipelines.lake.tables import FEATURES
-    from streaming import job, records
 
     settings = load_settings()
     spark = get_spark(settings)
@@ -115,21 +114,13 @@ def child(args) -> dict:
         raise RuntimeError(f"the feature build wrote {written:,} rows of {rows:,}")
     print(f"  feature build: {out['feature_build']}", flush=True)
 
-    listener = _Rows()
+    listener = QueryRows()
     spark.streams.addListener(listener)
-    spark.conf.set("spark.sql.streaming.stateStore.providerClass",
-                   "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
-
-    def stream_bars(raw):
-        return job.stream_bars(records.parse(raw, settings.data.quality), settings)
-
-    def stream_features(raw):
-        return job.stream_features(spark, settings, stream_bars(raw), tuple(windows))
-
-    stages = (("stream_bars", stream_bars, 500_000), ("stream_features", stream_features, 20_000))
-    for name, plan, batch in [stage for stage in stages if stage[0] in args.workloads.split(",")]:
+    plans = stage_plans(spark, settings)  # the stream job's own stages
+    for name in [w for w in ("stream_bars", "stream_features") if w in args.workloads.split(",")]:
+        plan, batch = plans[name.removeprefix("stream_")]
         meter.start()
-        figures = _sustained(spark, settings, args.topic, plan, listener, args.seconds, max_offsets=batch)
+        figures = sustained(spark, settings, args.topic, plan, listener, args.seconds, max_offsets=batch)
         out[name] = {**figures, **meter.stop()}
         print(f"  {name}: {out[name]}", flush=True)
     spark.stop()
@@ -138,16 +129,8 @@ def child(args) -> dict:
 
 # -- the parent: data once, a child per configuration, the estimate --------------------------
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_child(base_env: dict, args, master: str | None, cores: int | None) -> dict:
-    conf = {"spark.ui.port": str(_free_port())}
+    conf = {"spark.ui.port": str(free_port())}
     env = {**base_env, "QL_PLATFORM__SPARK__UI_ENABLED": "true"}
     if master:
         conf["spark.cores.max"] = str(cores)
@@ -165,18 +148,6 @@ def _run_child(base_env: dict, args, master: str | None, cores: int | None) -> d
     if done.returncode != 0 or not result:
         raise RuntimeError(f"the {master or 'local'} run failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
     return json.loads(result[-1].removeprefix("RESULT "))
-
-
-def _publish_only(settings, n_ticks: int, n_symbols: int, topic: str) -> dict:
-    """The stream's ticks on ``topic`` without the warm-up bars (no Spark in this process)."""
-    from pipelines.ingest.sources.synthetic import continue_market, generate_market, generate_ticks
-    from streaming.feed import publish
-
-    cfg = settings.data.synthetic
-    days = max(1, -(-n_ticks // (n_symbols * cfg.bars_per_day * cfg.ticks_per_bar)))
-    ticks = generate_ticks(continue_market(cfg, generate_market(cfg), days), cfg, seed=[cfg.seed, 2])
-    sent = publish(settings, ticks.sort_values("ts", kind="stable").reset_index(drop=True), topic=topic, progress=False)
-    return {"ticks": sent.ticks, "days": days, "symbols": n_symbols}
 
 
 def estimate(run: dict, rows_key: str, rows: int, host_cores: int, network_gbps: float, scale: int,
@@ -230,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rows, args.symbols, args.ticks, args.seconds = 10_000, 4, 6_000, 3.0
         args.configs, args.workloads = "cluster_1_worker,cluster_2_workers", "feature_build,stream_bars"
 
-    from benchmarks.stream_throughput import _prepare, _topic
+    from benchmarks.stream_throughput import make_topic, prepare
     from infra.services.cluster import cluster_services, cluster_up
     from pipelines.ingest.sources.synthetic import generate_market
 
@@ -254,14 +225,13 @@ def main(argv: list[str] | None = None) -> int:
         bars["ts"] = bars["ts"].astype("datetime64[us, UTC]")  # Spark reads ns as longs, naive ones as NTZ
         bars.to_parquet(args.input, index=False)
         print(f"{len(bars):,} bars of {args.symbols} symbols for the feature build", flush=True)
-        args.topic = _topic(settings, f"bench-cluster-{tag}", settings.kafka.partitions)
-        if "stream_features" in args.workloads:  # silver warm-up bars (a Spark write), ticks on the topic
-            data = _prepare(settings, args.ticks, args.symbols, args.topic)
+        args.topic = make_topic(settings, f"bench-cluster-{tag}", settings.kafka.partitions)
+        warm_up = "stream_features" in args.workloads  # silver bars for the feature stage's state (a Spark write)
+        data = prepare(settings, args.ticks, args.symbols, args.topic, warm_up=warm_up, progress=not args.short)
+        if warm_up:
             from pyspark.sql import SparkSession
 
             SparkSession.getActiveSession().stop()  # the children have the cores to themselves
-        else:  # bars need no warm-up: the ticks alone
-            data = _publish_only(settings, args.ticks, args.symbols, args.topic)
         args.scratch = str(scratch)
         runs = {}
         for name, cores in [config for config in CONFIGS if config[0] in args.configs.split(",")]:

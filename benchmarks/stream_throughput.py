@@ -56,7 +56,7 @@ from streaming.status import read_status
 SEED_TARGETS = {"ticks_per_second": 1_000_000, "latency_ms": 50, "memory_gb": 2}
 
 
-class _Rows(StreamingQueryListener):
+class QueryRows(StreamingQueryListener):
     """Input rows and batch count per query id, from Spark's progress events."""
 
     def __init__(self) -> None:
@@ -82,7 +82,7 @@ class _Rows(StreamingQueryListener):
         pass
 
 
-def _topic(settings, name: str, partitions: int) -> str:
+def make_topic(settings, name: str, partitions: int) -> str:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     try:
         admin.create_topics([NewTopic(name, partitions, 1, topic_configs={"message.timestamp.type": "LogAppendTime"})])
@@ -166,16 +166,18 @@ def _write_silver(spark, settings, bars: pd.DataFrame) -> None:
     lake.overwrite(SILVER_BARS.conform(spark.createDataFrame(silver[SILVER_BARS.columns])), SILVER_BARS.path(settings))
 
 
-def _prepare(settings, n_ticks: int, n_symbols: int, topic: str) -> dict:
-    """Warm-up silver bars and the continuation's ticks on ``topic``; returns what was sent."""
+def prepare(settings, n_ticks: int, n_symbols: int, topic: str, warm_up: bool = True, progress: bool = True) -> dict:
+    """Warm-up silver bars (``warm_up``: a Spark write; the feature stage needs them, the bars
+    stage does not) and the continuation's ticks on ``topic``; returns what was sent."""
     cfg = settings.data.synthetic
     days = max(1, int(np.ceil(n_ticks / (n_symbols * cfg.bars_per_day * cfg.ticks_per_bar))))
     research = generate_market(cfg)
     live = continue_market(cfg, research, days)
     ticks = generate_ticks(live, cfg, seed=[cfg.seed, 2]).sort_values("ts", kind="stable").reset_index(drop=True)
-    _write_silver(get_spark(settings), settings, research.bars)
+    if warm_up:
+        _write_silver(get_spark(settings), settings, research.bars)
     with Timer() as t:
-        sent = publish(settings, ticks, topic=topic, progress=True)
+        sent = publish(settings, ticks, topic=topic, progress=progress)
     print(f"published {sent.ticks:,} ticks in {t.seconds:.1f} s ({sent.ticks / t.seconds:,.0f} ticks/s, kafka-python)")
     return {"ticks": len(ticks), "days": days, "symbols": n_symbols, "publish_ticks_per_second": round(sent.rate),
             "bytes_per_tick": round(float(np.mean([len(v) for _, v in records.encode(ticks.head(1000))])), 1)}
@@ -197,16 +199,16 @@ def kafka_tool_limit(settings, topic: str, n: int) -> dict:
             "messages": int(fields["data.consumed.in.nMsg"])}
 
 
-def spark_read_limit(spark, settings, topic: str, listener: _Rows, seconds: float) -> dict:
+def spark_read_limit(spark, settings, topic: str, listener: QueryRows, seconds: float) -> dict:
     """A batch read that only counts, and a streaming query that only counts."""
     with Timer() as t:
         n = (spark.read.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)
              .option("subscribe", topic).option("startingOffsets", "earliest").load().count())
-    stream = _sustained(spark, settings, topic, lambda raw: raw, listener, seconds)
+    stream = sustained(spark, settings, topic, lambda raw: raw, listener, seconds)
     return {"batch_count_ticks_per_second": round(n / t.seconds), "batch_ticks": n, "stream_count": stream}
 
 
-def _sustained(spark, settings, topic: str, plan, listener: _Rows, seconds: float, max_offsets: int = 500_000) -> dict:
+def sustained(spark, settings, topic: str, plan, listener: QueryRows, seconds: float, max_offsets: int = 500_000) -> dict:
     """Run ``plan(kafka rows)`` into a counting sink for ``seconds``, replaying the topic with a
     fresh checkpoint whenever it reaches the end; ticks/s from Spark's progress events."""
     rows, started, runs, errors = 0, time.monotonic(), 0, []
@@ -241,8 +243,9 @@ def _sustained(spark, settings, topic: str, plan, listener: _Rows, seconds: floa
             "topic_passes": runs, **({"failed_passes": len(errors), "last_error": errors[-1]} if errors else {})}
 
 
-def stages(spark, settings, topic: str, listener: _Rows, seconds: float) -> dict:
-    # the job's own plan, cut after each stage
+def stage_plans(spark, settings) -> dict:
+    """The job's own plan cut after each stage: name -> (plan over the Kafka rows, ticks per
+    micro-batch). Sets the RocksDB state store the job uses."""
     windows = tuple(settings.data.features.windows)
 
     def validate(raw):
@@ -256,11 +259,15 @@ def stages(spark, settings, topic: str, listener: _Rows, seconds: float) -> dict
 
     spark.conf.set("spark.sql.streaming.stateStore.providerClass",
                    "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
-    out = {}
     # the feature stage pays Spark's per-symbol Python call on every bar: smaller batches, so some finish
-    for name, plan, batch in [("validate", validate, 500_000), ("bars", bars, 500_000), ("features", features, 20_000)]:
+    return {"validate": (validate, 500_000), "bars": (bars, 500_000), "features": (features, 20_000)}
+
+
+def stages(spark, settings, topic: str, listener: QueryRows, seconds: float) -> dict:
+    out = {}
+    for name, (plan, batch) in stage_plans(spark, settings).items():
         print(f"stage {name}: {seconds:.0f} s ...", flush=True)
-        out[name] = _sustained(spark, settings, topic, plan, listener, seconds, max_offsets=batch)
+        out[name] = sustained(spark, settings, topic, plan, listener, seconds, max_offsets=batch)
         print(f"  {out[name]}")
     out["inference"] = _inference(spark, settings, topic, seconds)
     print(f"  inference: {out['inference']}")
@@ -299,7 +306,7 @@ def _inference(spark, settings, topic: str, seconds: float) -> dict:
             "model": status.get("model"), "error": str(query.exception())[:300] if query.exception() else None}
 
 
-def latency(spark, settings, n_symbols: int, triggers: list[float], seconds: float, listener: _Rows) -> dict:
+def latency(spark, settings, n_symbols: int, triggers: list[float], seconds: float, listener: QueryRows) -> dict:
     """The whole job fed at a pace, per trigger interval: p50/p95/p99 of two latencies."""
     if champion_version(settings) is None:
         return {"skipped": "no version holds @champion (run `make demo` first)"}
@@ -314,7 +321,7 @@ def latency(spark, settings, n_symbols: int, triggers: list[float], seconds: flo
     watermark = pd.Timedelta(settings.kafka.stream.watermark)
     for trigger in triggers:
         tag = uuid.uuid4().hex[:6]
-        topic = _topic(settings, f"bench-lat-{tag}", settings.kafka.partitions)
+        topic = make_topic(settings, f"bench-lat-{tag}", settings.kafka.partitions)
         run = _job_settings(settings, topic, trigger, QL_DATA__SYNTHETIC__N_SYMBOLS=str(n_symbols),
                             QL_DATA__SYNTHETIC__NAME=f"{settings.data.synthetic.name}-lat{trigger}")
         _write_silver(spark, run, research.bars)
@@ -368,8 +375,8 @@ def real_time_mode(spark, settings, seconds: float, rate: int = 5000, modes=MODE
     span = (ticks["ts"].iloc[-1] - ticks["ts"].iloc[0]).total_seconds()
     for mode, trigger in modes:
         tag = uuid.uuid4().hex[:6]
-        src = _topic(settings, f"bench-rt-in-{tag}", partitions)
-        dst = _topic(settings, f"bench-rt-out-{tag}", partitions)
+        src = make_topic(settings, f"bench-rt-in-{tag}", partitions)
+        dst = make_topic(settings, f"bench-rt-out-{tag}", partitions)
         raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)
                .option("subscribe", src).option("startingOffsets", "earliest").load())
         routed = records.parse(raw, settings.data.quality).select(
@@ -425,15 +432,15 @@ def main(argv: list[str] | None = None) -> int:
                                   "QL_DATA__SYNTHETIC__NAME": f"bench-stream-{tag}"})
     spark = get_spark(settings)
     spark.sparkContext.setLogLevel("ERROR")
-    listener = _Rows()
+    listener = QueryRows()
     spark.streams.addListener(listener)
     sampler = MemorySampler()
     sampler.start()
     figures: dict = {"seed_targets": SEED_TARGETS, "partitions": settings.kafka.partitions,
                      "spark_master": settings.platform.spark.master}
     try:
-        topic = _topic(settings, f"bench-md-{tag}", settings.kafka.partitions)
-        figures["data"] = _prepare(settings, args.ticks, args.symbols, topic)
+        topic = make_topic(settings, f"bench-md-{tag}", settings.kafka.partitions)
+        figures["data"] = prepare(settings, args.ticks, args.symbols, topic)
         figures["physical_limit"] = {"kafka_consumer_perf": kafka_tool_limit(settings, topic, figures["data"]["ticks"]),
                                      "spark": spark_read_limit(spark, settings, topic, listener, args.seconds)}
         print(f"physical limit: {figures['physical_limit']}", flush=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -135,5 +134,5 @@ def test_the_cluster_overlay_agrees_with_itself() -> None:
 def test_the_image_carries_the_docker_run_launcher() -> None:
     dockerfile = (DOCKER / "Dockerfile").read_text()
     assert '-e ".[docker]"' in dockerfile
-    extras = Path(PROJECT_ROOT / "pyproject.toml").read_text()
+    extras = (PROJECT_ROOT / "pyproject.toml").read_text()
     assert re.search(r'^docker = \["dagster-docker', extras, re.M)

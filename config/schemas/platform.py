@@ -211,8 +211,8 @@ class KafkaClusterSettings(Frozen):
 
 class ClusterSettings(Frozen):
     """``python -m infra up --cluster``: the cluster services beside the single-node ones. Point
-    the platform at them with ``QL_PLATFORM__SPARK__MASTER`` and ``QL_KAFKA__BOOTSTRAP_SERVERS``
-    (``up --cluster`` prints both)."""
+    the platform at them with ``QL_PLATFORM__SPARK__MASTER``, ``QL_KAFKA__BOOTSTRAP_SERVERS`` and
+    ``QL_KAFKA__REPLICATION_FACTOR`` (``up --cluster`` prints them)."""
 
     spark: SparkClusterSettings = SparkClusterSettings()
     kafka: KafkaClusterSettings = KafkaClusterSettings()
