@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs are `make demo` and `make test`.
 PY := .venv/bin/python
 
-.PHONY: setup up status down demo demo-sp500 live bench bench-features bench-ingest bench-stream bench-trading bench-warehouse bench-api bench-cluster bench-short tableau chaos live-page cluster test clean
+.PHONY: setup up status down demo demo-sp500 sp500-long live bench bench-features bench-ingest bench-stream bench-trading bench-warehouse bench-api bench-cluster bench-short tableau chaos live-page cluster test clean
 
 setup:            ## install system packages, the virtualenv and the JVM jars (idempotent)
 	bash infra/setup.sh
@@ -23,12 +23,20 @@ demo: up          ## the main job on the built-in sample data
 
 # the research pipeline on the real S&P 500 panel in ../shared/data (2.4M daily bars, 504 symbols)
 SP500 := $(abspath ../shared/data/sp500_pooksoft_alphavantage_daily_1999_2021.parquet)
+SP500_SOURCE := QL_DATA__SOURCE=files QL_DATA__FILES__NAME=sp500 QL_DATA__FILES__PATH=$(SP500) \
+	QL_DATA__FILES__COLUMNS='{"symbol": "ticker", "ts": "date", "adj_close": "adjusted_close"}'
 demo-sp500: export QL_PROFILE ?= sp500
 demo-sp500: up    ## the main job on the real S&P 500 panel instead of the synthetic market
-	QL_DATA__SOURCE=files QL_DATA__FILES__NAME=sp500 QL_DATA__FILES__PATH=$(SP500) \
-	QL_DATA__FILES__COLUMNS='{"symbol": "ticker", "ts": "date", "adj_close": "adjusted_close"}' \
-	QL_PLATFORM__MLFLOW__REGISTERED_MODEL=quantlake-direction-sp500 \
+	$(SP500_SOURCE) QL_PLATFORM__MLFLOW__REGISTERED_MODEL=quantlake-direction-sp500 \
 	$(PY) -m orchestration.main $(STAGES)
+
+# the S&P 500 panel as Qlib's Alpha158 benchmarks use daily equities (profiles/sp500-long.yaml):
+# ranked labels, training from 2000, walk-forward tests over 2016-2021, decile long-short books;
+# about N minutes on 2 cores
+sp500-long: export QL_PROFILE ?= sp500-long
+sp500-long: up    ## the long S&P 500 research run: every family's IC and decile long-short, 2016-2021
+	$(SP500_SOURCE) QL_PLATFORM__MLFLOW__REGISTERED_MODEL=quantlake-direction-sp500-long \
+	$(PY) -m orchestration.main --stages research,training,backtest
 
 # the live path for a few minutes: the synthetic market continued past `make demo`'s research
 # period -> Kafka -> the Structured Streaming job -> the champion's predictions -> the trader and

@@ -87,8 +87,8 @@ class Tabular:
         self.name = model.name
 
     def fit(self, panel: Panel, train: np.ndarray, valid: np.ndarray | None = None) -> "Tabular":
-        frame = panel.frame.iloc[train]
-        self.model.fit(frame[panel.features], frame["direction"].to_numpy(), frame["fwd_return"].to_numpy())
+        self.model.fit(panel.frame.iloc[train][panel.features], panel.target_direction[train],
+                       panel.target_return[train])
         return self
 
     def predict(self, panel: Panel, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

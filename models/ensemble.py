@@ -42,7 +42,7 @@ class Ensemble:
         members were fitted on it). Pass ``valid_predictions`` to reuse ones already made."""
         preds = valid_predictions or {m.name: m.predict(panel, valid) for m in self.members}
         p = np.column_stack([preds[m.name][0] for m in self.members])
-        self.weights = fit_weights(p, panel.direction[valid])
+        self.weights = fit_weights(p, panel.target_direction[valid])
         return self
 
     def combine(self, predictions: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

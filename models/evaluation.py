@@ -76,8 +76,9 @@ def walk_forward_models(panel: Panel, cfg: ModelSettings, progress: bool = False
     labelled = panel.labelled()
     wf = cfg.walk_forward
     label_end = panel.label_end(cfg.label_span)[labelled]
+    test_start = pd.Timestamp(wf.test_start) if wf.test_start else None
     splits = list(walk_forward(panel.ts.iloc[labelled].reset_index(drop=True), wf.n_folds, cfg.label_span,
-                               wf.purge_bars, wf.embargo_bars, label_end=label_end))
+                               wf.purge_bars, wf.embargo_bars, label_end=label_end, test_start=test_start))
     folds: dict[str, list[Scores]] = {}
     parts: dict[str, list[pd.DataFrame]] = {}
     seconds: dict[str, float] = {}
@@ -111,11 +112,12 @@ def comparison_table(evaluations: dict[str, Evaluation], bayes: float | None = N
     for name, ev in evaluations.items():
         s = ev.pooled
         low, high = s.accuracy_ci
-        ic_low, ic_high = s.ci("ic")
         row = {"model": name, "n": s.n, "accuracy": round(s.accuracy, 4), "acc_ci95": f"[{low:.4f}, {high:.4f}]",
-               "log_loss": round(s.log_loss, 4), "log_loss_se": round(s.log_loss_se, 4), "ic": round(s.ic, 4),
-               "ic_ci95": f"[{ic_low:.4f}, {ic_high:.4f}]", "ic_ir": round(s.ic_ir, 3),
-               "rank_ic": round(s.rank_ic, 4), "rank_ic_ir": round(s.rank_ic_ir, 3), "fit_s": ev.fit_seconds}
+               "log_loss": round(s.log_loss, 4), "log_loss_se": round(s.log_loss_se, 4)}
+        for metric, digits in (("ic", 4), ("ic_ir", 3), ("rank_ic", 4), ("rank_ic_ir", 3)):
+            lo, hi = s.ci(metric)
+            row[metric], row[f"{metric}_ci95"] = round(getattr(s, metric), digits), f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+        row["fit_s"] = ev.fit_seconds
         if bayes is not None:
             row["gap_closed"] = round(gap_closed(s.accuracy, bayes, floor), 3)
         rows.append(row)

@@ -3,6 +3,10 @@
 Every model takes a :class:`Panel` and row positions, so a sequence model can look back
 over the rows before a test row (its features only: they are known at that time) while
 tabular models just take those rows. Rows without labels stay in the panel as history.
+
+Models fit the panel's *targets* (:attr:`Panel.target_direction`, :attr:`Panel.target_return`):
+the labels as they are, or after :meth:`Panel.rank_targets` each timestamp's forward returns
+as cross-sectional ranks. Scores always use the raw labels (:meth:`Panel.tail`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import pandas as pd
 
 KEYS = ["symbol", "ts"]
 LABELS = ["direction", "fwd_return"]
+RANK_SCALE = 3.46  # (pct - 0.5) x 3.46 has about unit variance for a uniform rank (Qlib's CSRankNorm)
 
 
 @dataclass
@@ -25,6 +30,8 @@ class Panel:
     X: np.ndarray = field(init=False, repr=False)
     first_of_symbol: np.ndarray = field(init=False, repr=False)
     times: np.ndarray = field(init=False, repr=False)  # ts as UTC datetime64[ns], for fast comparisons
+    target: str = field(init=False, default="none")     # what the models fit: none (the labels) or rank
+    _targets: tuple[np.ndarray, np.ndarray] | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         missing = [c for c in KEYS + self.features if c not in self.frame.columns]
@@ -51,6 +58,30 @@ class Panel:
     @property
     def fwd_return(self) -> np.ndarray:
         return self.frame["fwd_return"].to_numpy(dtype=float)
+
+    @property
+    def target_direction(self) -> np.ndarray:
+        """What models fit as the direction: the label, or 1 above the timestamp's median after
+        :meth:`rank_targets`."""
+        return self.direction if self._targets is None else self._targets[0]
+
+    @property
+    def target_return(self) -> np.ndarray:
+        """What models fit as the return: the forward return, or its cross-sectional rank score
+        after :meth:`rank_targets`."""
+        return self.fwd_return if self._targets is None else self._targets[1]
+
+    def rank_targets(self) -> "Panel":
+        """Fit cross-sectional ranks from now on: per timestamp, each labelled row's forward
+        return becomes ``(rank pct - 0.5) x 3.46`` (ties share their average rank) and its
+        direction ``1`` when that is above zero, i.e. above the timestamp's median. A label
+        ends when its whole cross-section's does, so the rank adds no look-ahead."""
+        fwd = pd.Series(self.fwd_return)
+        pct = fwd.groupby(self.times).rank(pct=True, method="average")
+        score = ((pct - 0.5) * RANK_SCALE).to_numpy(dtype=float)      # NaN where the label is
+        direction = np.where(np.isnan(score), np.nan, (score > 0).astype(float))
+        self._targets, self.target = (direction, score), "rank"
+        return self
 
     def labelled(self) -> np.ndarray:
         """Positions of rows that have both labels."""

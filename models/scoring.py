@@ -3,8 +3,10 @@
 Directional accuracy (standard error clustered by timestamp: symbols share factor shocks,
 so rows of one timestamp are not independent and a binomial error would be too small), log loss, and the information
 coefficient (Pearson) and rank IC (Spearman) per timestamp across symbols, summarized by
-mean, standard error and IR (mean / std). A single-symbol series has no cross-section, so
-its IC is the correlation over time.
+mean, standard error and IR (mean / std of the per-timestamp series, not annualized). The
+IR's standard error is Lo's (2002) for a Sharpe ratio of independent periods,
+``sqrt((1 + IR^2 / 2) / T)``. A single-symbol series has no cross-section, so its IC is the
+correlation over time.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+
+from pipelines.backtest.performance import ratio_se
 
 Z95 = 1.959964
 HIGHER_IS_BETTER = {"accuracy": True, "log_loss": False, "ic": True, "rank_ic": True}
@@ -31,19 +35,21 @@ class Scores:
     log_loss_se: float = float("nan")
     ic_se: float = float("nan")       # of the mean over timestamps
     rank_ic_se: float = float("nan")
+    ic_ir_se: float = float("nan")    # Lo (2002): sqrt((1 + IR^2 / 2) / timestamps)
+    rank_ic_ir_se: float = float("nan")
 
     @property
     def accuracy_ci(self) -> tuple[float, float]:
         return self.accuracy - Z95 * self.accuracy_se, self.accuracy + Z95 * self.accuracy_se
 
     def ci(self, name: str) -> tuple[float, float]:
-        """95% interval of ``accuracy``, ``log_loss``, ``ic`` or ``rank_ic``."""
+        """95% interval of ``accuracy``, ``log_loss``, ``ic``, ``rank_ic``, ``ic_ir`` or ``rank_ic_ir``."""
         value, se = getattr(self, name), getattr(self, f"{name}_se")
         return value - Z95 * se, value + Z95 * se
 
     def as_dict(self) -> dict[str, float]:
         out = asdict(self)
-        for name in ("accuracy", "log_loss", "ic", "rank_ic"):
+        for name in ("accuracy", "log_loss", "ic", "rank_ic", "ic_ir", "rank_ic_ir"):
             out[f"{name}_ci_low"], out[f"{name}_ci_high"] = self.ci(name)
         return out
 
@@ -105,7 +111,7 @@ def score(ts: pd.Series, p_up: np.ndarray, direction: np.ndarray, fwd_return: np
         return float(series.std(ddof=1) / np.sqrt(len(series))) if len(series) > 1 else float("nan")
 
     return Scores(n, acc, acc_se, log_loss, float(ic.mean()), ir(ic), float(ric.mean()), ir(ric),
-                  ll_se, se(ic), se(ric))
+                  ll_se, se(ic), se(ric), ratio_se(ir(ic), len(ic)), ratio_se(ir(ric), len(ric)))
 
 
 @dataclass(frozen=True)

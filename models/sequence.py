@@ -1,8 +1,10 @@
 """LSTM and Transformer models on windows of past feature rows.
 
 Training minimizes BCE on the direction plus a weighted Huber loss on the standardized
-forward return, stops early on the validation loss and keeps the best weights. It is
-seeded (weights, shuffling, dropout) so the same data and settings give the same model.
+forward return (the panel's targets: raw or cross-sectionally ranked), stops early on the
+validation loss and keeps the best weights. It is seeded (weights, shuffling, dropout) so the
+same data and settings give the same model. ``training.samples_per_epoch`` makes an epoch a
+random draw of that many training windows, which bounds the cost of a fit on a large panel.
 With ``training.distributed`` the same loop runs under Spark's ``TorchDistributor``
 (DDP over gloo): processes on the driver when Spark runs in local mode, barrier tasks on the
 executors when it runs on a cluster.
@@ -99,10 +101,11 @@ def train_loop(family: str, n_features: int, cfg: ModelSettings, Xpad: np.ndarra
     seen, busy = 0, 0.0
     for epoch in bar:
         model.train()
-        order = rng.permutation(fit_rows)[rank::world]
+        drawn = rng.permutation(fit_rows)[:t.samples_per_epoch]  # samples_per_epoch None: all of them
+        order = drawn[rank::world]
         total, count = 0.0, 0
         started = time.perf_counter()
-        n_batches = max(1, math.ceil(len(fit_rows) / world / t.batch_size))  # same count on every rank
+        n_batches = max(1, math.ceil(len(drawn) / world / t.batch_size))  # same count on every rank
         for b in range(n_batches):
             rows = order[b * t.batch_size:(b + 1) * t.batch_size]
             if len(rows) == 0:
@@ -174,10 +177,10 @@ class SequenceModel:
         self.features = list(panel.features)
         self.scaler = Scaler.fit(panel.X[train])
         Xpad = self._padded(panel)
-        fwd = panel.fwd_return
+        fwd = panel.target_return
         sd = float(np.nanstd(fwd[train])) or 1.0
         self.return_scale = sd
-        y = np.nan_to_num(panel.direction)
+        y = np.nan_to_num(panel.target_direction)
         r = np.clip(np.nan_to_num(fwd / sd), -CLIP, CLIP)
         args = (self.name, len(self.features), self.cfg, Xpad, panel.first_of_symbol, y, r,
                 np.asarray(train), np.asarray(valid))

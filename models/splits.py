@@ -36,7 +36,8 @@ def _naive(t) -> np.datetime64:
 
 
 def walk_forward(ts: pd.Series, n_folds: int, horizon: int, purge: int = 0, embargo: int = 0,
-                 min_train_fraction: float = 0.3, label_end: np.ndarray | None = None) -> Iterator[Fold]:
+                 min_train_fraction: float = 0.3, label_end: np.ndarray | None = None,
+                 test_start: pd.Timestamp | None = None) -> Iterator[Fold]:
     """Yield ``n_folds`` expanding-window folds over the timestamps in ``ts``.
 
     Args:
@@ -46,13 +47,22 @@ def walk_forward(ts: pd.Series, n_folds: int, horizon: int, purge: int = 0, emba
         purge, embargo: timestamps removed before each test block / after each past block.
         label_end: per row, when its label ends (datetime64, NaT when unknown); rows whose
             label reaches into the test block are purged whatever the timestamp count.
+        test_start: the first test block starts at the first timestamp on or after this one
+            (instead of after ``min_train_fraction`` of the timestamps); the folds split the
+            time from there to the end.
 
     Raises:
-        ValueError: too few timestamps for the folds asked.
+        ValueError: too few timestamps for the folds asked, or none after ``test_start``.
     """
     purge, embargo = max(purge, horizon), max(embargo, horizon)
     times = np.sort(ts.unique())
-    first_test = int(len(times) * min_train_fraction)
+    if test_start is None:
+        first_test = int(len(times) * min_train_fraction)
+    else:
+        naive = np.array([_naive(t) for t in times], dtype="datetime64[ns]")
+        first_test = int(np.searchsorted(naive, _naive(test_start)))
+        if first_test >= len(times):
+            raise ValueError(f"no timestamp on or after the test start {test_start} (the last is {times[-1]})")
     block = (len(times) - first_test) // n_folds
     if block <= purge or first_test <= purge:
         raise ValueError(f"{len(times)} timestamps are too few for {n_folds} folds with purge {purge}")

@@ -80,11 +80,14 @@ def pip_requirements() -> list[str]:
 
 
 def load_training_data(spark: SparkSession, settings: Settings, end: date) -> TrainingData:
-    """Features joined with labels for every day up to ``end`` (or ``training.history_days`` of them)."""
+    """Features joined with labels for every day up to ``end`` (from ``training.start_date``, or
+    the last ``training.history_days`` days, whichever starts later); with
+    ``label_normalization: rank`` the panel's targets are cross-sectional ranks."""
     feats_path, labels_path = FEATURES.path(settings), LABELS.path(settings)
     versions = {"features": lake.table_version(spark, feats_path), "labels": lake.table_version(spark, labels_path)}
-    history = settings.model.training.history_days
-    start = end - timedelta(days=history - 1) if history else None
+    history, first = settings.model.training.history_days, settings.model.training.start_date
+    starts = [d for d in (end - timedelta(days=history - 1) if history else None, first) if d is not None]
+    start = max(starts) if starts else None
 
     def window(df):
         df = df.where(F.col("date") <= end.isoformat())
@@ -97,7 +100,10 @@ def load_training_data(spark: SparkSession, settings: Settings, end: date) -> Tr
     if frame.empty:
         raise ValueError(f"no feature rows up to {end} in {feats_path}: materialize features and labels first")
     bayes = read_source_facts(spark, settings).get("bayes_accuracy")  # written at ingest
-    return TrainingData(Panel(frame, names), versions, start, end, bayes)
+    panel = Panel(frame, names)
+    if settings.model.label_normalization == "rank":
+        panel.rank_targets()
+    return TrainingData(panel, versions, start, end, bayes)
 
 
 def write_predictions(spark: SparkSession, settings: Settings, evaluations: dict[str, Evaluation],
@@ -127,7 +133,8 @@ def best_model(evaluations: dict[str, Evaluation], metric: str) -> str:
 def _model_params(settings: Settings, family: str) -> dict:
     m = settings.model
     params = {"family": family, "label_horizon": m.label_horizon, "label_price": m.label_price,
-              "n_folds": m.walk_forward.n_folds,
+              "label_normalization": m.label_normalization, "n_folds": m.walk_forward.n_folds,
+              "test_start": str(m.walk_forward.test_start), "start_date": str(m.training.start_date),
               "purge_bars": m.walk_forward.purge_bars, "embargo_bars": m.walk_forward.embargo_bars,
               "validation_fraction": m.training.validation_fraction, "seed": m.training.seed}
     if family != ENSEMBLE and ZOO[family].sequence:

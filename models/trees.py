@@ -53,7 +53,7 @@ class GradientBoosting:
         """Fit both boosters on ``train``; ``valid`` (later in time) stops each early."""
         self.features = list(panel.features)
         X, Xv = self._matrix(panel, train), self._matrix(panel, valid) if valid is not None else None
-        direction, fwd = panel.direction, panel.fwd_return
+        direction, fwd = panel.target_direction, panel.target_return
         self.return_scale = float(np.nanstd(fwd[train])) or 1.0
         yv_dir = direction[valid] if valid is not None else None
         yv_ret = fwd[valid] / self.return_scale if valid is not None else None

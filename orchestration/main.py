@@ -32,8 +32,8 @@ from pipelines.lake.spark import get_spark
 
 HIDDEN = {"preview", "run_url", "path", "table", "quarantine_table", "seconds", "comparison", "mlflow_run",
           "predictions_table", "versions", "table_versions", "model_uri", "strategies", "summary", "tear_sheets",
-          "tests", "loads", "values", "documents", "extract_rows", "folder"}
-TABLES = ("comparison", "strategies", "summary")  # markdown tables printed in full
+          "tests", "loads", "values", "documents", "extract_rows", "folder", "books"}
+TABLES = ("comparison", "strategies", "books", "summary")  # markdown tables printed in full
 
 
 def _run(job: JobDefinition, instance: DagsterInstance, tags: dict[str, str] | None = None) -> bool:
@@ -63,7 +63,7 @@ def _run(job: JobDefinition, instance: DagsterInstance, tags: dict[str, str] | N
         shown.add(key)
         figures = ", ".join(f"{k}={v.value}" for k, v in mat.metadata.items() if k not in HIDDEN)
         print(f"  {mat.asset_key.to_user_string():<24} {figures}")
-        for name in TABLES:  # the models' out-of-sample table, the backtests, Monte Carlo
+        for name in TABLES:  # the models' out-of-sample table, the backtests, the long-short books, Monte Carlo
             if name in mat.metadata:
                 print("\n" + "\n".join("    " + line for line in mat.metadata[name].value.splitlines()) + "\n")
     for event in result.all_events:

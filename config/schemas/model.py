@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -53,6 +54,10 @@ class TrainingSettings(Frozen):
     return_loss_weight: float = Field(0.5, ge=0)
     weight_decay: float = Field(1e-5, ge=0)
     history_days: int | None = Field(None, ge=1)
+    start_date: date | None = None  # no training row before this day (null: from the first bar)
+    # each epoch of a network draws this many training windows at random (seeded, without
+    # replacement); null: every training row. Bounds a network's cost on a large panel.
+    samples_per_epoch: int | None = Field(None, ge=1)
     nightly_retrain: bool = True  # the nightly_retrain schedule launches runs (false: it skips)
     distributed: bool = False
     num_processes: int = Field(2, ge=1)
@@ -63,6 +68,9 @@ ModelFamily = Literal["always_up", "momentum_sign", "linear", "lightgbm", "lstm"
 
 class WalkForwardSettings(Frozen):
     n_folds: int = Field(5, ge=1)
+    # the first test block starts on this day and the folds split the time from it to the end
+    # (null: after the first 30% of the timestamps)
+    test_start: date | None = None
     purge_bars: int = Field(1, ge=0)
     embargo_bars: int = Field(1, ge=0)
 
@@ -81,6 +89,10 @@ class ModelSettings(Frozen):
     # close: close(t) -> close(t+h); open: open(t+1) -> open(t+1+h), what a trade decided at t's
     # close and filled at the next open earns; auto: open for daily bars, close for intraday
     label_price: Literal["auto", "close", "open"] = "auto"
+    # what the models fit: none, the labels as they are; rank, each timestamp's forward returns
+    # as cross-sectional ranks (Qlib's CSRankNorm: (rank pct - 0.5) x 3.46) and the direction as
+    # above that timestamp's median. Scores are always against the raw forward return.
+    label_normalization: Literal["none", "rank"] = "none"
     sequence_length: int = Field(60, ge=1)
     families: list[ModelFamily] = ["always_up", "momentum_sign", "linear", "lightgbm", "lstm", "transformer",
                                    "ensemble"]

@@ -72,8 +72,18 @@ class LiveTradingSettings(Frozen):
     snapshot_seconds: float = Field(2.0, gt=0)             # how often the portfolio writes its Delta tables
 
 
+class LongShortSettings(Frozen):
+    """The decile long-short backtest (``pipelines/backtest/longshort.py``)."""
+
+    quantile: float = Field(0.1, gt=0, le=0.5)  # each leg holds this share of the cross-section
+    # per unit of turnover; null: costs.commission_bps + costs.half_spread_bps (no volume impact)
+    cost_bps: float | None = Field(None, ge=0)
+    seed: int = 0                               # breaks ties between equal scores at random
+
+
 class BacktestSettings(Frozen):
     strategies: list[ModelFamily] | None = None  # None: every model in the predictions table
+    long_short: LongShortSettings = LongShortSettings()
     sweep: bool = True
     sweep_seeds: int = Field(1, ge=1)
     # at ~5,600 paths/s on this machine's two cores, a million paths is ~3 minutes and its

@@ -1,5 +1,5 @@
 """Backtest assets downstream of the models' out-of-sample predictions: gold tables, tear sheets,
-Monte Carlo summaries. Figures appear as metadata in the Dagster UI."""
+decile long-short books, Monte Carlo summaries. Figures appear as metadata in the Dagster UI."""
 
 import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
@@ -8,7 +8,7 @@ from orchestration.assets.models import trained_models
 from orchestration.partitions import monthly, single_run
 from orchestration.resources import SettingsResource, SparkResource
 from pipelines.backtest.montecarlo import BREAKER_NOTE
-from pipelines.backtest.pipeline import backtest_strategy, montecarlo_strategy, strategies
+from pipelines.backtest.pipeline import backtest_strategy, long_short_books, montecarlo_strategy, strategies
 
 GROUP = "backtest"
 SHOWN = ("total_return", "annual_return", "sharpe", "sortino", "max_drawdown", "trades", "win_rate", "turnover",
@@ -36,6 +36,28 @@ def backtests(context: AssetExecutionContext, spark: SparkResource, settings: Se
         "tear_sheets": MetadataValue.json(sheets),
         "best_strategy": str(best["strategy"]) if best is not None else "none",
         "best_sharpe": float(best["sharpe"]) if best is not None else 0.0})
+
+
+LONG_SHORT_SHOWN = {"annual_gross": 4, "annual_net": 4, "sharpe_net": 2, "sharpe_net_ci_low": 2,
+                    "sharpe_net_ci_high": 2, "t_stat_net": 2, "max_drawdown": 4, "hit_rate": 3, "turnover": 2,
+                    "names_per_leg": 1}
+
+
+@asset(group_name=GROUP, kinds={"delta"}, partitions_def=monthly, backfill_policy=single_run,
+       deps=[trained_models],
+       description="Every model's decile long-short book on its out-of-sample predictions: long the top "
+                   "backtest.long_short.quantile of each day's cross-section by expected return, short the bottom, "
+                   "equal weights, rebalanced every label horizon, costs per unit of turnover. The research view of "
+                   "a ranking (no limits, no breaker); gold long_short, one row per period.")
+def long_short_backtests(context: AssetExecutionContext, spark: SparkResource,
+                         settings: SettingsResource) -> MaterializeResult:
+    table = long_short_books(spark.session(), settings.get(), progress=True)
+    shown = table[["strategy", *LONG_SHORT_SHOWN]].round(LONG_SHORT_SHOWN)
+    best = table.sort_values("sharpe_net", ascending=False).iloc[0]
+    return MaterializeResult(metadata={
+        "books": MetadataValue.md(shown.to_markdown(index=False)),
+        "quantile": float(best["quantile"]), "cost_bps": float(best["cost_bps"]),
+        "best_long_short": str(best["strategy"]), "best_sharpe_net": round(float(best["sharpe_net"]), 3)})
 
 
 @asset(group_name=GROUP, kinds={"spark", "delta"}, partitions_def=monthly, backfill_policy=single_run,

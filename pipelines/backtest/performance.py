@@ -25,6 +25,12 @@ def sharpe_per_bar(returns: np.ndarray) -> np.ndarray:
     return np.where(sd > 0, r.mean(axis=0) / np.where(sd > 0, sd, 1), 0.0)
 
 
+def ratio_se(ratio: float, periods: int) -> float:
+    """Standard error of a Sharpe (or information) ratio per period over ``periods`` independent
+    periods (Lo 2002): ``sqrt((1 + ratio^2 / 2) / periods)``; NaN with fewer than two."""
+    return float(np.sqrt((1 + ratio**2 / 2) / periods)) if periods > 1 and np.isfinite(ratio) else float("nan")
+
+
 def drawdown(equity: np.ndarray) -> tuple[float, int]:
     """Maximum drawdown (a positive fraction) and the longest time under water, in bars."""
     equity = np.asarray(equity, dtype=float)

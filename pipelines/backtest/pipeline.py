@@ -1,5 +1,6 @@
 """Backtest -> gold tables -> tear sheet, and Monte Carlo -> gold summary, for one strategy at a
-time: what the command lines and the Dagster assets both run."""
+time, and every model's decile long-short book: what the command lines and the Dagster assets
+both run."""
 
 from __future__ import annotations
 
@@ -8,13 +9,23 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import SparkSession
 
 from config import Settings
 from pipelines import lake
 from pipelines.backtest import run as bt_run
-from pipelines.backtest.engine import Market
-from pipelines.backtest.store import load_equity, load_inputs, write_backtest, write_montecarlo
+from pipelines.backtest.engine import Market, infer_periods_per_year
+from pipelines.backtest.longshort import long_short
+from pipelines.backtest.store import (
+    load_equity,
+    load_inputs,
+    load_scores,
+    write_backtest,
+    write_long_short,
+    write_montecarlo,
+)
 from pipelines.backtest.montecarlo import Summary, fan, simulate_local, simulate_spark, summarize
 from pipelines.backtest.tearsheet import write_tearsheet
 from pipelines.lake.tables import PREDICTIONS
@@ -101,6 +112,25 @@ def montecarlo_strategy(spark: SparkSession, settings: Settings, strategy: str, 
     quantiles["ts"] = bar_ts[(quantiles["step"] - 1).clip(lower=0)]  # step 0 (the capital) at the first bar
     write_montecarlo(spark, settings, strategy, summary, quantiles)
     return summary
+
+
+def long_short_books(spark: SparkSession, settings: Settings, progress: bool = False) -> pd.DataFrame:
+    """Every model's decile long-short book on its out-of-sample predictions: the periods go to
+    gold ``long_short``, one summary row per model is returned (``backtest.long_short``'s quantile
+    and costs; a period is ``label_horizon`` bars)."""
+    cfg, costs = settings.trading.backtest.long_short, settings.trading.costs
+    cost_bps = cfg.cost_bps if cfg.cost_bps is not None else costs.commission_bps + costs.half_spread_bps
+    scores = load_scores(spark, settings)
+    rows = []
+    models = sorted(scores["model"].unique())
+    for model in progress_bar(models, desc="long-short", unit="model", enabled=progress):
+        preds = scores[scores["model"] == model]
+        ppy = infer_periods_per_year(pd.Index(np.sort(preds["ts"].unique())))
+        book = long_short(preds, cfg.quantile, cost_bps, step=settings.model.label_horizon, periods_per_year=ppy,
+                          seed=cfg.seed)
+        write_long_short(spark, settings, model, book.daily)
+        rows.append({"strategy": model, "quantile": cfg.quantile, "cost_bps": cost_bps, **book.metrics})
+    return pd.DataFrame(rows)
 
 
 def strategies(spark: SparkSession, settings: Settings) -> list[str]:

@@ -1,8 +1,8 @@
 """Backtest inputs from the lake and results to the gold tables, one ``strategy`` at a time.
 
 Gold tables under ``gold/<dataset>/``: ``backtest_trades``, ``backtest_equity``,
-``backtest_positions``, ``backtest_metrics``, ``montecarlo_summary`` and ``montecarlo_fan``, each partitioned
-by ``strategy`` so re-running one strategy replaces only its rows.
+``backtest_positions``, ``backtest_metrics``, ``long_short``, ``montecarlo_summary`` and ``montecarlo_fan``,
+each partitioned by ``strategy`` so re-running one strategy replaces only its rows.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pipelines.lake.tables import (
     BACKTEST_METRICS,
     BACKTEST_POSITIONS,
     BACKTEST_TRADES,
+    LONG_SHORT,
     MONTECARLO_FAN,
     MONTECARLO_SUMMARY,
     PREDICTIONS,
@@ -73,6 +74,18 @@ def write_backtest(spark: SparkSession, settings: Settings, strategy: str, resul
         "positions": _write(spark, settings, BACKTEST_POSITIONS, positions, strategy),
         "metrics": _write(spark, settings, BACKTEST_METRICS, metrics, strategy),
     }
+
+
+def load_scores(spark: SparkSession, settings: Settings) -> pd.DataFrame:
+    """Every model's out-of-sample scores and forward returns (``model``, ``ts``, ``symbol``,
+    ``expected_return``, ``fwd_return``) from the predictions table."""
+    cols = ["model", "ts", "symbol", "expected_return", "fwd_return"]
+    return lake.read(spark, PREDICTIONS.path(settings)).select(*cols).toPandas()
+
+
+def write_long_short(spark: SparkSession, settings: Settings, strategy: str, daily: pd.DataFrame) -> str:
+    """One model's decile long-short periods (:mod:`pipelines.backtest.longshort`)."""
+    return _write(spark, settings, LONG_SHORT, daily, strategy)
 
 
 def load_equity(spark: SparkSession, settings: Settings, strategy: str) -> pd.DataFrame:

@@ -6,7 +6,7 @@ imports its declaration and asks it for the path; nothing else builds a lake pat
 strings. Per-dataset tables live at ``<lake root>/<layer>/<dataset>/<name>``.
 
 Layers: bronze (raw, as received), silver (validated; rejected rows in ``quarantine``),
-gold (features, labels, predictions, backtests, Monte Carlo). The streaming job's tables sit
+gold (features, labels, predictions, backtests, decile long-short books, Monte Carlo). The streaming job's tables sit
 in the same layers under ``live_`` names: bars and dead letters in silver, features and
 predictions in gold.
 """
@@ -110,6 +110,9 @@ BACKTEST_POSITIONS = Table("gold", "backtest_positions", "ts timestamp, symbol s
                                                          "strategy string", ("strategy",))
 BACKTEST_METRICS = Table("gold", "backtest_metrics", "scope string, metric string, value double, strategy string",
                          ("strategy",))
+LONG_SHORT = Table("gold", "long_short", "ts timestamp, n long, n_long long, n_short long, long_return double, "
+                                         "short_return double, gross double, turnover double, cost double, "
+                                         "net double, strategy string", ("strategy",))
 MONTECARLO_SUMMARY = Table("gold", "montecarlo_summary", "statistic string, mean double, low double, median double, "
                                                          "high double, simulations long, method string, "
                                                          "confidence double, risk_of_ruin double, strategy string",
@@ -150,6 +153,7 @@ SMOKE_PRICES = Table("bronze", "smoke_prices", "symbol string, ts timestamp, clo
 
 CATALOG: tuple[Table, ...] = (BRONZE_TICKS, BRONZE_BARS, SOURCE_FACTS, SILVER_BARS, QUARANTINE, FEATURES, LABELS,
                               PREDICTIONS, BACKTEST_TRADES, BACKTEST_EQUITY, BACKTEST_POSITIONS, BACKTEST_METRICS,
+                              LONG_SHORT,
                               MONTECARLO_SUMMARY, MONTECARLO_FAN, LIVE_BARS, LIVE_FEATURES, LIVE_PREDICTIONS, LIVE_DEAD_LETTERS,
                               LIVE_ORDERS, LIVE_FILLS, LIVE_POSITIONS, LIVE_EQUITY, SMOKE_PRICES)
 
