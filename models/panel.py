@@ -18,7 +18,7 @@ import pandas as pd
 
 KEYS = ["symbol", "ts"]
 LABELS = ["direction", "fwd_return"]
-RANK_SCALE = 3.46  # (pct - 0.5) x 3.46 has about unit variance for a uniform rank (Qlib's CSRankNorm)
+RANK_SCALE = 3.46  # x 3.46: about unit variance for a uniform rank (as Qlib's CSRankNorm)
 
 
 @dataclass
@@ -72,13 +72,15 @@ class Panel:
         return self.fwd_return if self._targets is None else self._targets[1]
 
     def rank_targets(self) -> "Panel":
-        """Fit cross-sectional ranks from now on: per timestamp, each labelled row's forward
-        return becomes ``(rank pct - 0.5) x 3.46`` (ties share their average rank) and its
-        direction ``1`` when that is above zero, i.e. above the timestamp's median. A label
-        ends when its whole cross-section's does, so the rank adds no look-ahead."""
+        """Fit cross-sectional ranks from now on: per timestamp of ``n`` labelled rows, each
+        forward return of rank ``r`` (1 the lowest, ties share their average rank) becomes
+        ``((r - 0.5) / n - 0.5) x 3.46``, centred on zero, and its direction ``1`` when that is
+        above zero, i.e. above the timestamp's median. A label ends when its whole
+        cross-section's does, so the rank adds no look-ahead."""
         fwd = pd.Series(self.fwd_return)
-        pct = fwd.groupby(self.times).rank(pct=True, method="average")
-        score = ((pct - 0.5) * RANK_SCALE).to_numpy(dtype=float)      # NaN where the label is
+        by_time = fwd.groupby(self.times)
+        uniform = (by_time.rank(method="average") - 0.5) / by_time.transform("count")
+        score = ((uniform - 0.5) * RANK_SCALE).to_numpy(dtype=float)  # NaN where the label is
         direction = np.where(np.isnan(score), np.nan, (score > 0).astype(float))
         self._targets, self.target = (direction, score), "rank"
         return self

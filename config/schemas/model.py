@@ -90,8 +90,8 @@ class ModelSettings(Frozen):
     # close and filled at the next open earns; auto: open for daily bars, close for intraday
     label_price: Literal["auto", "close", "open"] = "auto"
     # what the models fit: none, the labels as they are; rank, each timestamp's forward returns
-    # as cross-sectional ranks (Qlib's CSRankNorm: (rank pct - 0.5) x 3.46) and the direction as
-    # above that timestamp's median. Scores are always against the raw forward return.
+    # as cross-sectional ranks (as Qlib's CSRankNorm: ((r - 0.5) / n - 0.5) x 3.46) and the
+    # direction as above that timestamp's median. Scores are always against the raw forward return.
     label_normalization: Literal["none", "rank"] = "none"
     sequence_length: int = Field(60, ge=1)
     families: list[ModelFamily] = ["always_up", "momentum_sign", "linear", "lightgbm", "lstm", "transformer",

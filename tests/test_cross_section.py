@@ -1,0 +1,158 @@
+"""Research on a cross-section: ranked labels, a dated first test block, sampled network epochs,
+intervals of the information ratio, and the decile long-short book."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models import sequence
+from models.evaluation import walk_forward_models
+from models.panel import RANK_SCALE, Panel
+from models.scoring import score
+from models.splits import walk_forward
+from pipelines.backtest.longshort import books, long_short
+from pipelines.backtest.performance import ratio_se
+from tests.test_evaluation import small_models
+
+
+def market_panel(n_symbols: int = 12, n_days: int = 160, seed: int = 3) -> Panel:
+    """Daily rows whose forward return is a large common move plus a small part that the
+    feature ``x`` predicts across symbols."""
+    rng = np.random.default_rng(seed)
+    days = pd.date_range("2015-06-01", periods=n_days, freq="B", tz="UTC")
+    market = rng.normal(0.0, 0.02, n_days)
+    rows = []
+    for s in range(n_symbols):
+        x = rng.normal(size=n_days)
+        fwd = market + 0.004 * x + rng.normal(0.0, 0.01, n_days)
+        rows.append(pd.DataFrame({"symbol": f"S{s:02d}", "ts": days, "x": x, "z": rng.normal(size=n_days),
+                                  "fwd_return": fwd, "direction": (fwd > 0).astype(float)}))
+    frame = pd.concat(rows, ignore_index=True)
+    frame.loc[frame["ts"] == days[-1], ["fwd_return", "direction"]] = np.nan  # the last day has no label yet
+    return Panel(frame, ["x", "z"])
+
+
+def test_rank_targets_are_each_day_s_ranks_and_scores_stay_raw() -> None:
+    panel = market_panel()
+    raw_direction, raw_return = panel.direction.copy(), panel.fwd_return.copy()
+    assert panel.target is not None and panel.target == "none"
+    assert np.array_equal(panel.target_return, raw_return, equal_nan=True)
+    panel.rank_targets()
+    frame = panel.frame.assign(t_dir=panel.target_direction, t_ret=panel.target_return)
+    day = frame[frame["ts"] == frame["ts"].iloc[5]]
+    order = day["fwd_return"].rank().to_numpy()               # 1..12 on one day
+    assert day["t_ret"].to_numpy() == pytest.approx(((order - 0.5) / 12 - 0.5) * RANK_SCALE)
+    assert day["t_dir"].to_numpy().tolist() == (order > 6).astype(float).tolist()  # above the day's median
+    by_day = frame.dropna(subset=["t_ret"]).groupby("ts")
+    assert by_day["t_dir"].mean().eq(0.5).all()                # the common move is gone: half up every day
+    assert frame["direction"].groupby(frame["ts"]).mean().isin([0.0, 1.0]).mean() > 0.2  # the raw one has it
+    assert frame.loc[frame["fwd_return"].isna(), ["t_dir", "t_ret"]].isna().all().all()  # unlabelled stays so
+    assert np.array_equal(panel.direction, raw_direction, equal_nan=True)  # the labels themselves are kept
+    assert np.array_equal(panel.tail(np.arange(len(panel)))["fwd_return"].to_numpy(), raw_return, equal_nan=True)
+
+
+def test_models_fit_the_ranks_and_are_scored_on_raw_returns() -> None:
+    cfg = small_models().model_copy(update={"families": ["always_up", "linear", "lightgbm"]})
+    raw = walk_forward_models(market_panel(), cfg)
+    ranked = walk_forward_models(market_panel().rank_targets(), cfg)
+    for name in ("linear", "lightgbm"):
+        pred = ranked[name].predictions
+        panel = market_panel()
+        merged = pred.merge(panel.frame[["symbol", "ts", "fwd_return"]], on=["symbol", "ts"], suffixes=("", "_raw"))
+        assert np.allclose(merged["fwd_return"], merged["fwd_return_raw"])  # scored against the raw label
+        assert ranked[name].pooled.ic > 0.1                                  # x ranks the cross-section
+    # the ranked linear model predicts rank scores, centred on zero; the raw one predicts returns
+    assert abs(ranked["linear"].predictions["expected_return"].mean()) < 0.05
+    assert raw["linear"].predictions["expected_return"].abs().max() < 0.1
+    # always-up on ranks: "above the day's median" is a coin flip, so its p_up sits near one half
+    assert ranked["always_up"].predictions["p_up"].iloc[0] == pytest.approx(0.501, abs=0.01)
+
+
+def test_the_first_test_block_starts_at_test_start() -> None:
+    ts = pd.Series(np.repeat(pd.date_range("2015-06-01", periods=300, freq="D", tz="UTC"), 2))
+    folds = list(walk_forward(ts, n_folds=3, horizon=1, test_start=pd.Timestamp("2016-01-01")))
+    assert folds[0].test_start == pd.Timestamp("2016-01-01", tz="UTC")
+    assert pd.Timestamp(ts.iloc[folds[0].train].max()) < pd.Timestamp("2016-01-01", tz="UTC") - pd.Timedelta(days=1)
+    tested = np.concatenate([f.test for f in folds])
+    assert ts.iloc[tested].min() == pd.Timestamp("2016-01-01", tz="UTC") and ts.iloc[tested].max() == ts.max()
+    assert len(tested) == (ts >= pd.Timestamp("2016-01-01", tz="UTC")).sum()  # every later row is tested once
+    with pytest.raises(ValueError, match="no timestamp on or after the test start"):
+        list(walk_forward(ts, n_folds=3, horizon=1, test_start=pd.Timestamp("2020-01-01")))
+
+
+def test_an_epoch_draws_samples_per_epoch_windows(monkeypatch) -> None:
+    panel = market_panel(n_days=80)
+    rows = panel.labelled()
+    fit, valid = rows[:600], rows[700:]
+    drawn: list[int] = []
+    real = sequence.batch_windows
+
+    def counting(Xpad, first, batch, length):
+        if len(batch) <= 32:                # training batches (validation batches are 4096 rows)
+            drawn.append(len(batch))
+        return real(Xpad, first, batch, length)
+
+    monkeypatch.setattr(sequence, "batch_windows", counting)
+    cfg = small_models(max_epochs=3, early_stopping_patience=5, batch_size=32, samples_per_epoch=100)
+    model = sequence.SequenceModel("lstm", cfg).fit(panel, fit, valid)
+    assert model.epochs == 3 and sum(drawn) == 3 * 100
+    drawn.clear()
+    whole = small_models(max_epochs=1, early_stopping_patience=5, batch_size=32)
+    sequence.SequenceModel("lstm", whole).fit(panel, fit, valid)
+    assert sum(drawn) == len(fit)           # null: every training row
+
+
+def test_information_ratio_interval_is_lo_s() -> None:
+    assert ratio_se(0.2, 100) == pytest.approx(math.sqrt((1 + 0.02) / 100))
+    assert math.isnan(ratio_se(0.2, 1)) and math.isnan(ratio_se(float("nan"), 50))
+    rng = np.random.default_rng(0)
+    ts = np.repeat(np.arange(60), 20)
+    signal = rng.normal(size=len(ts))
+    fwd = 0.3 * signal + rng.normal(size=len(ts))
+    s = score(pd.Series(ts), 0.5 + 0.1 * np.tanh(signal), (fwd > 0).astype(float), fwd, signal)
+    per_day = pd.DataFrame({"ts": ts, "a": signal, "b": fwd}).groupby("ts").apply(
+        lambda g: g["a"].corr(g["b"]), include_groups=False)
+    ir = per_day.mean() / per_day.std(ddof=1)
+    assert s.ic_ir == pytest.approx(ir)
+    low, high = s.ci("ic_ir")
+    assert (low, high) == pytest.approx((ir - 1.959964 * ratio_se(ir, 60), ir + 1.959964 * ratio_se(ir, 60)))
+
+
+def _preds(scores: list[list[float]], returns: list[list[float]]) -> pd.DataFrame:
+    days = pd.date_range("2024-01-01", periods=len(scores), freq="D")
+    return pd.DataFrame([{"ts": d, "symbol": f"S{i}", "expected_return": s, "fwd_return": r}
+                         for d, ss, rr in zip(days, scores, returns) for i, (s, r) in enumerate(zip(ss, rr))])
+
+
+def test_long_short_book_by_hand() -> None:
+    # ten symbols, deciles of one each: long the best score, short the worst
+    scores = [list(range(10)), list(range(10)), list(range(10))[::-1]]
+    returns = [[0.01 * i for i in range(10)], [0.0] * 9 + [0.05], [0.02] + [0.0] * 9]
+    book = long_short(_preds(scores, returns), quantile=0.1, cost_bps=10.0)
+    d = book.daily
+    assert d["n_long"].tolist() == [1, 1, 1] and d["n"].tolist() == [10, 10, 10]
+    assert d["gross"].tolist() == pytest.approx([0.09 - 0.0, 0.05 - 0.0, 0.02 - 0.0])
+    assert d["turnover"].tolist() == pytest.approx([2.0, 0.0, 4.0])   # built, held, both legs swapped
+    assert d["net"].tolist() == pytest.approx([0.09 - 0.002, 0.05, 0.02 - 0.004])
+    assert book.metrics["total_return_net"] == pytest.approx(1.088 * 1.05 * 1.016 - 1)
+    assert book.metrics["annual_net"] == pytest.approx(d["net"].mean() * 252)
+    # rebalanced every second timestamp: the middle day's book and returns are not used
+    two = long_short(_preds(scores, returns), quantile=0.1, cost_bps=10.0, step=2)
+    assert two.daily["gross"].tolist() == pytest.approx([0.09, 0.02])
+    assert two.metrics["annual_net"] == pytest.approx(two.daily["net"].mean() * 126)
+
+
+def test_equal_scores_make_a_random_book_and_nothing_to_rank_is_an_error() -> None:
+    flat = _preds([[1.0] * 20] * 50, [list(np.linspace(-0.01, 0.01, 20))] * 50)
+    legs = books(flat.rename(columns={"expected_return": "score"}), 0.1, seed=0)
+    per_day = legs.groupby(["ts", "leg"]).size()
+    assert per_day.eq(2).all()                                   # two of twenty in each leg, every day
+    other = books(flat.rename(columns={"expected_return": "score"}), 0.1, seed=1)
+    assert not legs["symbol"].equals(other["symbol"])            # which two is chance, and seeded
+    assert books(flat.rename(columns={"expected_return": "score"}), 0.1, seed=0).equals(legs)
+    with pytest.raises(ValueError, match="nothing to rank"):
+        long_short(_preds([[1.0]], [[0.01]]))
