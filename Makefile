@@ -37,6 +37,7 @@ sp500-long: export QL_PROFILE ?= sp500-long
 sp500-long: up    ## the long S&P 500 research run: every family's IC and decile long-short, 2016-2021
 	$(SP500_SOURCE) QL_PLATFORM__MLFLOW__REGISTERED_MODEL=quantlake-direction-sp500-long \
 	$(PY) -m orchestration.main --stages research,training,backtest
+	$(SP500_SOURCE) $(PY) -m benchmarks.sp500_long
 
 # the live path for a few minutes: the synthetic market continued past `make demo`'s research
 # period -> Kafka -> the Structured Streaming job -> the champion's predictions -> the trader and

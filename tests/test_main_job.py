@@ -60,10 +60,12 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
     assert (out + proc.stderr).count("BetaWarning") == 0  # library warnings are filtered where understood
     # every strategy backtested with its figures, Monte Carlo per strategy, a tear sheet each
     assert "| strategy" in out and "deflated_sharpe" in out and "risk_of_ruin" in out
+    # and every family's decile long-short book, its periods in gold long_short
+    assert "long_short_backtests" in out and "sharpe_net_ci_low" in out and "cost_bps=3.0" in out
     reports = tmp_path / "reports" / "synthetic"
     assert {p.stem for p in reports.glob("*.html")} == {"always_up", "momentum_sign", "linear", "lightgbm", "lstm", "transformer",
                                                         "ensemble"}
     for table in ("bronze/smoke_prices", "silver/synthetic/bars", "gold/synthetic/features", "gold/synthetic/labels",
                   "gold/synthetic/predictions", "gold/synthetic/backtest_trades", "gold/synthetic/backtest_equity",
-                  "gold/synthetic/backtest_metrics", "gold/synthetic/montecarlo_summary"):
+                  "gold/synthetic/backtest_metrics", "gold/synthetic/long_short", "gold/synthetic/montecarlo_summary"):
         assert (tmp_path / "lake" / table / "_delta_log").is_dir(), table
