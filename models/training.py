@@ -79,15 +79,21 @@ def pip_requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("mlflow", "torch", "numpy", "pandas", "scikit-learn", "scipy")]
 
 
+def training_start(end: date, history_days: int | None, start_date: date | None) -> date | None:
+    """The first day of training data: ``start_date`` or the first of the last ``history_days``
+    days up to ``end``, whichever is later (None: from the first bar)."""
+    starts = [d for d in (end - timedelta(days=history_days - 1) if history_days else None, start_date) if d]
+    return max(starts) if starts else None
+
+
 def load_training_data(spark: SparkSession, settings: Settings, end: date) -> TrainingData:
     """Features joined with labels for every day up to ``end`` (from ``training.start_date``, or
     the last ``training.history_days`` days, whichever starts later); with
     ``label_normalization: rank`` the panel's targets are cross-sectional ranks."""
     feats_path, labels_path = FEATURES.path(settings), LABELS.path(settings)
     versions = {"features": lake.table_version(spark, feats_path), "labels": lake.table_version(spark, labels_path)}
-    history, first = settings.model.training.history_days, settings.model.training.start_date
-    starts = [d for d in (end - timedelta(days=history - 1) if history else None, first) if d is not None]
-    start = max(starts) if starts else None
+    t = settings.model.training
+    start = training_start(end, t.history_days, t.start_date)
 
     def window(df):
         df = df.where(F.col("date") <= end.isoformat())

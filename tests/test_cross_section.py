@@ -4,6 +4,7 @@ intervals of the information ratio, and the decile long-short book."""
 from __future__ import annotations
 
 import math
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from models.evaluation import walk_forward_models
 from models.panel import RANK_SCALE, Panel
 from models.scoring import score
 from models.splits import walk_forward
+from models.training import training_start
 from pipelines.backtest.longshort import books, long_short
 from pipelines.backtest.performance import ratio_se
 from tests.test_evaluation import small_models
@@ -82,6 +84,15 @@ def test_the_first_test_block_starts_at_test_start() -> None:
     assert len(tested) == (ts >= pd.Timestamp("2016-01-01", tz="UTC")).sum()  # every later row is tested once
     with pytest.raises(ValueError, match="no timestamp on or after the test start"):
         list(walk_forward(ts, n_folds=3, horizon=1, test_start=pd.Timestamp("2020-01-01")))
+
+
+def test_training_starts_at_the_later_of_start_date_and_history_days() -> None:
+    end = date(2021, 4, 30)
+    assert training_start(end, None, None) is None
+    assert training_start(end, None, date(2000, 1, 1)) == date(2000, 1, 1)
+    assert training_start(end, 30, None) == date(2021, 4, 1)
+    assert training_start(end, 30, date(2000, 1, 1)) == date(2021, 4, 1)
+    assert training_start(end, 10_000, date(2000, 1, 1)) == date(2000, 1, 1)
 
 
 def test_an_epoch_draws_samples_per_epoch_windows(monkeypatch) -> None:
