@@ -205,9 +205,15 @@ class SequenceModel:
         self.train_samples_per_second = result.samples_per_second
         return self
 
-    def _padded(self, panel: Panel) -> np.ndarray:
-        Xs = self.scaler.transform(panel.X)
-        return np.vstack([Xs, np.zeros((1, Xs.shape[1]), dtype=np.float32)])
+    def _padded(self, panel: Panel, chunk: int = 262_144) -> np.ndarray:
+        """The scaled feature matrix with a zero row appended (the pad), scaled a chunk of rows
+        at a time so a panel of millions of rows needs one copy, not several."""
+        n = len(panel.X)
+        out = np.zeros((n + 1, panel.X.shape[1]), dtype=np.float32)
+        for start in range(0, n, chunk):
+            end = min(start + chunk, n)
+            out[start:end] = self.scaler.transform(panel.X[start:end])
+        return out
 
     @torch.inference_mode()
     def predict(self, panel: Panel, rows: np.ndarray, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
