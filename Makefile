@@ -32,7 +32,7 @@ demo-sp500: up    ## the main job on the real S&P 500 panel instead of the synth
 
 # the S&P 500 panel as Qlib's Alpha158 benchmarks use daily equities (profiles/sp500-long.yaml):
 # ranked labels, training from 2000, walk-forward tests over 2016-2021, decile long-short books;
-# about 35 minutes on 2 cores (benchmarks/results/sp500_long.json: the figures it reports)
+# about 33 minutes on 2 cores (benchmarks/results/sp500_long.json: the figures it reports)
 sp500-long: export QL_PROFILE ?= sp500-long
 sp500-long: up    ## the long S&P 500 research run: every family's IC and decile long-short, 2016-2021
 	$(SP500_SOURCE) QL_PLATFORM__MLFLOW__REGISTERED_MODEL=quantlake-direction-sp500-long \

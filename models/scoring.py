@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from pipelines.backtest.performance import ratio_se
+from pipelines.backtest.performance import Z95, ratio_se
 
-Z95 = 1.959964
 HIGHER_IS_BETTER = {"accuracy": True, "log_loss": False, "ic": True, "rank_ic": True}
 
 

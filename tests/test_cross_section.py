@@ -41,7 +41,7 @@ def market_panel(n_symbols: int = 12, n_days: int = 160, seed: int = 3) -> Panel
 def test_rank_targets_are_each_day_s_ranks_and_scores_stay_raw() -> None:
     panel = market_panel()
     raw_direction, raw_return = panel.direction.copy(), panel.fwd_return.copy()
-    assert panel.target is not None and panel.target == "none"
+    assert panel.target == "none"
     assert np.array_equal(panel.target_return, raw_return, equal_nan=True)
     panel.rank_targets()
     frame = panel.frame.assign(t_dir=panel.target_direction, t_ret=panel.target_return)

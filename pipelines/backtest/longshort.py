@@ -22,9 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipelines.backtest.performance import drawdown, ratio_se
+from pipelines.backtest.performance import Z95, drawdown, ratio_se
 
-Z95 = 1.959964
 DAILY_COLUMNS = ["ts", "n", "n_long", "n_short", "long_return", "short_return", "gross", "turnover", "cost", "net"]
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import stats
 
 EULER_GAMMA = 0.5772156649015329
+Z95 = 1.959964  # the two-sided 95% normal quantile
 
 
 def sharpe_per_bar(returns: np.ndarray) -> np.ndarray:
