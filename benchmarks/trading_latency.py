@@ -39,7 +39,8 @@ from config.settings import PROJECT_ROOT
 from pipelines.backtest.engine import Market, run_backtest
 from pipelines.trading.orders import Order, order_id
 from pipelines.trading.risk import Book, RiskGate
-from pipelines.trading.rules import Rules
+from pipelines.trading.rules import Costs
+from pipelines.trading.strategies import load_strategy
 
 T0 = datetime(2024, 1, 2, 14, 30, tzinfo=timezone.utc)
 
@@ -81,10 +82,10 @@ def bench_gate(settings, n: int) -> dict:
     market = Market(pd.DatetimeIndex(pd.date_range("2024-01-02", periods=T, freq="5min")), symbols,
                     close * np.exp(rng.normal(0, 0.001, (T, N))), close, rng.uniform(1e4, 1e5, (T, N)),
                     rng.uniform(0.4, 0.6, (T, N)), np.full((T, N), 0.2), 252 * 78)
-    rules = Rules.from_settings(settings.trading)
-    run_backtest(market, rules, 1e6)  # compile
+    strategy = load_strategy(settings.trading)
+    run_backtest(market, strategy, settings.trading, 1e6)  # compile
     with Timer() as k:
-        run_backtest(market, rules, 1e6)
+        run_backtest(market, strategy, settings.trading, 1e6)
     per_decision_us = k.seconds / (T * N) * 1e6
     print(f"risk gate: {per_order_us:.2f} us/order ({1e6 / per_order_us:,.0f} orders/s); backtest kernel: "
           f"{per_decision_us:.3f} us per decision ({T}x{N}); the gate costs {per_order_us / per_decision_us:,.0f}x "
@@ -100,7 +101,7 @@ def bench_matching(settings, n: int) -> dict:
 
     symbols = [f"S{i:03d}" for i in range(50)]
     orders = _orders_at(n, symbols)
-    venue = PaperVenue(Rules.from_settings(settings.trading), lambda _id: True)
+    venue = PaperVenue(Costs.from_settings(settings.trading), lambda _id: True)
     with Timer() as t:
         for o in orders:
             venue.submit(o, 1e9)

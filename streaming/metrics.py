@@ -41,6 +41,8 @@ PREDICTION_LATENCY = Histogram("quantlake_prediction_latency_seconds", "From a b
                                "prediction", buckets=LATENCY_BUCKETS)
 ORDERS = Counter("quantlake_orders", "Orders decided by the trader: sent to the venue or rejected by the risk "
                  "gate (limit: the limit hit)", ["status", "limit"])
+STRATEGY_ERRORS = Counter("quantlake_strategy_errors", "Decisions skipped because the strategy raised or returned "
+                          "targets it cannot trade (NaN, inf, the wrong shape)", ["strategy"])
 TRADING_STATE = Gauge("quantlake_trading_state", "1 for the current trading state", ["state"])
 
 # the venue ----------------------------------------------------------------------------------------
@@ -59,7 +61,7 @@ PORTFOLIO_BAR = Gauge("quantlake_portfolio_last_bar_timestamp_seconds", "Event t
 
 def _owned() -> dict[str, list]:
     return {"stream": [TICKS_IN, DEAD_LETTERED, BATCH_SECONDS, LAST_BATCH, CONSUMER_LAG, BARS, PREDICTIONS,
-                       PREDICTION_LATENCY, ORDERS, TRADING_STATE],
+                       PREDICTION_LATENCY, ORDERS, STRATEGY_ERRORS, TRADING_STATE],
             "venue": [VENUE_ORDERS, FILLS],
             "portfolio": [FILLS_APPLIED, EQUITY, PEAK_EQUITY, DRAWDOWN, BREAKER, GROSS_EXPOSURE, PORTFOLIO_BAR,
                           TRADING_STATE],

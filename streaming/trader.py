@@ -7,10 +7,14 @@ For each bar time ``t`` in order:
    decided before it) to ``bars``; the venue fills those orders at these opens;
 2. wait until the portfolio has closed bar ``t`` (its fills at ``t``'s open applied, every
    position marked at ``t``'s close): the decision sees what the backtest sees at a close;
-3. decide with the shared rules (:func:`pipelines.trading.decision.decide_targets`: breaker,
-   stops, signal x size), turn targets into orders (:func:`pipelines.trading.orders.orders_for_targets`,
-   deterministic ids), check each with the :class:`~pipelines.trading.risk.RiskGate` and publish
-   accepted ones to ``orders`` and rejected ones, with the limit they hit, to ``orders.rejected``;
+3. decide with the one trading kernel (:mod:`pipelines.trading.decision`): the drawdown breaker,
+   then the configured strategy (``trading.strategy``, :mod:`pipelines.trading.strategies`) on the
+   cross-section of this bar time, then :func:`~pipelines.trading.decision.orders_and_verdicts`:
+   orders for the targets, each judged by the risk gate against positions plus working orders,
+   exactly as the backtest engine does. Accepted orders go to ``orders`` (deterministic ids) and
+   rejected ones, with the limit they hit, to ``orders.rejected``. A strategy that raises or
+   returns something untradable skips this bar's decision: the reason goes to the status note,
+   a metric and an alert, and the stream keeps running;
 4. remember ``t`` as decided, with its orders (Redis), so a micro-batch replayed after a crash
    neither decides nor sends again, and still lands the orders it had sent in ``live_orders``.
 
@@ -28,25 +32,23 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from config import Settings
-from pipelines.trading.decision import decide_targets
-from pipelines.trading.orders import Order, orders_for_targets
-from pipelines.trading.risk import Book, RiskGate, TradingState
-from pipelines.trading.rules import Rules
-from streaming import live
-from streaming.portfolio import Account, RedisPortfolio
-from streaming.venue_service import order_record, parse_order
+from pipelines.trading.decision import halted_now, orders_and_verdicts
+from pipelines.trading.orders import Order, order_id
+from pipelines.trading.risk import LIMITS, STATE_CODE, TradingState, limit_params, new_rate_window, reason
+from pipelines.trading.strategies import load_strategy
+from pipelines.trading.strategy import Context, StrategyError, checked_targets, strategy_name
+from pipelines.trading.volatility import VolWindow
+from streaming import live, metrics
+from streaming.portfolio import RedisPortfolio
+from streaming.venue_service import order_record, parse_order, working_orders
 
 log = logging.getLogger(__name__)
-
-VOL_WINDOW = 20  # the backtest's trailing-volatility window (Market.from_frames)
-
 
 @dataclass
 class Decision:
@@ -64,19 +66,18 @@ class Trader:
 
     def __init__(self, settings: Settings, periods_per_year: float, history: pd.DataFrame | None = None) -> None:
         self.settings, self.cfg = settings, settings.trading.live
-        self.rules = Rules.from_settings(settings.trading)
-        self.params = self.rules.params()
-        self.gate = RiskGate(settings.trading.limits)
+        self.strategy = load_strategy(settings.trading)  # an unknown strategy or parameter fails here, naming it
+        self.name = strategy_name(self.strategy)
+        self.limits = settings.trading.limits
+        self.limit_params, self.window = limit_params(self.limits), new_rate_window(self.limits)
         self.client = live.redis_client(settings)
         self.book = RedisPortfolio(self.client, live.account(settings))
         self.producer = live.ordered_producer(settings)
         self.topics = settings.kafka.topics
         self.periods_per_year = periods_per_year
-        self.closes: dict[str, deque] = {}
+        self.vol = VolWindow(periods_per_year)
         if history is not None and not history.empty:
-            for symbol, rows in history.sort_values("ts").groupby("symbol"):
-                self.closes[symbol] = deque(rows["close"].astype(float).tolist()[-(VOL_WINDOW + 1):],
-                                            maxlen=VOL_WINDOW + 1)
+            self.vol.seed(history)
         self.note = ""
 
     def k(self, *parts: str) -> str:
@@ -90,14 +91,24 @@ class Trader:
         decisions = []
         scored = predictions.set_index(["symbol", "ts"]) if not predictions.empty else None
         for ts, slice_ in bars.sort_values(["ts", "symbol"]).groupby("ts", sort=True):
-            self._publish_bar(ts, slice_)
+            step = self._publish_bar(ts, slice_)
             for row in slice_.itertuples(index=False):
-                self.closes.setdefault(row.symbol, deque(maxlen=VOL_WINDOW + 1)).append(float(row.close))
+                self.vol.add(row.symbol, ts, float(row.close))
             p = scored.xs(ts, level="ts") if scored is not None and ts in scored.index.get_level_values("ts") else None
-            decisions.append(self._decide(ts, slice_, p))
+            decisions.append(self._decide(ts, step, slice_, p))
         return decisions
 
-    def _publish_bar(self, ts: pd.Timestamp, slice_: pd.DataFrame) -> None:
+    def _publish_bar(self, ts: pd.Timestamp, slice_: pd.DataFrame) -> int:
+        """Publish the bar record; return the bar time's step (bar times published before it),
+        counted once however often a micro-batch is replayed."""
+        at = live.micros(ts)
+        if at > int(self.client.get(self.k("published_us")) or -1):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.incr(self.k("steps"))
+            pipe.set(self.k("published_us"), at)
+            pipe.hset(self.k("step_of"), str(at), int(self.client.get(self.k("steps")) or 0))
+            pipe.execute()
+        step = int(self.client.hget(self.k("step_of"), str(at)) or 0)
         after = json.loads(self.client.get(self.k("last")) or "{}")
         quotes = {"open_bid", "open_ask"} <= set(slice_.columns)
         rows = [{"symbol": r.symbol, "open": _num(r.open), "high": _num(r.high), "low": _num(r.low),
@@ -107,8 +118,10 @@ class Trader:
         live.send(self.producer, self.topics.bars, live.iso(ts), {"ts": live.iso(ts), "bars": rows,
                                                                    "after_decision": after})
         self.producer.flush()
+        return step
 
-    def _decide(self, ts: pd.Timestamp, slice_: pd.DataFrame, predictions: pd.DataFrame | None) -> Decision:
+    def _decide(self, ts: pd.Timestamp, step: int, slice_: pd.DataFrame,
+                predictions: pd.DataFrame | None) -> Decision:
         at = live.micros(ts)
         if at <= int(self.client.get(self.k("decided_us")) or -1):
             return self._stored(ts, at)
@@ -126,50 +139,92 @@ class Trader:
         state = TradingState(self.client.get(self.k("state")) or TradingState.ACTIVE.value)
         decision = Decision(ts, state=state)
         model_version = str(predictions["model_version"].iloc[0]) if predictions is not None and len(predictions) else ""
-        if predictions is None and not any(p.qty for p in acct.positions.values()):
+        working = working_orders(self.client, self.settings)
+        if predictions is None and not any(p.qty for p in acct.positions.values()) and not working:
             self._mark_decided(at, [], state)
             return decision
-        bars = slice_.set_index("symbol")
-        held = [s for s, p in acct.positions.items() if p.qty != 0]
-        symbols = sorted(set(bars.index) | set(held))
-        closes = {s: float(bars.at[s, "close"]) if s in bars.index else acct.positions[s].last_px for s in symbols}
-        shares = np.array([acct.positions[s].qty if s in acct.positions else 0.0 for s in symbols])
-        entry = np.array([acct.positions[s].avg_px_open if s in acct.positions and acct.positions[s].qty else math.nan
-                          for s in symbols])
-        p_up = np.array([float(predictions.at[s, "p_up"]) if predictions is not None and s in predictions.index
-                         else math.nan for s in symbols])
-        vol = np.array([self._annual_vol(s) for s in symbols])
-        target = np.zeros(len(symbols))
-        halted = state is not TradingState.ACTIVE
-        halted = decide_targets(acct.equity, acct.peak_equity, halted, self.settings.trading.initial_capital, shares,
-                                entry, np.array([closes[s] for s in symbols]), p_up, vol, self.params, target)
+        ctx, last_ts = self._context(ts, step, slice_, predictions, acct, working, state, model_version)
+        halted = state is not TradingState.ACTIVE or halted_now(False, acct.equity, acct.peak_equity,
+                                                                 self.settings.trading.risk.max_drawdown)
         if halted and state is TradingState.ACTIVE:
             state = TradingState.REDUCING
             log.warning("drawdown breaker at %s: equity %.2f, peak %.2f; flattening, then HALTED", live.iso(ts),
                         acct.equity, acct.peak_equity)
-        positions = dict(zip(symbols, shares.tolist()))
-        orders = orders_for_targets(dict(zip(symbols, target.tolist())), positions, closes, live.utc(ts),
-                                    self.cfg.strategy, model_version)
-        gate_book = self._gate_book(acct, bars, ts, state)
-        volume = {s: float(bars.at[s, "volume"]) if s in bars.index else math.nan for s in symbols}
+        if halted:
+            target = np.zeros(len(ctx.symbols))
+        else:
+            try:
+                target = checked_targets(self.strategy, ctx)
+            except StrategyError as error:  # skip this bar's decision; the stream keeps running
+                self.note = f"{error}: no decision at this bar"
+                log.error(self.note)
+                metrics.STRATEGY_ERRORS.labels(self.name).inc()
+                self._mark_decided(at, [], state)
+                return Decision(ts, state=state, skipped=self.note)
+        n = len(ctx.symbols)
+        qty, code, value = np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n)
+        tradable = np.isin(ctx.symbols, slice_["symbol"].to_numpy()) | (ctx.shares != 0) | (ctx.working != 0)
+        listed = np.array([self.limits.symbols is None or s in self.limits.symbols for s in ctx.symbols])
+        orders_and_verdicts(live.micros(ts) * 1000, ctx.close, tradable, ctx.shares, ctx.working.copy(), target,
+                            last_ts, listed, acct.equity, STATE_CODE[state], self.limit_params, self.window, qty, code,
+                            value)
         accepted = []
-        for order in orders:
-            verdict = self.gate.check(order, gate_book)
-            decision.orders.append((order, volume[order.symbol], verdict.limit, verdict.reason))
-            topic = self.topics.orders if verdict.accepted else self.topics.orders_rejected
-            record = order_record(order, volume[order.symbol])
-            if not verdict.accepted:
-                record.update(limit=verdict.limit, reason=verdict.reason, rejected_by="risk_gate")
-            live.send(self.producer, topic, order.order_id, record)
-            if verdict.accepted:
+        decided_at = live.utc(ts)
+        for i in np.flatnonzero(qty):
+            symbol, q, price = str(ctx.symbols[i]), float(qty[i]), float(ctx.close[i])
+            side = "buy" if q > 0 else "sell"
+            order = Order(order_id(self.name, symbol, decided_at, model_version), decided_at, symbol, side, abs(q),
+                          price, "market", self.name, model_version)
+            limit = None if code[i] == 0 else LIMITS[code[i]]
+            why = None if limit is None else reason(int(code[i]), float(value[i]), symbol, side, abs(q), price,
+                                                    decided_at, price, acct.equity, self.limits)
+            decision.orders.append((order, float(ctx.volume[i]), limit, why))
+            record = order_record(order, float(ctx.volume[i]))
+            if limit is not None:
+                record.update(limit=limit, reason=why, rejected_by="risk_gate")
+            live.send(self.producer, self.topics.orders if limit is None else self.topics.orders_rejected,
+                      order.order_id, record)
+            if limit is None:
                 accepted.append(order.order_id)
         self.producer.flush()
-        if state is TradingState.REDUCING and not any(q for q in positions.values() if abs(q) > 1e-9) and not orders:
+        if state is TradingState.REDUCING and not (ctx.shares != 0).any() and not decision.orders:
             state = TradingState.HALTED
         changed = state is not decision.state
         decision.state = state
         self._mark_decided(at, accepted, state, decision, changed)
         return decision
+
+    def _context(self, ts: pd.Timestamp, step: int, slice_: pd.DataFrame, predictions: pd.DataFrame | None, acct,
+                 working: dict[str, float], state: TradingState, model_version: str) -> tuple[Context, np.ndarray]:
+        """The cross-section the strategy sees (symbols with a bar at ``ts``, a position or a working
+        order, in symbol order), as the backtest builds it; and each symbol's last trade time (ns)."""
+        bars = slice_.set_index("symbol")
+        held = [s for s, p in acct.positions.items() if p.qty != 0]
+        symbols = np.array(sorted(set(bars.index) | set(held) | set(working)), dtype=object)
+        pos = acct.positions
+
+        def column(frame, name, s):
+            return float(frame.at[s, name]) if frame is not None and s in frame.index and name in frame.columns \
+                else math.nan
+
+        close = np.array([float(bars.at[s, "close"]) if s in bars.index else pos[s].last_px if s in pos else math.nan
+                          for s in symbols])
+        bar_ns = live.micros(ts) * 1000
+        last_ts = np.array([bar_ns if s in bars.index else live.micros(pos[s].ts) * 1000 if s in pos and pos[s].ts
+                            else np.iinfo(np.int64).min // 2 for s in symbols], dtype=np.int64)
+        ctx = Context(
+            ts=pd.Timestamp(live.utc(ts)), step=step, symbols=symbols, close=close,
+            volume=np.array([column(bars, "volume", s) for s in symbols]),
+            p_up=np.array([column(predictions, "p_up", s) for s in symbols]),
+            expected_return=np.array([column(predictions, "expected_return", s) for s in symbols]),
+            shares=np.array([pos[s].qty if s in pos else 0.0 for s in symbols]),
+            entry_price=np.array([pos[s].avg_px_open if s in pos and pos[s].qty else math.nan for s in symbols]),
+            working=np.array([working.get(s, 0.0) for s in symbols]),
+            annual_vol=np.array([self.vol.annual_vol(s) for s in symbols]),
+            cash=float(acct.cash), equity=float(acct.equity), peak=float(acct.peak_equity),
+            initial_capital=float(self.settings.trading.initial_capital), state=state.value,
+            model_version=model_version)
+        return ctx, last_ts
 
     def _stored(self, ts: pd.Timestamp, at: int) -> Decision:
         """The decision made at ``ts`` before a crash (its orders were sent then; they are
@@ -200,22 +255,6 @@ class Trader:
         if changed:
             pipe.set(self.k("state"), state.value)
         pipe.execute()
-
-    def _gate_book(self, acct: Account, bars: pd.DataFrame, ts: pd.Timestamp, state: TradingState) -> Book:
-        last = {s: (p.last_px, live.utc(p.ts) if p.ts else live.utc(ts)) for s, p in acct.positions.items()}
-        last.update({s: (float(bars.at[s, "close"]), live.utc(ts)) for s in bars.index})
-        return Book(acct.equity, {s: p.qty for s, p in acct.positions.items()}, last, state)
-
-    def _annual_vol(self, symbol: str) -> float:
-        """The backtest's trailing volatility: the std of the last ``VOL_WINDOW`` log returns
-        (at least half of them), annualized."""
-        closes = np.asarray(self.closes.get(symbol, ()), dtype=float)
-        if len(closes) < 2:
-            return math.nan
-        returns = np.diff(np.log(closes))[-VOL_WINDOW:]
-        if len(returns) < max(2, VOL_WINDOW // 2):
-            return math.nan
-        return float(np.std(returns, ddof=1) * math.sqrt(self.periods_per_year))
 
     def close(self) -> None:
         self.producer.close()

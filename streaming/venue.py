@@ -22,7 +22,7 @@ from enum import Enum
 
 from pipelines.trading import rules as R
 from pipelines.trading.orders import Order
-from pipelines.trading.rules import Rules
+from pipelines.trading.rules import Costs
 from streaming.portfolio import Fill
 
 
@@ -56,7 +56,7 @@ class OrderState:
 class PaperVenue:
     """Matches market orders against bars (see the module docstring)."""
 
-    def __init__(self, rules: Rules, claim: Callable[[str], bool]) -> None:
+    def __init__(self, rules: Costs, claim: Callable[[str], bool]) -> None:
         self.rules, self.claim = rules, claim
         self.working: dict[str, list[OrderState]] = {}
 
@@ -90,7 +90,7 @@ class PaperVenue:
         return out
 
 
-def fill_at_open(state: OrderState, ts: datetime, open_price: float, r: Rules,
+def fill_at_open(state: OrderState, ts: datetime, open_price: float, r: Costs,
                  quoted: bool = False) -> Fill | None:
     """Fill an accepted market order at the open of the bar at ``ts`` (capped at
     ``max_participation`` of the decision bar's volume, charged the backtest's cost) and move

@@ -34,7 +34,7 @@ from collections.abc import Callable
 
 from config import Settings
 from pipelines.trading.orders import Order
-from pipelines.trading.rules import Rules
+from pipelines.trading.rules import Costs
 from streaming import live, metrics
 from streaming.venue import OrderState, OrderStatus, fill_at_open
 
@@ -121,7 +121,7 @@ class VenueService:
     """The loop of ``python -m streaming venue`` (see the module docstring)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings, self.rules = settings, Rules.from_settings(settings.trading)
+        self.settings, self.rules = settings, Costs.from_settings(settings.trading)
         self.topics = settings.kafka.topics
         self.client = live.redis_client(settings)
         self.reader = live.TopicReader(settings, self.client, "venue", [self.topics.orders, self.topics.bars])
@@ -302,3 +302,16 @@ def order_states(settings: Settings) -> list[OrderState]:
         return [state_from_json(t) for t in client.hvals(live.key(settings, "venue", "orders"))]
     finally:
         client.close()
+
+
+def working_orders(client, settings: Settings) -> dict[str, float]:
+    """Per symbol, the signed shares of the venue's working orders (accepted, not yet filled):
+    the part of the book the risk gate counts beside the positions."""
+    ids = sorted(client.smembers(live.key(settings, "venue", "working")))
+    out: dict[str, float] = {}
+    for text in (client.hmget(live.key(settings, "venue", "orders"), ids) if ids else []):
+        if text:
+            state = state_from_json(text)
+            out[state.order.symbol] = out.get(state.order.symbol, 0.0) + state.order.signed - (
+                state.filled_qty if state.order.side == "buy" else -state.filled_qty)
+    return {s: q for s, q in out.items() if q}

@@ -22,7 +22,8 @@ def test_shipped_files_load_with_their_values() -> None:
     s = load_settings(env={})
     assert s.model.sequence_length == 60
     assert s.model.lstm.hidden_size == 128 and s.model.transformer.n_heads == 8
-    assert s.trading.risk.max_position_size == 0.02 and s.trading.risk.max_drawdown == 0.05
+    assert s.trading.strategy == "threshold" and s.trading.risk.max_drawdown == 0.05
+    assert s.trading.strategies["threshold"]["max_position_size"] == 0.02
     assert s.platform.state_dir == PROJECT_ROOT / ".state"
     assert s.platform.lake_root == PROJECT_ROOT / ".state" / "lake"
     assert s.kafka_bootstrap == f"{s.platform.kafka.host}:{s.platform.kafka.port}"
@@ -30,10 +31,10 @@ def test_shipped_files_load_with_their_values() -> None:
 
 
 def test_environment_overrides_are_typed() -> None:
-    s = load_settings(env={"QL_PLATFORM__POSTGRES__PORT": "6001", "QL_TRADING__RISK__STOP_LOSS": "0.03",
+    s = load_settings(env={"QL_PLATFORM__POSTGRES__PORT": "6001", "QL_TRADING__STRATEGIES__THRESHOLD__STOP_LOSS": "0.03",
                            "QL_PLATFORM__SPARK__UI_ENABLED": "true", "QL_KAFKA__BOOTSTRAP_SERVERS": "b1:9092,b2:9092"})
     assert s.platform.postgres.port == 6001
-    assert s.trading.risk.stop_loss == 0.03
+    assert s.trading.strategies["threshold"]["stop_loss"] == 0.03
     assert s.platform.spark.ui_enabled is True
     assert s.kafka_bootstrap == "b1:9092,b2:9092"
 
@@ -56,8 +57,8 @@ def test_wrong_type_names_file_and_key(config_copy: Path) -> None:
 
 def test_unknown_key_names_file_and_key(config_copy: Path) -> None:
     path = config_copy / "trading_config.yaml"
-    path.write_text(path.read_text().replace("  stop_loss: 0.02", "  stop_los: 0.02"))
-    with pytest.raises(ConfigError, match=r"trading_config\.yaml: risk\.stop_los: unknown key"):
+    path.write_text(path.read_text().replace("  max_drawdown: 0.05", "  max_drawdon: 0.05"))
+    with pytest.raises(ConfigError, match=r"trading_config\.yaml: risk\.max_drawdon: unknown key"):
         load_settings(config_copy, env={})
 
 
@@ -76,8 +77,11 @@ def test_unknown_override_key_is_rejected() -> None:
 def test_out_of_range_and_cross_field(config_copy: Path) -> None:
     with pytest.raises(ConfigError, match=r"risk\.max_drawdown"):
         load_settings(env={"QL_TRADING__RISK__MAX_DRAWDOWN": "1.5"})
-    with pytest.raises(ConfigError, match=r"short_threshold"):
-        load_settings(env={"QL_TRADING__SIGNAL__SHORT_THRESHOLD": "0.7"})
+    from pipelines.trading.strategies import load_strategy
+
+    # a strategy's parameters are validated by the strategy, at every start-up that loads it
+    with pytest.raises(ConfigError, match=r"trading\.strategies\.threshold\.: .*short_threshold \(0\.7\) is above"):
+        load_strategy(load_settings(env={"QL_TRADING__STRATEGIES__THRESHOLD__SHORT_THRESHOLD": "0.7"}).trading)
 
 
 def test_invalid_yaml_names_file(config_copy: Path) -> None:

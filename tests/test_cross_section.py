@@ -1,5 +1,5 @@
 """Research on a cross-section: ranked labels, a dated first test block, sampled network epochs,
-intervals of the information ratio, and the decile long-short book."""
+intervals of the information ratio, and the decile long-short book traded by the engine."""
 
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ from models.panel import RANK_SCALE, Panel
 from models.scoring import score
 from models.splits import walk_forward
 from models.training import training_start
-from pipelines.backtest.longshort import books, long_short
+from config.schemas.trading import TradingSettings
+from pipelines.backtest.engine import Market, run_backtest
+from pipelines.backtest.longshort import book_periods, summarize
 from pipelines.backtest.performance import ratio_se
+from pipelines.trading.strategies import load_strategy
 from tests.test_evaluation import small_models
 
 
@@ -133,37 +136,47 @@ def test_information_ratio_interval_is_lo_s() -> None:
     assert (low, high) == pytest.approx((ir - 1.959964 * ratio_se(ir, 60), ir + 1.959964 * ratio_se(ir, 60)))
 
 
-def _preds(scores: list[list[float]], returns: list[list[float]]) -> pd.DataFrame:
-    days = pd.date_range("2024-01-01", periods=len(scores), freq="D")
-    return pd.DataFrame([{"ts": d, "symbol": f"S{i}", "expected_return": s, "fwd_return": r}
-                         for d, ss, rr in zip(days, scores, returns) for i, (s, r) in enumerate(zip(ss, rr))])
+def test_long_short_book_by_hand_through_the_engine() -> None:
+    """Ten symbols, deciles of one each: long the best score, short the worst, decided at a close,
+    filled at the next open, costs of 10 bps of the traded notional; the book's periods by hand."""
+    T, N = 4, 10
+    opens = np.full((T, N), 100.0)
+    closes = np.full((T, N), 100.0)
+    closes[1, 9], opens[2, 9], closes[2, 9] = 110.0, 110.0, 110.0    # the long name gains 10% in bar 1
+    closes[1, 0] = opens[2, 0] = closes[2, 0] = 95.0                 # the short name loses 5%
+    scores = np.tile(np.arange(N, dtype=float), (T, 1))
+    market = Market(pd.date_range("2024-01-01", periods=T, freq="D"), [f"S{i}" for i in range(N)], opens, closes,
+                    np.full((T, N), 1e9), np.full((T, N), 0.5), np.full((T, N), 0.2), 252.0, expected_return=scores)
+    trading = TradingSettings(
+        initial_capital=100_000, strategy="long_short",
+        strategies={"long_short": {"quantile": 0.1, "rebalance_every": 5, "gross": 1.0}},
+        costs={"commission_bps": 10, "half_spread_bps": 0, "slippage_bps_per_pct_volume": 0, "max_participation": 1},
+        limits={"max_position_notional": 1.0, "max_order_notional": 1e9})
+    result = run_backtest(market, load_strategy(trading), trading)
+    d = book_periods(result)
+    assert d["n_long"].tolist() == [0, 1, 1, 1] and d["n_short"].tolist() == [0, 1, 1, 1] and d["n"].eq(10).all()
+    # bar 1: 500 shares bought at 100 and 500 sold short at 100, each 50,000: fees 2 x 50 = 100
+    assert d["turnover"].tolist() == pytest.approx([0.0, 1.0, 0.0, 0.0])
+    assert d["cost"].iloc[1] == pytest.approx(100 / 100_000)
+    assert d["long_return"].iloc[1] == pytest.approx(0.10) and d["short_return"].iloc[1] == pytest.approx(-0.05)
+    assert d["net"].iloc[1] == pytest.approx((50_000 * 0.10 + 50_000 * 0.05 - 100) / 100_000)
+    assert d["gross"].iloc[1] == pytest.approx(d["net"].iloc[1] + d["cost"].iloc[1])
+    assert d["net"].iloc[2] == 0 and np.isnan(d["long_return"].iloc[0])  # held flat prices; nothing held at bar 0
+    summary = summarize(d, 252.0)
+    assert summary["total_return_net"] == pytest.approx(result.equity[-1] / 100_000 - 1)
 
 
-def test_long_short_book_by_hand() -> None:
-    # ten symbols, deciles of one each: long the best score, short the worst
-    scores = [list(range(10)), list(range(10)), list(range(10))[::-1]]
-    returns = [[0.01 * i for i in range(10)], [0.0] * 9 + [0.05], [0.02] + [0.0] * 9]
-    book = long_short(_preds(scores, returns), quantile=0.1, cost_bps=10.0)
-    d = book.daily
-    assert d["n_long"].tolist() == [1, 1, 1] and d["n"].tolist() == [10, 10, 10]
-    assert d["gross"].tolist() == pytest.approx([0.09 - 0.0, 0.05 - 0.0, 0.02 - 0.0])
-    assert d["turnover"].tolist() == pytest.approx([2.0, 0.0, 4.0])   # built, held, both legs swapped
-    assert d["net"].tolist() == pytest.approx([0.09 - 0.002, 0.05, 0.02 - 0.004])
-    assert book.metrics["total_return_net"] == pytest.approx(1.088 * 1.05 * 1.016 - 1)
-    assert book.metrics["annual_net"] == pytest.approx(d["net"].mean() * 252)
-    # rebalanced every second timestamp: the middle day's book and returns are not used
-    two = long_short(_preds(scores, returns), quantile=0.1, cost_bps=10.0, step=2)
-    assert two.daily["gross"].tolist() == pytest.approx([0.09, 0.02])
-    assert two.metrics["annual_net"] == pytest.approx(two.daily["net"].mean() * 126)
-
-
-def test_equal_scores_make_a_random_book_and_nothing_to_rank_is_an_error() -> None:
-    flat = _preds([[1.0] * 20] * 50, [list(np.linspace(-0.01, 0.01, 20))] * 50)
-    legs = books(flat.rename(columns={"expected_return": "score"}), 0.1, seed=0)
-    per_day = legs.groupby(["ts", "leg"]).size()
-    assert per_day.eq(2).all()                                   # two of twenty in each leg, every day
-    other = books(flat.rename(columns={"expected_return": "score"}), 0.1, seed=1)
-    assert not legs["symbol"].equals(other["symbol"])            # which two is chance, and seeded
-    assert books(flat.rename(columns={"expected_return": "score"}), 0.1, seed=0).equals(legs)
-    with pytest.raises(ValueError, match="nothing to rank"):
-        long_short(_preds([[1.0]], [[0.01]]))
+def test_the_long_short_asset_s_book_rebalances_every_label_horizon() -> None:
+    rng = np.random.default_rng(0)
+    T, N = 30, 20
+    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (T, N)), axis=0))
+    market = Market(pd.date_range("2024-01-01", periods=T, freq="D"), [f"S{i}" for i in range(N)], closes, closes,
+                    np.full((T, N), 1e9), np.full((T, N), 0.5), np.full((T, N), 0.2), 252.0,
+                    expected_return=rng.normal(size=(T, N)))
+    trading = TradingSettings(strategy="long_short", strategies={"long_short": {"rebalance_every": 5}},
+                              limits={"max_position_notional": 1.0, "max_order_notional": 1e9},
+                              risk={"max_drawdown": 0.9})
+    result = run_backtest(market, load_strategy(trading), trading)
+    traded_at = sorted(set(result.fills["t"]))
+    assert traded_at == [1, 6, 11, 16, 21, 26]  # decided at steps 0, 5, 10, ...: filled at the next open
+    assert (book_periods(result)["n_long"].iloc[1:] == 2).all()

@@ -6,14 +6,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from config import load_settings
 from config.schemas.trading import LimitSettings
-from pipelines.trading.decision import decide_targets
 from pipelines.trading.orders import Order
 from pipelines.trading.risk import Book, RiskGate, TradingState
-from pipelines.trading.rules import Rules
+from pipelines.trading.strategies.threshold import Threshold
+from pipelines.trading.strategy import Context
 
 T0 = datetime(2024, 1, 2, 15, 0, tzinfo=timezone.utc)
 LIMITS = LimitSettings(max_order_quantity=500, max_order_notional=20_000, max_position_notional=0.05,
@@ -81,14 +82,14 @@ def test_the_shipped_limits_load_and_a_bad_value_names_its_key() -> None:
 
 
 def test_no_random_sequence_gets_an_order_past_a_limit() -> None:
-    """Property test over seeded random runs: the shared trading decision on random predictions
+    """Property test over seeded random runs: the threshold strategy on random predictions
     and random-walk prices, mixed with adversarial orders (random sizes, sides, symbols, stale
     or off-band prices) and random switches of the trading state. Every accepted order is
     within the order limits, an accepted order that grows a position leaves it and the gross
     exposure within their limits at its price, HALTED accepts nothing, REDUCING only shrinks,
     and no second of event time holds more accepted orders than the rate limit."""
     settings = load_settings(env={})
-    params = Rules.from_settings(settings.trading).params()
+    strategy = Threshold()
     # limits that bind: four positions at the cap exceed the gross limit, an order can exceed the cap
     limits = LIMITS.model_copy(update={"max_order_quantity": 100, "max_order_notional": 12_000,
                                        "max_position_notional": 0.1, "max_gross_exposure": 0.15,
@@ -111,9 +112,10 @@ def test_no_random_sequence_gets_an_order_past_a_limit() -> None:
             if rng.random() < 0.05:
                 book.state = TradingState(rng.choice(["ACTIVE", "REDUCING", "HALTED"], p=[0.6, 0.2, 0.2]))
             shares = np.array([book.position(s) for s in symbols])
-            target = np.zeros(len(symbols))
-            decide_targets(book.equity, 100_000.0, False, 100_000.0, shares, np.full(len(symbols), np.nan), price,
-                           rng.uniform(0, 1, len(symbols)), np.full(len(symbols), 0.2), params, target)
+            target = strategy.targets(Context(
+                pd.Timestamp(now), step, np.array(symbols, dtype=object), price.copy(), np.full(len(symbols), 1e6),
+                rng.uniform(0, 1, len(symbols)), np.full(len(symbols), np.nan), shares, np.full(len(symbols), np.nan),
+                np.zeros(len(symbols)), np.full(len(symbols), 0.2), book.equity, book.equity, 100_000.0, 100_000.0))
             orders = []
             for i, s in enumerate(symbols if rng.random() < 0.3 else []):  # the decision, on some bars
                 delta = target[i] / price[i] - shares[i]

@@ -10,12 +10,12 @@ import pytest
 from config import load_settings
 from pipelines.trading import rules as R
 from pipelines.trading.orders import Order, order_id
-from pipelines.trading.rules import Rules
+from pipelines.trading.rules import Costs
 from streaming.venue import OrderStatus, PaperVenue
 
 T0 = datetime(2024, 1, 2, 15, 0, tzinfo=timezone.utc)
 BAR = timedelta(minutes=5)
-RULES = Rules.from_settings(load_settings(env={}).trading)
+RULES = Costs.from_settings(load_settings(env={}).trading)
 
 
 def _venue() -> PaperVenue:

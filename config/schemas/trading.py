@@ -1,32 +1,13 @@
-"""Schema of ``trading_config.yaml``: signal, sizing, costs, risk limits and backtest settings."""
+"""Schema of ``trading_config.yaml``: the strategy and its parameters, costs, risk limits, live and backtest settings."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from config.schemas.base import Frozen
 from config.schemas.model import ModelFamily
-
-
-class SignalSettings(Frozen):
-    long_threshold: float = Field(0.55, ge=0, le=1)
-    short_threshold: float = Field(0.45, ge=0, le=1)
-
-    @field_validator("short_threshold")
-    @classmethod
-    def _below_long(cls, short: float, info) -> float:
-        long = info.data.get("long_threshold")
-        if long is not None and short > long:
-            raise ValueError(f"short_threshold ({short}) is above long_threshold ({long})")
-        return short
-
-
-class SizingSettings(Frozen):
-    method: Literal["fixed_fraction", "fixed_notional", "vol_target", "kelly"] = "fixed_fraction"
-    vol_target_annual: float = Field(0.10, gt=0)
-    kelly_fraction: float = Field(0.25, gt=0, le=1)
 
 
 class CostSettings(Frozen):
@@ -37,9 +18,8 @@ class CostSettings(Frozen):
 
 
 class RiskSettings(Frozen):
-    max_position_size: float = Field(0.02, gt=0, le=1)
-    stop_loss: float = Field(0.02, gt=0)
-    take_profit: float = Field(0.04, gt=0)
+    """The kernel's own risk rule, whatever the strategy: the drawdown circuit breaker."""
+
     max_drawdown: float = Field(0.05, gt=0, lt=1)
 
 
@@ -62,7 +42,6 @@ class LiveTradingSettings(Frozen):
 
     enabled: bool = True                                   # the stream decides and sends orders when a portfolio runs
     account: str | None = None                             # the Redis portfolio's account (None: the dataset's name)
-    strategy: str = "champion"                             # the strategy part of every order id
     # where the venue fills: the next bar's open (the backtest's rule; parity holds), or the
     # next tick's ask / bid (the first tick after the decision; the spread is paid in the price)
     fill_at: Literal["bar_open", "next_tick"] = "bar_open"
@@ -72,18 +51,9 @@ class LiveTradingSettings(Frozen):
     snapshot_seconds: float = Field(2.0, gt=0)             # how often the portfolio writes its Delta tables
 
 
-class LongShortSettings(Frozen):
-    """The decile long-short backtest (``pipelines/backtest/longshort.py``)."""
-
-    quantile: float = Field(0.1, gt=0, le=0.5)  # each leg holds this share of the cross-section
-    # per unit of turnover; null: costs.commission_bps + costs.half_spread_bps (no volume impact)
-    cost_bps: float | None = Field(None, ge=0)
-    seed: int = 0                               # breaks ties between equal scores at random
-
-
 class BacktestSettings(Frozen):
-    strategies: list[ModelFamily] | None = None  # None: every model in the predictions table
-    long_short: LongShortSettings = LongShortSettings()
+    strategies: list[str] | None = None          # strategies to backtest (None: trading.strategy alone)
+    models: list[ModelFamily] | None = None      # model families they trade (None: every one with predictions)
     sweep: bool = True
     sweep_seeds: int = Field(1, ge=1)
     # at ~5,600 paths/s on this machine's two cores, a million paths is ~3 minutes and its
@@ -97,10 +67,13 @@ class BacktestSettings(Frozen):
 
 class TradingSettings(Frozen):
     initial_capital: float = Field(100_000, gt=0)
+    # the strategy that trades: a built-in (threshold | topk_dropout | long_short), a user's
+    # "package.module:Class", or an entry point of group quantlake.strategies
+    # (pipelines/trading/strategies/__init__.py); its parameters are strategies[<name>]
+    strategy: str = "threshold"
+    strategies: dict[str, dict[str, Any]] = {}   # each strategy's parameters under its name
     backtest: BacktestSettings = BacktestSettings()
     live: LiveTradingSettings = LiveTradingSettings()
-    signal: SignalSettings = SignalSettings()
-    sizing: SizingSettings = SizingSettings()
     costs: CostSettings = CostSettings()
     risk: RiskSettings = RiskSettings()
     limits: LimitSettings = LimitSettings()

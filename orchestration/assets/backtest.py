@@ -8,7 +8,7 @@ from orchestration.assets.models import trained_models
 from orchestration.partitions import monthly, single_run
 from orchestration.resources import SettingsResource, SparkResource
 from pipelines.backtest.montecarlo import BREAKER_NOTE
-from pipelines.backtest.pipeline import backtest_strategy, long_short_books, montecarlo_strategy, strategies
+from pipelines.backtest.pipeline import backtest_strategy, long_short_books, montecarlo_strategy, runs
 
 GROUP = "backtest"
 SHOWN = ("total_return", "annual_return", "sharpe", "sortino", "max_drawdown", "trades", "win_rate", "turnover",
@@ -17,18 +17,21 @@ SHOWN = ("total_return", "annual_return", "sharpe", "sortino", "max_drawdown", "
 
 @asset(group_name=GROUP, kinds={"spark", "delta"}, partitions_def=monthly, backfill_policy=single_run,
        deps=[trained_models],
-       description="Every strategy (a model family's out-of-sample predictions under trading_config.yaml's rules) "
-                   "backtested with fills at the next open after costs; a sweep of thresholds x sizing on Spark "
-                   "for the deflated Sharpe and PBO. Writes gold backtest_trades / _equity / _positions / _metrics "
-                   "and an HTML tear sheet per strategy.")
+       description="Every configured strategy (trading.backtest.strategies, default trading.strategy) on every model "
+                   "family's out-of-sample predictions, through the risk gate, filled at the next open after costs; "
+                   "a sweep of the strategy's grid on Spark for the deflated Sharpe and PBO. Writes gold "
+                   "backtest_trades / _equity / _positions / _metrics / _rejections and an HTML tear sheet per run "
+                   "(<strategy>_<model>).")
 def backtests(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
     cfg = settings.get()
     rows, sheets = [], {}
-    for strategy in strategies(spark.session(), cfg):
-        outcome = backtest_strategy(spark.session(), cfg, strategy, log=context.log.info)
-        m = outcome.backtest.metrics
-        rows.append({"strategy": strategy, **{k: round(float(m[k]), 4) for k in SHOWN if k in m}})
-        sheets[strategy] = str(outcome.tear_sheet)
+    for run in runs(spark.session(), cfg):
+        outcome = backtest_strategy(spark.session(), cfg, run.strategy, run.model, log=context.log.info)
+        bt = outcome.backtest
+        m = bt.metrics
+        rows.append({"strategy": bt.strategy, **{k: round(float(m[k]), 4) for k in SHOWN if k in m},
+                     "rejected_orders": len(bt.result.rejections)})
+        sheets[bt.strategy] = str(outcome.tear_sheet)
     table = pd.DataFrame(rows)
     best = table.sort_values("sharpe", ascending=False).iloc[0] if len(table) else None
     return MaterializeResult(metadata={
@@ -45,10 +48,10 @@ LONG_SHORT_SHOWN = {"annual_gross": 4, "annual_net": 4, "sharpe_net": 2, "sharpe
 
 @asset(group_name=GROUP, kinds={"delta"}, partitions_def=monthly, backfill_policy=single_run,
        deps=[trained_models],
-       description="Every model's decile long-short book on its out-of-sample predictions: long the top "
-                   "backtest.long_short.quantile of each day's cross-section by expected return, short the bottom, "
-                   "equal weights, rebalanced every label horizon, costs per unit of turnover. The research view of "
-                   "a ranking (no limits, no breaker); gold long_short, one row per period.")
+       description="Every model's decile long-short book, traded by the backtest engine as the long_short strategy "
+                   "(trading.strategies.long_short): long the top quantile of each day's cross-section by expected "
+                   "return, short the bottom, equal weights, rebalanced every label horizon, with the engine's costs, "
+                   "participation cap, risk gate and fills at the next open; gold long_short, one row per bar.")
 def long_short_backtests(context: AssetExecutionContext, spark: SparkResource,
                          settings: SettingsResource) -> MaterializeResult:
     table = long_short_books(spark.session(), settings.get(), progress=True)
@@ -56,7 +59,7 @@ def long_short_backtests(context: AssetExecutionContext, spark: SparkResource,
     best = table.sort_values("sharpe_net", ascending=False).iloc[0]
     return MaterializeResult(metadata={
         "books": MetadataValue.md(shown.to_markdown(index=False)),
-        "quantile": float(best["quantile"]), "cost_bps": float(best["cost_bps"]),
+        "quantile": float(best["quantile"]), "rebalance_every": int(best["rebalance_every"]),
         "best_long_short": str(best["strategy"]), "best_sharpe_net": round(float(best["sharpe_net"]), 3)})
 
 
@@ -67,7 +70,8 @@ def long_short_backtests(context: AssetExecutionContext, spark: SparkResource,
 def montecarlo(context: AssetExecutionContext, spark: SparkResource, settings: SettingsResource) -> MaterializeResult:
     cfg = settings.get()
     rows = []
-    for strategy in strategies(spark.session(), cfg):
+    for run in runs(spark.session(), cfg):
+        strategy = run.name(cfg)
         s = montecarlo_strategy(spark.session(), cfg, strategy)
         t = s.table
         rows.append({"strategy": strategy, "final_equity_median": round(t.loc["final_equity", "median"], 2),

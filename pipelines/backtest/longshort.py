@@ -1,89 +1,59 @@
-"""The decile long-short backtest: how much of a score's cross-sectional ranking is tradable.
+"""The decile long-short book's figures: per bar legs and returns of a backtest run of the
+``long_short`` strategy (:mod:`pipelines.trading.strategies.longshort`), and their summary.
 
-At each rebalance time the cross-section is ranked by the model's score; the book is long
-the top ``quantile`` of symbols and short the bottom one, equal weights, one unit of capital
-per leg (dollar neutral). It earns each leg's mean forward return, the label the model was
-scored on: with the tradable label (``label_price: open``) that is the open after the
-decision to the open ``label_horizon`` bars later, so the book is rebalanced every
-``label_horizon`` bars and the periods do not overlap. Costs are ``cost_bps`` per unit of
-turnover, the sum of absolute weight changes between books (building the first book is two
-units; the weights do not drift inside a period). A constant score (always-up) ranks nothing:
-its ties are broken at random, so its book is a random one, and what it earns is what costs
-and chance alone give.
-
-This is the research view (Qlib's "top minus bottom" group return), not the trading rules:
-no position limits, no breaker, no volume impact; :mod:`pipelines.backtest.run` runs those.
+The book itself is traded by the backtest engine, with its costs, participation cap, risk gate
+and fills at the next open, so the research report and a live run of the strategy share one
+code path. This module only reads the engine's result: for each bar, the names in each leg, each
+leg's own return (the P&L of its positions from the previous close, or from the fill for a name
+entered at this bar's open, over their value there; the short leg's return is its names' return,
+so the book earns long minus short), the book's gross and net return on equity, turnover and costs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
+from pipelines.backtest.engine import Result, marks
 from pipelines.backtest.performance import Z95, drawdown, ratio_se
 
 DAILY_COLUMNS = ["ts", "n", "n_long", "n_short", "long_return", "short_return", "gross", "turnover", "cost", "net"]
 
 
-@dataclass(frozen=True)
-class LongShort:
-    """One score's book: ``daily`` has a row per rebalance (``DAILY_COLUMNS``), ``metrics`` the summary."""
+def book_periods(result: Result) -> pd.DataFrame:
+    """One row per bar of ``result`` (``DAILY_COLUMNS``); see the module docstring."""
+    m = result.market
+    T, N = m.close.shape
+    close = marks(m.close)
+    prev_close = np.vstack([np.full((1, N), np.nan), close[:-1]])
+    held = result.positions
+    prev = np.vstack([np.zeros((1, N)), held[:-1]])
+    fills = result.fills
+    qty, price, cost = np.zeros((T, N)), np.zeros((T, N)), np.zeros(T)
+    if len(fills):
+        col = pd.Index(m.symbols).get_indexer(fills["symbol"])
+        t = fills["t"].to_numpy()
+        np.add.at(qty, (t, col), fills["quantity"].to_numpy())
+        price[t, col] = fills["price"].to_numpy()
+        np.add.at(cost, t, fills["cost"].to_numpy())
+    pnl = np.nan_to_num(prev * (close - prev_close)) + qty * np.where(qty != 0, close - price, 0.0)
+    base = np.where(prev != 0, np.abs(prev) * np.nan_to_num(prev_close), np.abs(qty) * price)
+    side = np.where(prev != 0, np.sign(prev), np.sign(held))
+    before = np.r_[result.initial_capital, result.equity[:-1]]
 
-    daily: pd.DataFrame
-    metrics: dict[str, float]
+    def leg(sign: float) -> np.ndarray:
+        on = side == sign
+        value = (base * on).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(value > 0, sign * (pnl * on).sum(axis=1) / value, np.nan)
 
-
-def books(frame: pd.DataFrame, quantile: float, seed: int = 0) -> pd.DataFrame:
-    """The long and short legs at each timestamp of ``frame`` (``ts``, ``symbol``, ``score``):
-    rows with ``leg`` +1 (the top ``quantile`` by score) or -1 (the bottom one), the same number
-    of symbols in each, at least one; timestamps with fewer than two symbols hold no book."""
-    shuffled = frame.sample(frac=1.0, random_state=seed)        # ties fall in random order
-    rank = shuffled.groupby("ts")["score"].rank(method="first")
-    n = shuffled.groupby("ts")["score"].transform("size")
-    k = np.floor(n * quantile).clip(lower=1)
-    leg = np.where(rank > n - k, 1, np.where(rank <= k, -1, 0))
-    leg = np.where(n >= 2, leg, 0)
-    out = shuffled.assign(leg=leg, n=n, k=k)
-    return out[out["leg"] != 0].sort_values(["ts", "symbol"]).reset_index(drop=True)
-
-
-def long_short(preds: pd.DataFrame, quantile: float = 0.1, cost_bps: float = 3.0, step: int = 1,
-               periods_per_year: float = 252.0, seed: int = 0, score: str = "expected_return") -> LongShort:
-    """Backtest the decile long-short book of ``preds`` (``ts``, ``symbol``, ``score``, ``fwd_return``).
-
-    Args:
-        preds: out-of-sample predictions; rows without a score or a forward return are dropped.
-        quantile: share of each cross-section in each leg (0.1: deciles).
-        cost_bps: cost per unit of turnover, in basis points.
-        step: rebalance every ``step``-th timestamp (the label horizon: periods do not overlap).
-        periods_per_year: bars per year; a period is ``step`` bars.
-        seed: breaks ties between equal scores.
-        score: the column ranked.
-
-    Raises:
-        ValueError: no timestamp has two symbols with a score and a forward return.
-    """
-    frame = preds[["ts", "symbol", score, "fwd_return"]].rename(columns={score: "score"}).dropna()
-    times = np.sort(frame["ts"].unique())[::step]
-    frame = frame[frame["ts"].isin(times)]
-    legs = books(frame, quantile, seed)
-    if legs.empty:
-        raise ValueError("no timestamp has two symbols with a score and a forward return: nothing to rank")
-    weights = legs.assign(w=legs["leg"] / legs["k"]).pivot(index="ts", columns="symbol", values="w").fillna(0.0)
-    turnover = weights.diff().abs().sum(axis=1)
-    turnover.iloc[0] = weights.iloc[0].abs().sum()
-    by_leg = legs.groupby(["ts", "leg"])["fwd_return"].mean().unstack("leg")
-    counts = legs.groupby(["ts", "leg"]).size().unstack("leg")
-    daily = pd.DataFrame({"n": legs.groupby("ts")["n"].first(), "n_long": counts[1], "n_short": counts[-1],
-                          "long_return": by_leg[1], "short_return": by_leg[-1]})
-    daily["gross"] = daily["long_return"] - daily["short_return"]
-    daily["turnover"] = turnover
-    daily["cost"] = daily["turnover"] * cost_bps / 1e4
-    daily["net"] = daily["gross"] - daily["cost"]
-    daily = daily.reset_index()[DAILY_COLUMNS]
-    return LongShort(daily, summarize(daily, periods_per_year / step))
+    net = result.equity / before - 1.0
+    daily = pd.DataFrame({"ts": m.ts, "n": np.isfinite(m.expected_return).sum(axis=1),
+                          "n_long": (held > 0).sum(axis=1), "n_short": (held < 0).sum(axis=1),
+                          "long_return": leg(1.0), "short_return": leg(-1.0),
+                          "gross": net + cost / before, "turnover": (np.abs(qty) * price).sum(axis=1) / before,
+                          "cost": cost / before, "net": net})
+    return daily[DAILY_COLUMNS]
 
 
 def summarize(daily: pd.DataFrame, periods_per_year: float) -> dict[str, float]:

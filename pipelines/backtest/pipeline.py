@@ -1,6 +1,6 @@
-"""Backtest -> gold tables -> tear sheet, and Monte Carlo -> gold summary, for one strategy at a
-time, and every model's decile long-short book: what the command lines and the Dagster assets
-both run."""
+"""Backtest -> gold tables -> tear sheet, and Monte Carlo -> gold summary, for one run (a strategy
+on a model's predictions) at a time, and every model's decile long-short book: what the command
+lines and the Dagster assets both run."""
 
 from __future__ import annotations
 
@@ -16,12 +16,11 @@ from pyspark.sql import SparkSession
 from config import Settings
 from pipelines import lake
 from pipelines.backtest import run as bt_run
-from pipelines.backtest.engine import Market, infer_periods_per_year
-from pipelines.backtest.longshort import long_short
+from pipelines.backtest.engine import Market, run_backtest
+from pipelines.backtest.longshort import book_periods, summarize
 from pipelines.backtest.store import (
     load_equity,
     load_inputs,
-    load_scores,
     write_backtest,
     write_long_short,
     write_montecarlo,
@@ -30,6 +29,7 @@ from pipelines.backtest.montecarlo import Summary, fan, simulate_local, simulate
 from pipelines.backtest.tearsheet import write_tearsheet
 from pipelines.lake.tables import PREDICTIONS
 from pipelines.progress import progress_bar
+from pipelines.trading.strategies import load_strategy
 
 
 @dataclass
@@ -40,38 +40,56 @@ class BacktestOutcome:
     seconds: float
 
 
-def report_path(settings: Settings, strategy: str) -> Path:
-    return settings.platform.reports_root / settings.data.dataset / f"{strategy}.html"
+def report_path(settings: Settings, run: str) -> Path:
+    return settings.platform.reports_root / settings.data.dataset / f"{run}.html"
 
 
-def backtest_strategy(spark: SparkSession, settings: Settings, strategy: str, start: date | None = None,
+@dataclass(frozen=True)
+class Run:
+    """One backtest: a strategy (as configured: a name, an import path or an entry point) on one
+    model family's predictions."""
+
+    strategy: str
+    model: str
+
+    def name(self, settings: Settings) -> str:
+        return bt_run.run_name(load_strategy(settings.trading, self.strategy), self.model)
+
+
+def backtest_strategy(spark: SparkSession, settings: Settings, strategy: str, model: str, start: date | None = None,
                       end: date | None = None, sweep: bool | None = None, tear_sheet: Path | None = None,
                       progress: bool = False, log=print) -> BacktestOutcome:
-    """Backtest ``strategy`` on its model's out-of-sample predictions, sweep on Spark, write the
-    gold tables and the tear sheet. Capital, rules and sweep come from ``settings.trading``."""
+    """Backtest ``strategy`` (``trading.strategies`` holds its parameters) on ``model``'s
+    out-of-sample predictions, sweep its grid on Spark, write the gold tables and the tear sheet.
+    Capital, costs, the breaker and the gate's limits come from ``settings.trading``."""
     started = time.monotonic()
     cfg = settings.trading.backtest
-    family = bt_run.model_of(strategy)
-    do_sweep = cfg.sweep if sweep is None else sweep
+    chosen = load_strategy(settings.trading, strategy)
+    name = bt_run.run_name(chosen, model)
+    do_sweep = (cfg.sweep if sweep is None else sweep) and bool(chosen.sweep_grid())
     steps = ["load", "backtest"] + (["sweep"] if do_sweep else []) + ["gold tables", "tear sheet"]
-    bar = progress_bar(total=len(steps), desc=f"backtest {strategy}", unit="step", enabled=progress)
+    bar = progress_bar(total=len(steps), desc=f"backtest {name}", unit="step", enabled=progress)
 
-    def step(name: str) -> None:
-        bar.set_postfix_str(name, refresh=False)  # shown with the next update (at most every 30 s in logs)
+    def step(label: str) -> None:
+        bar.set_postfix_str(label, refresh=False)  # shown with the next update (at most every 30 s in logs)
 
     step("load")
-    preds, bars = load_inputs(spark, settings, family, start, end)
+    preds, bars = load_inputs(spark, settings, model, start, end)
     capital = settings.trading.initial_capital
     market = Market.from_frames(bars, preds)
     bar.update()
-    log(f"backtest {strategy} ({family} predictions): {len(market.symbols)} symbols, {len(market.ts):,} bars, "
-        f"{market.ts[0]} .. {market.ts[-1]}")
+    log(f"backtest {name} ({chosen.describe()['strategy']} on {model} predictions): {len(market.symbols)} symbols, "
+        f"{len(market.ts):,} bars, {market.ts[0]} .. {market.ts[-1]}")
     step("backtest")
-    bt = bt_run.run(market, preds[["ts", "fold"]], settings, strategy, capital)
+    bt = bt_run.run(market, preds[["ts", "fold"]], settings, chosen, name, capital)
     bar.update()
+    rejected = bt.result.rejections
+    if len(rejected):
+        counts = rejected["limit"].value_counts().to_dict()
+        log(f"backtest {name}: the risk gate rejected {len(rejected):,} orders ({counts})")
     if do_sweep:
         step("sweep")
-        sweep_frame, returns = bt_run.sweep(spark, market, settings, capital, seeds=cfg.sweep_seeds)
+        sweep_frame, returns = bt_run.sweep(spark, market, settings, chosen, capital, seeds=cfg.sweep_seeds)
         bt.metrics.update(bt_run.overfitting(sweep_frame, returns, bt))
         bt.sweep = sweep_frame
         bar.update()
@@ -80,10 +98,10 @@ def backtest_strategy(spark: SparkSession, settings: Settings, strategy: str, st
             f"against the distinct trials; best sweep Sharpe "
             f"{sweep_frame['sharpe'].max():.2f}; PBO {bt.metrics['pbo']:.2f}")
     step("gold tables")
-    tables = write_backtest(spark, settings, strategy, bt.result, bt.metrics_frame())
+    tables = write_backtest(spark, settings, name, bt.result, bt.metrics_frame())
     bar.update()
     step("tear sheet")
-    sheet = write_tearsheet(bt, tear_sheet or report_path(settings, strategy))
+    sheet = write_tearsheet(bt, tear_sheet or report_path(settings, name))
     bar.update()
     bar.close()
     return BacktestOutcome(bt, tables, sheet, time.monotonic() - started)
@@ -115,31 +133,45 @@ def montecarlo_strategy(spark: SparkSession, settings: Settings, strategy: str, 
 
 
 def long_short_books(spark: SparkSession, settings: Settings, progress: bool = False) -> pd.DataFrame:
-    """Every model's decile long-short book on its out-of-sample predictions: the periods go to
-    gold ``long_short``, one summary row per model is returned (``backtest.long_short``'s quantile
-    and costs; a period is ``label_horizon`` bars)."""
-    cfg, costs = settings.trading.backtest.long_short, settings.trading.costs
-    cost_bps = cfg.cost_bps if cfg.cost_bps is not None else costs.commission_bps + costs.half_spread_bps
-    scores = load_scores(spark, settings)
+    """Every model's decile long-short book, run by the backtest engine as the ``long_short``
+    strategy (``trading.strategies.long_short``; rebalanced every ``label_horizon`` bars unless it
+    sets ``rebalance_every``) with the engine's costs, participation cap, gate and fills at the
+    next open. Each bar's legs and returns go to gold ``long_short``; one summary row per model is
+    returned."""
+    trading = settings.trading
+    params = dict(trading.strategies.get("long_short") or {})
+    params.setdefault("rebalance_every", settings.model.label_horizon)
+    trading = trading.model_copy(update={"strategies": {**trading.strategies, "long_short": params}})
+    strategy = load_strategy(trading, "long_short")
     rows = []
-    models = sorted(scores["model"].unique())
+    models = available_models(spark, settings)
     for model in progress_bar(models, desc="long-short", unit="model", enabled=progress):
-        preds = scores[scores["model"] == model]
-        ppy = infer_periods_per_year(pd.Index(np.sort(preds["ts"].unique())))
-        book = long_short(preds, cfg.quantile, cost_bps, step=settings.model.label_horizon, periods_per_year=ppy,
-                          seed=cfg.seed)
-        write_long_short(spark, settings, model, book.daily)
-        rows.append({"strategy": model, "quantile": cfg.quantile, "cost_bps": cost_bps, **book.metrics})
+        preds, bars = load_inputs(spark, settings, model)
+        market = Market.from_frames(bars, preds)
+        result = run_backtest(market, strategy, trading)
+        daily = book_periods(result)
+        write_long_short(spark, settings, model, daily)
+        rows.append({"strategy": model, "quantile": strategy.params.quantile,
+                     "rebalance_every": strategy.params.rebalance_every, "rejected_orders": len(result.rejections),
+                     **summarize(daily, market.periods_per_year)})
     return pd.DataFrame(rows)
 
 
-def strategies(spark: SparkSession, settings: Settings) -> list[str]:
-    """The configured strategies, or every model in the predictions table."""
-    configured = settings.trading.backtest.strategies
+def available_models(spark: SparkSession, settings: Settings) -> list[str]:
+    """``backtest.models``, or every model family in the predictions table."""
+    configured = settings.trading.backtest.models
     if configured:
         return list(configured)
     preds = lake.read(spark, PREDICTIONS.path(settings))
     return sorted(r["model"] for r in preds.select("model").distinct().collect())
+
+
+def runs(spark: SparkSession, settings: Settings) -> list[Run]:
+    """The backtests to run: ``backtest.strategies`` (default: ``trading.strategy``) x the models."""
+    chosen = settings.trading.backtest.strategies or [settings.trading.strategy]
+    for name in chosen:
+        load_strategy(settings.trading, name)  # an unknown strategy or a bad parameter fails here, naming its key
+    return [Run(name, model) for name in chosen for model in available_models(spark, settings)]
 
 
 def headline(metrics: dict) -> str:

@@ -1,4 +1,5 @@
-"""One backtest of a model's out-of-sample predictions, a parameter sweep on Spark, and the figures.
+"""One backtest of a strategy on a model's out-of-sample predictions, a parameter sweep on Spark, and
+the figures.
 
 The predictions come from the walk-forward folds (every bar was predicted by a model
 trained before it), so the backtest covers the folds' test blocks; figures are reported for
@@ -8,7 +9,6 @@ the whole span and per fold.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,21 +24,28 @@ from pipelines.backtest.performance import (
     probability_of_backtest_overfitting,
     sharpe_per_bar,
 )
-from pipelines.trading.rules import SIZING, Rules
+from pipelines.trading.strategy import Strategy, strategy_name
 
 FAMILIES = set(ModelFamily.__args__)
 SUMMARY = ("total_return", "sharpe", "max_drawdown", "volatility")  # per fold and per sweep run
 
 
-def model_of(strategy: str) -> str:
-    """The model family a strategy trades: its name (``lstm``) or its last part (``momentum_lstm``)."""
-    if strategy in FAMILIES:
-        return strategy
-    tail = strategy.rsplit("_", 1)[-1]
-    if tail in FAMILIES:
-        return tail
-    raise ValueError(f"strategy {strategy!r} names no model family; expected one of {sorted(FAMILIES)} "
-                     "or '<name>_<family>'")
+def run_name(strategy: Strategy | str, model: str) -> str:
+    """A backtest's name, ``<strategy>_<model>`` (``threshold_ensemble``, ``topk_dropout_lightgbm``):
+    the ``strategy`` partition of the gold tables, the tear sheet's file, the warehouse's strategy."""
+    name = strategy if isinstance(strategy, str) else strategy_name(strategy)
+    if model not in FAMILIES:
+        raise ValueError(f"model {model!r} is no model family; expected one of {sorted(FAMILIES)}")
+    return f"{name}_{model}"
+
+
+def model_of(run: str) -> str:
+    """The model family a backtest run trades: the family its name ends with."""
+    for family in sorted(FAMILIES, key=len, reverse=True):
+        if run == family or run.endswith(f"_{family}"):
+            return family
+    raise ValueError(f"backtest {run!r} names no model family; expected '<strategy>_<family>' with a family of "
+                     f"{sorted(FAMILIES)}")
 
 
 @dataclass
@@ -81,35 +88,35 @@ def per_fold(result: Result, folds: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run(market: Market, folds: pd.DataFrame, settings: Settings, strategy: str, initial_capital: float) -> Backtest:
-    result = run_backtest(market, Rules.from_settings(settings.trading), initial_capital)
-    return Backtest(strategy, result, figures(result), per_fold(result, folds))
+def run(market: Market, folds: pd.DataFrame, settings: Settings, strategy: Strategy, name: str,
+        initial_capital: float) -> Backtest:
+    """Backtest ``strategy`` over ``market`` as the run ``name``, with figures per fold."""
+    result = run_backtest(market, strategy, settings.trading, initial_capital)
+    return Backtest(name, result, figures(result), per_fold(result, folds))
 
 
-def sweep_grid() -> list[dict]:
-    """Symmetric signal thresholds around 0.5 x the three sizing methods (12 configurations)."""
-    return [{"long_threshold": 0.5 + width, "short_threshold": 0.5 - width, "sizing": method}
-            for width, method in itertools.product((0.0, 0.02, 0.05, 0.1), ("fixed_fraction", "vol_target", "kelly"))]
-
-
-def sweep(spark, market: Market, settings: Settings, initial_capital: float, grid: list[dict] | None = None,
-          seeds: int = 1) -> tuple[pd.DataFrame, np.ndarray]:
-    """Backtest every configuration of ``grid`` on Spark (one task each); with ``seeds > 1``, each
-    also on that many copies of the predictions perturbed by small noise (robustness). Returns
-    the figures per run and the per-bar returns matrix (time x run) for PBO."""
-    base = Rules.from_settings(settings.trading)
-    grid = grid or sweep_grid()
+def sweep(spark, market: Market, settings: Settings, strategy: Strategy, initial_capital: float,
+          grid: list[dict] | None = None, seeds: int = 1) -> tuple[pd.DataFrame, np.ndarray]:
+    """Backtest every parameter set of ``grid`` (default: the strategy's :meth:`sweep_grid`) on Spark,
+    one task each; with ``seeds > 1``, each also on that many copies of the predictions perturbed
+    by small noise (robustness). Returns the figures per run and the per-bar returns matrix
+    (time x run) for PBO."""
+    grid = grid if grid is not None else strategy.sweep_grid()
+    if not grid:
+        raise ValueError(f"strategy {strategy_name(strategy)!r} has no sweep grid")
     jobs = [(i, g, s) for i, g in enumerate(grid) for s in range(seeds)]
     bc = spark.sparkContext.broadcast(market)
+    cls, base, trading = type(strategy), strategy.params.model_dump(), settings.trading
 
     def one(job):
         i, g, seed = job
         m = bc.value
         if seed:
             rng = np.random.default_rng(seed)
-            m = dataclasses.replace(m, p_up=np.clip(m.p_up + rng.normal(0, 0.01, m.p_up.shape), 0, 1))
-        rules = dataclasses.replace(base, **{**g, "sizing": SIZING[g["sizing"]]})
-        res = run_backtest(m, rules, initial_capital)
+            scale = np.nanstd(m.expected_return) if np.isfinite(m.expected_return).any() else 0.0
+            m = dataclasses.replace(m, p_up=np.clip(m.p_up + rng.normal(0, 0.01, m.p_up.shape), 0, 1),
+                                    expected_return=m.expected_return + rng.normal(0, 0.01 * scale, m.p_up.shape))
+        res = run_backtest(m, cls(cls.Params.model_validate({**base, **g})), trading, initial_capital)
         perf = performance(res.equity, initial_capital, m.periods_per_year)
         return i, seed, g, {k: perf[k] for k in SUMMARY}, res.returns
 

@@ -1,7 +1,7 @@
 """Backtest inputs from the lake and results to the gold tables, one ``strategy`` at a time.
 
 Gold tables under ``gold/<dataset>/``: ``backtest_trades``, ``backtest_equity``,
-``backtest_positions``, ``backtest_metrics``, ``long_short``, ``montecarlo_summary`` and ``montecarlo_fan``,
+``backtest_positions``, ``backtest_metrics``, ``backtest_rejections``, ``long_short``, ``montecarlo_summary`` and ``montecarlo_fan``,
 each partitioned by ``strategy`` so re-running one strategy replaces only its rows.
 """
 
@@ -21,6 +21,7 @@ from pipelines.lake.tables import (
     BACKTEST_EQUITY,
     BACKTEST_METRICS,
     BACKTEST_POSITIONS,
+    BACKTEST_REJECTIONS,
     BACKTEST_TRADES,
     LONG_SHORT,
     MONTECARLO_FAN,
@@ -61,7 +62,8 @@ def _write(spark: SparkSession, settings: Settings, table: Table, frame: pd.Data
 
 
 def write_backtest(spark: SparkSession, settings: Settings, strategy: str, result, metrics: pd.DataFrame) -> dict:
-    """Trades, equity (+ returns, exposure), non-zero positions and metrics of one backtest."""
+    """Trades, equity (+ returns, exposure), non-zero positions, metrics and the orders the risk gate
+    rejected (with the limit each hit) of one backtest."""
     market = result.market
     equity = result.equity_frame().assign(periods_per_year=market.periods_per_year)
     t, s = np.nonzero(result.positions)
@@ -73,14 +75,9 @@ def write_backtest(spark: SparkSession, settings: Settings, strategy: str, resul
         "equity": _write(spark, settings, BACKTEST_EQUITY, equity, strategy),
         "positions": _write(spark, settings, BACKTEST_POSITIONS, positions, strategy),
         "metrics": _write(spark, settings, BACKTEST_METRICS, metrics, strategy),
+        "rejections": _write(spark, settings, BACKTEST_REJECTIONS,
+                             result.rejections.rename(columns={"limit": "limit_hit"}), strategy),
     }
-
-
-def load_scores(spark: SparkSession, settings: Settings) -> pd.DataFrame:
-    """Every model's out-of-sample scores and forward returns (``model``, ``ts``, ``symbol``,
-    ``expected_return``, ``fwd_return``) from the predictions table."""
-    cols = ["model", "ts", "symbol", "expected_return", "fwd_return"]
-    return lake.read(spark, PREDICTIONS.path(settings)).select(*cols).toPandas()
 
 
 def write_long_short(spark: SparkSession, settings: Settings, strategy: str, daily: pd.DataFrame) -> str:

@@ -110,6 +110,9 @@ BACKTEST_POSITIONS = Table("gold", "backtest_positions", "ts timestamp, symbol s
                                                          "strategy string", ("strategy",))
 BACKTEST_METRICS = Table("gold", "backtest_metrics", "scope string, metric string, value double, strategy string",
                          ("strategy",))
+BACKTEST_REJECTIONS = Table("gold", "backtest_rejections", "ts timestamp, symbol string, quantity double, "
+                                                           "price double, limit_hit string, reason string, strategy string",
+                            ("strategy",))
 LONG_SHORT = Table("gold", "long_short", "ts timestamp, n long, n_long long, n_short long, long_return double, "
                                          "short_return double, gross double, turnover double, cost double, "
                                          "net double, strategy string", ("strategy",))
@@ -153,7 +156,7 @@ SMOKE_PRICES = Table("bronze", "smoke_prices", "symbol string, ts timestamp, clo
 
 CATALOG: tuple[Table, ...] = (BRONZE_TICKS, BRONZE_BARS, SOURCE_FACTS, SILVER_BARS, QUARANTINE, FEATURES, LABELS,
                               PREDICTIONS, BACKTEST_TRADES, BACKTEST_EQUITY, BACKTEST_POSITIONS, BACKTEST_METRICS,
-                              LONG_SHORT,
+                              BACKTEST_REJECTIONS, LONG_SHORT,
                               MONTECARLO_SUMMARY, MONTECARLO_FAN, LIVE_BARS, LIVE_FEATURES, LIVE_PREDICTIONS, LIVE_DEAD_LETTERS,
                               LIVE_ORDERS, LIVE_FILLS, LIVE_POSITIONS, LIVE_EQUITY, SMOKE_PRICES)
 

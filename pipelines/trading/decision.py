@@ -1,9 +1,17 @@
-"""The trading decision at a bar's close: breaker -> exits -> signal x size -> target positions.
+"""The trading decision at a bar's close, shared by the backtest engine and the live trader:
 
-One compiled function that the backtest kernel calls at every close and the live risk
-manager calls for every new bar, so a strategy means the same thing in research and live.
-It composes the rules of :mod:`pipelines.trading.rules`; the event-by-event reference in
-``pipelines.backtest.reference`` composes them on its own, as the test oracle.
+1. the drawdown breaker (``risk.max_drawdown``): once it trips, or whenever trading is not
+   ACTIVE, every target is flat and the strategy is not asked;
+2. the strategy's targets (:mod:`pipelines.trading.strategy`);
+3. orders: the shares that move each position (plus its working orders) to its target at the decision bar's close
+   (:func:`pipelines.trading.rules.order_quantity`), for symbols with a bar at this close or a
+   position, in symbol order;
+4. the :func:`~pipelines.trading.risk.check_order` gate on each, against positions plus working
+   orders; an accepted order becomes working, so the next one sees it.
+
+Steps 3 and 4 are one compiled function, :func:`orders_and_verdicts`, which the backtest calls
+in its compiled loop and the live trader calls on the cross-section it built, so the same
+inputs give the same orders and the same rejections in both.
 """
 
 from __future__ import annotations
@@ -12,35 +20,55 @@ import numpy as np
 from numba import njit
 
 from pipelines.trading import rules as R
+from pipelines.trading.risk import check_order
+
+MIN_QUANTITY = 1e-9  # an order smaller than this (in shares) is no order
 
 
 @njit(cache=True)
-def target_position(halted: bool, shares: float, entry_price: float, price: float, p_up: float, annual_vol: float,
-                    base: float, params) -> float:
-    """The value one symbol should hold after this close (signed, in currency).
-
-    Flat when trading is halted or the position's stop-loss / take-profit is hit; otherwise
-    the signal from ``p_up`` times the configured size times ``base`` (equity or initial
-    capital, see :func:`pipelines.trading.rules.sizing_base`). ``params`` is
-    :meth:`pipelines.trading.rules.Rules.params`.
-    """
-    (long_t, short_t, sizing, vol_target, kelly_f, _commission, _half_spread, _slippage, _max_part, max_pos,
-     stop_loss, take_profit, _max_dd) = params
-    if halted or R.exit_hit(shares, entry_price, price, stop_loss, take_profit):
-        return 0.0
-    size = R.position_size(p_up, annual_vol, sizing, vol_target, kelly_f, max_pos)
-    return R.signal(p_up, long_t, short_t) * size * base
+def halted_now(halted: bool, equity: float, peak: float, max_drawdown: float) -> bool:
+    """Whether trading is halted after this close: it was, or the drawdown breaker trips now."""
+    return halted or R.breaker_tripped(equity, peak, max_drawdown)
 
 
 @njit(cache=True)
-def decide_targets(equity: float, peak: float, halted: bool, initial_capital: float, shares: np.ndarray,
-                   entry_price: np.ndarray, price: np.ndarray, p_up: np.ndarray, annual_vol: np.ndarray, params,
-                   target: np.ndarray) -> bool:
-    """Fill ``target`` (value per symbol) for the portfolio after a close; return whether trading
-    is halted from now on (already halted, or the drawdown breaker trips at this close)."""
-    halted = halted or R.breaker_tripped(equity, peak, params[12])
-    base = R.sizing_base(equity, initial_capital, params[2])
-    for i in range(len(target)):
-        target[i] = target_position(halted, shares[i], entry_price[i], price[i], p_up[i], annual_vol[i], base,
-                                    params)
-    return halted
+def orders_and_verdicts(ts_ns: int, close: np.ndarray, tradable: np.ndarray, shares: np.ndarray,
+                        working: np.ndarray, target: np.ndarray, last_ts_ns: np.ndarray, listed: np.ndarray,
+                        equity: float, state: int, limits, window: np.ndarray, qty: np.ndarray, code: np.ndarray,
+                        value: np.ndarray) -> int:
+    """Orders for ``target`` (signed value per symbol) and the gate's verdict on each: first the
+    orders that shrink a position, then the others, each group in symbol order (so a rebalance's
+    sales free the exposure its purchases need); returns how many orders there are.
+
+    Fills ``qty`` (signed shares; 0: no order), ``code`` (0 accepted, else the limit's index in
+    :data:`pipelines.trading.risk.LIMITS`) and ``value`` (the number that broke it). Only
+    ``tradable`` symbols (a bar at this close, or a position) get orders. ``close`` is each
+    symbol's last trade (at ``last_ts_ns``); ``working`` gains every accepted order."""
+    gross = 0.0
+    for i in range(len(close)):
+        held = shares[i] + working[i]
+        if held != 0.0 and close[i] > 0:
+            gross += abs(held) * close[i]
+    n = 0
+    shrinks = np.zeros(len(close), dtype=np.bool_)
+    for i in range(len(close)):
+        qty[i], code[i], value[i] = 0.0, 0, 0.0
+        if tradable[i]:
+            now = shares[i] + working[i]
+            q = R.order_quantity(target[i], close[i], now)
+            if abs(q) >= MIN_QUANTITY:
+                qty[i] = q
+                shrinks[i] = abs(now + q) < abs(now)
+                n += 1
+    for reducing in (True, False):  # orders that shrink a position first, as a desk sells before it buys
+        for i in range(len(close)):
+            if qty[i] == 0.0 or shrinks[i] != reducing:
+                continue
+            now = shares[i] + working[i]
+            c, v = check_order(qty[i], close[i], ts_ns, state, now, close[i], last_ts_ns[i], listed[i], equity, gross,
+                               limits, window)
+            code[i], value[i] = c, v
+            if c == 0:
+                working[i] += qty[i]
+                gross += (abs(now + qty[i]) - abs(now)) * close[i]
+    return n

@@ -3,9 +3,15 @@
 The checks follow what NautilusTrader's ``RiskEngine`` and LEAN's pre-order checks do, plus a
 price band: trading state, zero quantity, unknown symbol, stale market data, price band around
 the last trade, maximum order quantity and notional, maximum position per symbol and gross
-exposure after the order, and an order submit-rate limit. The sizing rules already keep
-targets inside ``risk.max_position_size``; this gate is the independent last line that holds
-whatever the decision upstream did.
+exposure after the order, and an order submit-rate limit. The strategies already size within
+their own rules; this gate is the independent last line that holds whatever the decision
+upstream did.
+
+The checks are one compiled function, :func:`check_order`, that the backtest engine calls in
+its compiled loop and :class:`RiskGate` calls for the live trader and the API desk, so an order
+is judged the same way in both, rejections included. The book it judges against is positions
+**plus working orders** (accepted, not yet filled): an order cannot slip past a limit because
+the orders before it have not filled yet.
 
 Time is event time (the order's ``ts``: the close of the bar it was decided on), not the wall
 clock, so a replay of the same bars is judged exactly as the live run was.
@@ -17,10 +23,13 @@ numbers, and the caller keeps the order with that reason.
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
+
+import numpy as np
+import pandas as pd
+from numba import njit
 
 from config.schemas.trading import LimitSettings
 from pipelines.trading.orders import Order
@@ -33,6 +42,117 @@ class TradingState(str, Enum):
     ACTIVE = "ACTIVE"
     REDUCING = "REDUCING"
     HALTED = "HALTED"
+
+
+STATE_CODE = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
+
+# what check_order returns: 0 accepted, else the index of the limit (its config key or check name)
+LIMITS = ("accepted", "quantity", "trading_state", "trading_state", "symbols", "symbols", "max_data_age_seconds",
+          "price_band", "max_order_quantity", "max_order_notional", "equity", "max_position_notional",
+          "max_gross_exposure", "max_orders_per_second")
+(OK, QUANTITY, HALTED, REDUCING, NOT_LISTED, NO_DATA, STALE, BAND, MAX_QTY, MAX_NOTIONAL, EQUITY, MAX_POSITION,
+ MAX_GROSS, MAX_RATE) = range(len(LIMITS))
+NS = 1_000_000_000
+
+
+def limit_params(limits: LimitSettings) -> tuple[float, ...]:
+    """The limits as the flat tuple :func:`check_order` takes."""
+    return (float(limits.max_order_quantity), float(limits.max_order_notional), float(limits.max_position_notional),
+            float(limits.max_gross_exposure), float(limits.price_band), float(limits.max_orders_per_second),
+            float(limits.max_data_age_seconds))
+
+
+def new_rate_window(limits: LimitSettings) -> np.ndarray:
+    """The submit-rate limit's memory: accepted orders' times (ns) in a ring, then head and count."""
+    return np.zeros(int(limits.max_orders_per_second) + 2, dtype=np.int64)
+
+
+@njit(cache=True)
+def check_order(qty: float, price: float, ts_ns: int, state: int, now_qty: float, last_px: float, last_ts_ns: int,
+                listed: bool, equity: float, gross: float, limits, window: np.ndarray) -> tuple[int, float]:
+    """Judge an order of ``qty`` shares (signed) at ``price``: ``(0, 0)`` when accepted (its time is
+    then remembered in ``window``), else ``(code, the number that broke the limit)``; the code
+    indexes :data:`LIMITS`.
+
+    ``now_qty``: the symbol's position plus its working orders; ``last_px`` / ``last_ts_ns``: its
+    last trade (NaN: no market data); ``gross``: the book's gross exposure, positions and
+    working orders at their last prices; ``limits``: :func:`limit_params`."""
+    max_qty, max_notional, max_position, max_gross, band, max_rate, max_age = limits
+    size = abs(qty)
+    if not (size > 0) or not math.isfinite(size):
+        return QUANTITY, qty
+    if state == 2:
+        return HALTED, 0.0
+    after = now_qty + qty
+    if state == 1 and abs(after) > abs(now_qty) - 1e-12:
+        return REDUCING, now_qty
+    if not listed:
+        return NOT_LISTED, 0.0
+    if not (last_px > 0):
+        return NO_DATA, 0.0
+    if ts_ns - last_ts_ns > max_age * NS:
+        return STALE, (ts_ns - last_ts_ns) / NS
+    if price != last_px and (not (price > 0) or abs(price / last_px - 1.0) > band):
+        return BAND, price
+    if size > max_qty:
+        return MAX_QTY, size
+    notional = size * price
+    if notional > max_notional:
+        return MAX_NOTIONAL, notional
+    if not (equity > 0):
+        return EQUITY, equity
+    grows = abs(after) > abs(now_qty)
+    position_value = abs(after) * price
+    if grows and position_value > max_position * equity:
+        return MAX_POSITION, position_value
+    gross_after = gross - abs(now_qty) * last_px + position_value
+    if grows and gross_after > max_gross * equity:
+        return MAX_GROSS, gross_after
+    ring = len(window) - 2
+    head, count = window[ring], window[ring + 1]
+    while count > 0 and ts_ns - window[head] >= NS:
+        head = head + 1 if head + 1 < ring else 0
+        count -= 1
+    if count >= max_rate:
+        window[ring], window[ring + 1] = head, count
+        return MAX_RATE, float(count)
+    slot = head + count
+    window[slot if slot < ring else slot - ring] = ts_ns
+    window[ring], window[ring + 1] = head, count + 1
+    return OK, 0.0
+
+
+def reason(code: int, value: float, symbol: str, side: str, qty: float, price: float, ts: datetime,
+           last_px: float, equity: float, limits: LimitSettings) -> str:
+    """The words of a rejection (:func:`check_order`'s code and number), the same live and in a backtest."""
+    if code == QUANTITY:
+        return f"quantity {value} is not positive"
+    if code == HALTED:
+        return "trading is HALTED"
+    if code == REDUCING:
+        return f"trading is REDUCING: {side} {qty:g} {symbol} would not reduce the position {value:g}"
+    if code == NOT_LISTED:
+        return f"unknown symbol {symbol!r} (not in limits.symbols)"
+    if code == NO_DATA:
+        return f"unknown symbol {symbol!r}: no market data for it"
+    if code == STALE:
+        return (f"stale market data: the last {symbol} trade is {value:g} s old > "
+                f"{limits.max_data_age_seconds:g} s")
+    if code == BAND:
+        return f"price {value:g} outside +/-{limits.price_band:.2%} of the last trade {last_px:g}"
+    if code == MAX_QTY:
+        return f"quantity {value:g} > {limits.max_order_quantity:g}"
+    if code == MAX_NOTIONAL:
+        return f"notional {value:,.2f} > {limits.max_order_notional:,.2f}"
+    if code == EQUITY:
+        return f"equity {value:,.2f} is not positive"
+    if code == MAX_POSITION:
+        return (f"{symbol} position {value:,.2f} after the order > {limits.max_position_notional:.2%} of equity "
+                f"{equity:,.2f}")
+    if code == MAX_GROSS:
+        return f"gross exposure {value:,.2f} after the order > {limits.max_gross_exposure:.2%} of equity {equity:,.2f}"
+    return (f"{value:g} orders accepted in the second before {ts.isoformat()} (limit "
+            f"{limits.max_orders_per_second})")
 
 
 @dataclass(frozen=True)
@@ -49,84 +169,59 @@ ACCEPTED = Verdict(True)
 
 @dataclass
 class Book:
-    """What the gate needs to know about the account: positions, the last trade per symbol,
-    equity and the trading state. The portfolio keeps it current."""
+    """What the gate needs to know about the account: positions, working orders (accepted, not
+    filled), the last trade per symbol, equity and the trading state."""
 
     equity: float
     positions: dict[str, float] = field(default_factory=dict)
     last_price: dict[str, tuple[float, datetime]] = field(default_factory=dict)  # symbol -> (price, ts)
     state: TradingState = TradingState.ACTIVE
+    working: dict[str, float] = field(default_factory=dict)  # symbol -> signed shares not yet filled
 
     def position(self, symbol: str) -> float:
-        return self.positions.get(symbol, 0.0)
+        """Shares held plus shares working."""
+        return self.positions.get(symbol, 0.0) + self.working.get(symbol, 0.0)
 
     def gross_exposure(self) -> float:
-        """Sum of |position| x last price over symbols."""
-        return sum(abs(q) * self.last_price[s][0] for s, q in self.positions.items() if q and s in self.last_price)
+        """Sum of |position + working| x last price over symbols."""
+        symbols = set(self.positions) | set(self.working)
+        return sum(abs(self.position(s)) * self.last_price[s][0] for s in symbols if s in self.last_price)
 
 
 class RiskGate:
     """Checks orders against :class:`~config.schemas.trading.LimitSettings` (``trading_config.yaml``
-    ``limits``); remembers accepted orders' times for the submit-rate limit."""
+    ``limits``) with :func:`check_order`; remembers accepted orders' times for the submit-rate limit."""
 
     def __init__(self, limits: LimitSettings) -> None:
         self.limits = limits
-        self._recent: deque[datetime] = deque()
+        self.params = limit_params(limits)
+        self.window = new_rate_window(limits)
 
     def check(self, order: Order, book: Book) -> Verdict:
         """Accept ``order`` or name the first limit it breaks. An accepted order counts towards
-        the submit rate; the caller applies its fill to ``book`` when it fills."""
-        verdict = self._first_breach(order, book)
-        if verdict.accepted:
-            self._recent.append(order.ts)
-        return verdict
-
-    def _first_breach(self, o: Order, book: Book) -> Verdict:
-        lim = self.limits
-        if not (o.quantity > 0) or not math.isfinite(o.quantity):
-            return Verdict(False, "quantity", f"quantity {o.quantity} is not positive")
+        the submit rate; the caller adds it to ``book.working`` (:meth:`check_and_hold` does)."""
+        o = order
         if o.side not in ("buy", "sell"):
             return Verdict(False, "side", f"side {o.side!r} is neither buy nor sell")
-        if book.state is TradingState.HALTED:
-            return Verdict(False, "trading_state", "trading is HALTED")
-        now_qty = book.position(o.symbol)
-        after_qty = now_qty + o.signed
-        if book.state is TradingState.REDUCING and abs(after_qty) > abs(now_qty) - 1e-12:
-            return Verdict(False, "trading_state", f"trading is REDUCING: {o.side} {o.quantity:g} {o.symbol} would "
-                                                   f"not reduce the position {now_qty:g}")
-        if lim.symbols is not None and o.symbol not in lim.symbols:
-            return Verdict(False, "symbols", f"unknown symbol {o.symbol!r} (not in limits.symbols)")
-        if o.symbol not in book.last_price:
-            return Verdict(False, "symbols", f"unknown symbol {o.symbol!r}: no market data for it")
-        last, last_ts = book.last_price[o.symbol]
-        age = (o.ts - last_ts).total_seconds()
-        if age > lim.max_data_age_seconds:
-            return Verdict(False, "max_data_age_seconds", f"stale market data: the last {o.symbol} trade is "
-                                                          f"{age:g} s old > {lim.max_data_age_seconds:g} s")
-        if not (o.price > 0) or abs(o.price / last - 1.0) > lim.price_band:
-            return Verdict(False, "price_band", f"price {o.price:g} outside +/-{lim.price_band:.2%} of the last "
-                                                f"trade {last:g}")
-        if o.quantity > lim.max_order_quantity:
-            return Verdict(False, "max_order_quantity", f"quantity {o.quantity:g} > {lim.max_order_quantity:g}")
-        notional = o.quantity * o.price
-        if notional > lim.max_order_notional:
-            return Verdict(False, "max_order_notional", f"notional {notional:,.2f} > {lim.max_order_notional:,.2f}")
-        equity = book.equity
-        if not (equity > 0):
-            return Verdict(False, "equity", f"equity {equity:,.2f} is not positive")
-        position_value = abs(after_qty) * o.price
-        if abs(after_qty) > abs(now_qty) and position_value > lim.max_position_notional * equity:
-            return Verdict(False, "max_position_notional", f"{o.symbol} position {position_value:,.2f} after the "
-                                                           f"order > {lim.max_position_notional:.2%} of equity "
-                                                           f"{equity:,.2f}")
-        gross_after = book.gross_exposure() - abs(now_qty) * last + position_value
-        if abs(after_qty) > abs(now_qty) and gross_after > lim.max_gross_exposure * equity:
-            return Verdict(False, "max_gross_exposure", f"gross exposure {gross_after:,.2f} after the order > "
-                                                        f"{lim.max_gross_exposure:.2%} of equity {equity:,.2f}")
-        while self._recent and (o.ts - self._recent[0]).total_seconds() >= 1.0:
-            self._recent.popleft()
-        if len(self._recent) >= lim.max_orders_per_second:
-            return Verdict(False, "max_orders_per_second", f"{len(self._recent)} orders accepted in the second "
-                                                           f"before {o.ts.isoformat()} (limit "
-                                                           f"{lim.max_orders_per_second})")
-        return ACCEPTED
+        last_px, last_ts = book.last_price.get(o.symbol, (math.nan, o.ts))
+        listed = self.limits.symbols is None or o.symbol in self.limits.symbols
+        qty = float(o.quantity) if o.side == "buy" else -float(o.quantity)
+        code, value = check_order(qty, float(o.price), _ns(o.ts), STATE_CODE[TradingState(book.state)],
+                                  book.position(o.symbol), float(last_px), _ns(last_ts), listed, float(book.equity),
+                                  book.gross_exposure(), self.params, self.window)
+        if code == OK:
+            return ACCEPTED
+        return Verdict(False, LIMITS[code], reason(code, value, o.symbol, o.side, o.quantity, o.price, o.ts,
+                                                   last_px, book.equity, self.limits))
+
+    def check_and_hold(self, order: Order, book: Book) -> Verdict:
+        """:meth:`check`, and an accepted order joins ``book.working`` (so the next order in the
+        same decision sees it)."""
+        verdict = self.check(order, book)
+        if verdict.accepted:
+            book.working[order.symbol] = book.working.get(order.symbol, 0.0) + order.signed
+        return verdict
+
+
+def _ns(ts: datetime) -> int:
+    return int(pd.Timestamp(ts).value)

@@ -1,8 +1,9 @@
-"""Strategy, sizing, cost and risk rules: small compiled functions on plain numbers.
+"""Signal, sizing, cost and exit rules: small compiled functions on plain numbers.
 
-The backtest kernel, the event-by-event reference and the live risk manager call these
-same functions (numba-compiled, callable from Python too), so a rule means the same thing
-everywhere. :class:`Rules` carries the settings as the flat tuple they take.
+The built-in strategies, the backtest engine, the event-by-event reference, the venue and the
+live trader call these same functions (numba-compiled, callable from Python too), so a rule
+means the same thing everywhere. :class:`Costs` carries the cost settings as the flat tuple
+they take.
 """
 
 from __future__ import annotations
@@ -14,34 +15,20 @@ from numba import njit
 
 from config.schemas.trading import TradingSettings
 
-SIZING = {"fixed_fraction": 0, "fixed_notional": 1, "vol_target": 2, "kelly": 3}
-
-
 @dataclass(frozen=True)
-class Rules:
-    """The trading settings flattened for fast use (fractions, not basis points)."""
+class Costs:
+    """What a fill costs and how much can fill (``trading_config.yaml`` ``costs``), as fractions."""
 
-    long_threshold: float
-    short_threshold: float
-    sizing: int  # SIZING code
-    vol_target_annual: float
-    kelly_fraction: float
     commission: float
     half_spread: float
     slippage_per_pct_volume: float
     max_participation: float
-    max_position_size: float
-    stop_loss: float
-    take_profit: float
-    max_drawdown: float
 
     @classmethod
-    def from_settings(cls, t: TradingSettings) -> "Rules":
-        c, r = t.costs, t.risk
-        return cls(t.signal.long_threshold, t.signal.short_threshold, SIZING[t.sizing.method],
-                   t.sizing.vol_target_annual, t.sizing.kelly_fraction, c.commission_bps / 1e4,
-                   c.half_spread_bps / 1e4, c.slippage_bps_per_pct_volume / 1e4, c.max_participation,
-                   r.max_position_size, r.stop_loss, r.take_profit, r.max_drawdown)
+    def from_settings(cls, t: TradingSettings) -> "Costs":
+        c = t.costs
+        return cls(c.commission_bps / 1e4, c.half_spread_bps / 1e4, c.slippage_bps_per_pct_volume / 1e4,
+                   c.max_participation)
 
     def params(self) -> tuple:
         return tuple(float(x) for x in astuple(self))
