@@ -13,12 +13,25 @@ from pyspark.sql import functions as F
 from config import load_settings
 from pipelines import lake
 from pipelines.ingest.layers import write_bronze, write_silver
-from pipelines.lake.tables import BACKTEST_EQUITY, BACKTEST_METRICS, BACKTEST_TRADES, MONTECARLO_SUMMARY, PREDICTIONS, SILVER_BARS
+from pipelines.lake.tables import (
+    BACKTEST_EQUITY,
+    BACKTEST_METRICS,
+    BACKTEST_POSITIONS,
+    BACKTEST_TRADES,
+    MONTECARLO_SUMMARY,
+    PREDICTIONS,
+    SILVER_BARS,
+)
 from pipelines.backtest.cli import backtest_main
 from pipelines.backtest.cli import montecarlo_main
+from pipelines.trading.strategy import Strategy
 
 ENV = {"QL_DATA__SYNTHETIC__N_SYMBOLS": "4", "QL_DATA__SYNTHETIC__N_DAYS": "5",
-       "QL_DATA__SYNTHETIC__START_DATE": "2024-06-03", "QL_TRADING__RISK__MAX_POSITION_SIZE": "0.2"}
+       "QL_DATA__SYNTHETIC__START_DATE": "2024-06-03",
+       "QL_TRADING__STRATEGIES__THRESHOLD__MAX_POSITION_SIZE": "0.2",
+       "QL_TRADING__LIMITS__MAX_POSITION_NOTIONAL": "0.25", "QL_TRADING__LIMITS__MAX_ORDER_NOTIONAL": "1e9",
+       "QL_TRADING__STRATEGIES__TOPK_DROPOUT__K": "2", "QL_TRADING__STRATEGIES__TOPK_DROPOUT__N_DROP": "1",
+       "QL_TRADING__STRATEGIES__TOPK_DROPOUT__GROSS": "0.4"}
 
 
 _BUILT: dict[str, str] = {}  # pytest-xdist may tear a module fixture down between tests: build the lake once
@@ -51,9 +64,10 @@ def lake_with_predictions(spark, tmp_path_factory) -> dict[str, str]:
 def test_backtest_cli_writes_gold_tables_and_a_tear_sheet(spark, lake_with_predictions, monkeypatch, capsys) -> None:
     for key, value in lake_with_predictions.items():
         monkeypatch.setenv(key, value)
-    assert backtest_main(["--strategy", "momentum_lstm", "--initial-capital", "100000"]) == 0
+    assert backtest_main(["--strategy", "threshold", "--model", "lstm", "--initial-capital", "100000"]) == 0
     out = capsys.readouterr().out
-    assert "backtest momentum_lstm (lstm predictions): 4 symbols" in out and "sweep: 12 runs on Spark" in out
+    assert "backtest threshold_lstm (threshold on lstm predictions): 4 symbols" in out
+    assert "sweep: 12 runs on Spark" in out
     settings = load_settings()
     metrics = lake.read(spark, BACKTEST_METRICS.path(settings)).toPandas()
     overall = metrics[(metrics["scope"] == "all")].set_index("metric")["value"]
@@ -65,18 +79,28 @@ def test_backtest_cli_writes_gold_tables_and_a_tear_sheet(spark, lake_with_predi
     equity = lake.read(spark, BACKTEST_EQUITY.path(settings)).toPandas()
     trades = lake.read(spark, BACKTEST_TRADES.path(settings)).toPandas()
     assert len(equity) == len(set(equity["ts"])) > 300  # one row per bar of the predictions' span
-    assert (trades["strategy"] == "momentum_lstm").all() and trades["cost"].gt(0).all()
-    sheet = Path(lake_with_predictions["QL_PLATFORM__REPORTS_DIR"]) / "synthetic" / "momentum_lstm.html"
+    assert (trades["strategy"] == "threshold_lstm").all() and trades["cost"].gt(0).all()
+    sheet = Path(lake_with_predictions["QL_PLATFORM__REPORTS_DIR"]) / "synthetic" / "threshold_lstm.html"
     text = sheet.read_text()
     assert text.count("data:image/png;base64,") == 6 and "Per fold" in text
 
     # running again replaces this strategy's rows, it does not append
-    assert backtest_main(["--strategy", "momentum_lstm", "--no-sweep"]) == 0
+    assert backtest_main(["--strategy", "threshold", "--model", "lstm", "--no-sweep"]) == 0
     again = lake.read(spark, BACKTEST_TRADES.path(settings)).toPandas()
     assert len(again) == len(trades)
 
+    # top-k dropout on the same predictions: its own rows, its own sweep (k x n_drop), the gate applied
+    assert backtest_main(["--strategy", "topk_dropout", "--model", "lstm"]) == 0
+    out = capsys.readouterr().out
+    assert "topk_dropout_lstm" in out and "sweep: 5 runs on Spark" in out  # k 1, 2, 4 x n_drop 1 and k
+    held = lake.read(spark, BACKTEST_POSITIONS.path(settings)).where("strategy = 'topk_dropout_lstm'").toPandas()
+    names = held.groupby("ts")["symbol"].nunique()
+    # k names; a third now and then: a sale the volume cap (5% of the bar) filled only in part
+    assert names.median() == 2 and names.max() <= 3
+    assert len(lake.read(spark, BACKTEST_TRADES.path(settings)).toPandas()) > len(trades)
+
     assert montecarlo_main(["--simulations", "2000", "--confidence-interval", "0.9", "--strategy",
-                            "momentum_lstm"]) == 0
+                            "threshold", "--model", "lstm"]) == 0
     out = capsys.readouterr().out
     assert "Monte Carlo: 2,000 stationary paths" in out and "risk of ruin" in out
     assert "drawdown breaker is not re-applied" in out  # what the paths do not model is said
@@ -89,8 +113,8 @@ def test_cli_errors_name_what_is_missing(lake_with_predictions, monkeypatch, cap
     for key, value in lake_with_predictions.items():
         monkeypatch.setenv(key, value)
     assert backtest_main(["--strategy", "astrology"]) == 2
-    assert "names no model family" in capsys.readouterr().err
-    assert backtest_main(["--strategy", "transformer"]) == 2
+    assert "unknown strategy 'astrology'" in capsys.readouterr().err
+    assert backtest_main(["--model", "transformer"]) == 2
     err = capsys.readouterr().err
     assert "no predictions for 'transformer'" in err and "['lstm']" in err
 
@@ -98,13 +122,22 @@ def test_cli_errors_name_what_is_missing(lake_with_predictions, monkeypatch, cap
 def test_a_strategy_that_never_trades_still_writes_its_tables(spark, lake_with_predictions, monkeypatch) -> None:
     for key, value in lake_with_predictions.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("QL_TRADING__SIGNAL__LONG_THRESHOLD", "0.99")
-    monkeypatch.setenv("QL_TRADING__SIGNAL__SHORT_THRESHOLD", "0.01")
-    assert backtest_main(["--strategy", "quiet_lstm", "--no-sweep"]) == 0
+    # a user's strategy by import path: it never trades
+    assert backtest_main(["--strategy", "tests.test_backtest_cli:Quiet", "--model", "lstm", "--no-sweep"]) == 0
     settings = load_settings()
     trades = lake.read(spark, BACKTEST_TRADES.path(settings)).where("strategy = 'quiet_lstm'")
     assert trades.count() == 0
     metrics = lake.read(spark, BACKTEST_METRICS.path(settings)).where(
         "strategy = 'quiet_lstm' AND scope = 'all'").toPandas().set_index("metric")["value"]
     assert metrics["total_return"] == 0 and metrics["trades"] == 0
-    assert montecarlo_main(["--simulations", "200", "--strategy", "quiet_lstm", "--local"]) == 0
+    assert montecarlo_main(["--simulations", "200", "--strategy", "tests.test_backtest_cli:Quiet", "--model", "lstm",
+                            "--local"]) == 0
+
+
+class Quiet(Strategy):
+    """A strategy that holds nothing."""
+
+    name = "quiet"
+
+    def targets(self, ctx):
+        return np.zeros(len(ctx.symbols))

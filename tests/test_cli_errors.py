@@ -13,8 +13,8 @@ from config.settings import PROJECT_ROOT
 COMMANDS = [
     ["-m", "orchestration.main", "--stages", "smoke"],
     ["-m", "models.registry", "status"],
-    ["-m", "pipelines.backtest", "--strategy", "lstm"],
-    ["-m", "pipelines.montecarlo", "--strategy", "lstm"],
+    ["-m", "pipelines.backtest", "--model", "lstm"],
+    ["-m", "pipelines.montecarlo", "--model", "lstm"],
     ["-m", "infra", "status"],
 ]
 
@@ -35,7 +35,10 @@ BAD_FLAGS = [
     ("backtest", ["--initial-capital", "0"], "(from --initial-capital)"),
     ("backtest", ["--seeds", "0"], "(from --seeds)"),
     ("backtest", ["--start-date", "2024-02-01", "--end-date", "2024-01-01"], "--end-date 2024-01-01 is before"),
-    ("backtest", ["--strategy", "astrology"], "names no model family"),
+    ("backtest", ["--strategy", "astrology"], "--strategy: unknown strategy 'astrology'"),
+    ("backtest", ["--strategy", "lstm"], "--strategy 'lstm' is a model family"),
+    ("backtest", ["--model", "astrology"], "model 'astrology' is no model family"),
+    ("backtest", ["--strategy", "nowhere.strategies:MeanReversion"], "cannot load strategy"),
     ("montecarlo", ["--simulations", "0"], "backtest.montecarlo_simulations: Input should be greater than or equal"),
     ("montecarlo", ["--simulations", "-5"], "(from --simulations)"),
     ("montecarlo", ["--simulations", "10000000000"], "less than or equal to 1000000"),

@@ -22,7 +22,7 @@ from pipelines import lake
 from pipelines.backtest.engine import Market, run_backtest
 from pipelines.ingest.sources.synthetic import generate_market, generate_ticks
 from pipelines.lake.tables import LIVE_BARS, LIVE_EQUITY, LIVE_FILLS, LIVE_ORDERS, LIVE_POSITIONS, LIVE_PREDICTIONS
-from pipelines.trading.rules import Rules
+from pipelines.trading.strategies import load_strategy
 from streaming import job, live
 from streaming.feed import publish
 from streaming.portfolio import RedisPortfolio
@@ -154,7 +154,8 @@ def run_live(spark, tmp_path, faults: tuple[str, ...], stream_process: bool = Fa
                    QL_DATA__SYNTHETIC__START_DATE="2024-03-04", QL_DATA__SYNTHETIC__BAD_TICK_RATE="0",
                    QL_PLATFORM__MLFLOW__REGISTERED_MODEL=f"live-{tmp_path.name[-12:]}",
                    # thresholds near the linear model's probabilities, so it trades often
-                   QL_TRADING__SIGNAL__LONG_THRESHOLD="0.505", QL_TRADING__SIGNAL__SHORT_THRESHOLD="0.495")
+                   QL_TRADING__STRATEGIES__THRESHOLD__LONG_THRESHOLD="0.505",
+                   QL_TRADING__STRATEGIES__THRESHOLD__SHORT_THRESHOLD="0.495")
     settings = load_settings(env=env)
     cfg = settings.data.synthetic
     days = pd.bdate_range(cfg.start_date, periods=cfg.n_days)
@@ -219,7 +220,7 @@ def run_live(spark, tmp_path, faults: tuple[str, ...], stream_process: bool = Fa
     bars = lake.read(spark, LIVE_BARS.path(settings)).toPandas()
     predictions = lake.read(spark, LIVE_PREDICTIONS.path(settings)).toPandas()
     market = Market.from_frames(bars[["symbol", "ts", "open", "close", "volume"]], predictions)
-    result = run_backtest(market, Rules.from_settings(settings.trading), settings.trading.initial_capital)
+    result = run_backtest(market, load_strategy(settings.trading), settings.trading)
     expected = result.fills.sort_values(["ts", "symbol"]).reset_index(drop=True)
 
     fills = lake.read(spark, LIVE_FILLS.path(settings)).toPandas().sort_values(["ts", "symbol"]).reset_index(drop=True)

@@ -55,7 +55,7 @@ def backtest_main(argv: list[str] | None = None) -> int:
         if strategy in FAMILIES:
             raise UserError(f"--strategy {strategy!r} is a model family; --strategy names a strategy now "
                             f"(e.g. {settings.trading.strategy}) and --model the family: --model {strategy}")
-        run_name(load_strategy(settings.trading, strategy), args.model)  # a bad name fails before Spark starts
+        run_name(load_strategy(settings.trading, strategy, "--strategy"), args.model)  # fails before Spark starts
         outcome = backtest_strategy(get_spark(settings), settings, strategy, args.model, args.start_date,
                                     args.end_date, sweep=not args.no_sweep,
                                     tear_sheet=Path(args.tear_sheet) if args.tear_sheet else None, progress=True)

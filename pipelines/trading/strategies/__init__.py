@@ -58,11 +58,12 @@ def strategy_class(name: str, key: str = "trading.strategy") -> type[Strategy]:
     return found
 
 
-def load_strategy(trading: TradingSettings, name: str | None = None) -> Strategy:
+def load_strategy(trading: TradingSettings, name: str | None = None, key: str | None = None) -> Strategy:
     """The strategy ``name`` (default: ``trading.strategy``) with its parameters from
-    ``trading.strategies[name]`` (the class's defaults where absent)."""
+    ``trading.strategies[name]`` (the class's defaults where absent); ``key`` names where the
+    name came from in an error (default: ``trading.strategy`` or ``trading.backtest.strategies``)."""
     name = name or trading.strategy
-    cls = strategy_class(name, "trading.strategy" if name == trading.strategy else "trading.backtest.strategies")
+    cls = strategy_class(name, key or ("trading.strategy" if name == trading.strategy else "trading.backtest.strategies"))
     raw = trading.strategies.get(name) or {}
     try:
         params = cls.Params.model_validate(raw)
