@@ -135,6 +135,12 @@ SHEETS: tuple[Sheet, ...] = (
     Sheet("Backtest risk (VaR)", "backtest_metrics", "Bar",
           rows=(Shelf("name"),), cols=(Shelf("value", "Sum", Q),), filters=(Shelf("metric"),),
           description="Historical and parametric VaR / CVaR per strategy (filter metric to var_*/cvar_*)."),
+    Sheet("Strategies compared", "backtest_metrics", "Bar",
+          rows=(Shelf("strategy"), Shelf("family")), cols=(Shelf("value", "Sum", Q),), color=Shelf("strategy"),
+          filters=(Shelf("metric"),),
+          description="Each strategy (threshold, top-k dropout, a user's) on each model family: pick a figure "
+                      "(sharpe, deflated_sharpe, max_drawdown, ...) in the metric filter; the parameters are the "
+                      "params field of the strategy."),
     Sheet("Data quality", "data_quality", "Bar",
           rows=(Shelf("reason"),), cols=(Shelf("rows", "Sum", Q),), color=Shelf("stage"),
           filters=(Shelf("name"),),

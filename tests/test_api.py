@@ -321,9 +321,10 @@ def test_performance_reads_the_warehouse_and_models_the_registry(desk) -> None:
     with engine.begin() as conn:
         key = conn.execute(text("INSERT INTO dw.dim_dataset (name, source) VALUES (:n, 'test') RETURNING dataset_key"),
                            {"n": dataset}).scalar_one()
-        strategy = conn.execute(text("INSERT INTO dw.dim_strategy (name, family, is_baseline) VALUES (:n, 'lstm', false) "
-                                     "ON CONFLICT (name) DO UPDATE SET family = 'lstm' RETURNING strategy_key"),
-                                {"n": "api-test-lstm"}).scalar_one()
+        strategy = conn.execute(text(
+            "INSERT INTO dw.dim_strategy (name, family, is_baseline, strategy, params) "
+            "VALUES (:n, 'lstm', false, 'topk_dropout', '{\"k\": 5}') "
+            "ON CONFLICT (name) DO UPDATE SET family = 'lstm' RETURNING strategy_key"), {"n": "api-test-lstm"}).scalar_one()
         for metric, value in (("sharpe", 1.5), ("deflated_sharpe", 0.42), ("max_drawdown", 0.03)):
             conn.execute(text("INSERT INTO dw.fact_backtest_metric VALUES (:d, :s, 'all', :m, :v)"),
                          {"d": key, "s": strategy, "m": metric, "v": value})
@@ -333,8 +334,12 @@ def test_performance_reads_the_warehouse_and_models_the_registry(desk) -> None:
         assert perf["dataset"] == dataset and perf["live"]["snapshots"] == 0
         [row] = perf["backtest"]
         assert row["strategy"] == "api-test-lstm" and row["metrics"]["deflated_sharpe"] == 0.42
+        assert row["strategy_name"] == "topk_dropout" and row["params"] == {"k": 5}
         live_now = c.get("/api/v1/performance").json()
         assert live_now["dataset"] == desk.settings.data.dataset
+        # the strategy the live trader runs, with its parameters
+        assert live_now["strategy"]["strategy"] == desk.settings.trading.strategy
+        assert live_now["strategy"]["params"]["long_threshold"] == 0.55
         models = c.get("/api/v1/models").json()
         assert models["model"] == desk.settings.platform.mlflow.registered_model and models["champion"] is None
 

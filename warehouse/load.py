@@ -36,10 +36,12 @@ from sqlalchemy.dialects.postgresql import insert
 
 from config import Settings
 from config.errors import UserError
+from config.schemas.model import ModelFamily
 from pipelines.backtest.performance import round_trips
 from pipelines.lake.tables import (
     BACKTEST_EQUITY,
     BACKTEST_METRICS,
+    BACKTEST_REJECTIONS,
     BACKTEST_TRADES,
     LIVE_DEAD_LETTERS,
     LIVE_EQUITY,
@@ -248,10 +250,21 @@ class Dims:
                                                      {"n": name}).scalar_one()
         return self._datasets[name]
 
-    def strategy(self, name: str) -> int:
-        if name not in self._strategies:
-            stmt = insert(dw.DimStrategy).values(name=name, family=name, is_baseline=name in BASELINES)
-            self.conn.execute(stmt.on_conflict_do_nothing())
+    def strategy(self, name: str, strategy: str | None = None, params: str | None = None,
+                 family: str | None = None) -> int:
+        """The key of ``name`` (a backtest run ``<strategy>_<model>`` or a live strategy); with
+        ``strategy`` and ``params`` (JSON), the row is brought up to date with what the run used."""
+        family = family or _family(name)
+        if name not in self._strategies or strategy is not None:
+            stmt = insert(dw.DimStrategy).values(name=name, family=family, is_baseline=family in BASELINES,
+                                                 strategy=strategy, params=params)
+            if strategy is not None:
+                stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={
+                    "family": stmt.excluded.family, "is_baseline": stmt.excluded.is_baseline,
+                    "strategy": stmt.excluded.strategy, "params": stmt.excluded.params})
+            else:
+                stmt = stmt.on_conflict_do_nothing()
+            self.conn.execute(stmt)
             self._strategies[name] = self.conn.execute(
                 text("SELECT strategy_key FROM dw.dim_strategy WHERE name = :n"), {"n": name}).scalar_one()
         return self._strategies[name]
@@ -361,6 +374,20 @@ def _per_strategy(src: pd.DataFrame, dims: Dims, piece: Slice) -> pd.DataFrame:
     return _with_keys(src, dims, piece, symbol=False, day=False, strategy=piece.value)
 
 
+def _metrics(src: pd.DataFrame, dims: Dims, piece: Slice) -> pd.DataFrame:
+    """A run's figures; its strategy's name and parameters go to ``dim_strategy``."""
+    if "strategy_name" in src and src["strategy_name"].notna().any():
+        first = src.iloc[0]
+        dims.strategy(piece.value, str(first["strategy_name"]), str(first["params"]), str(first["model"]))
+    return _per_strategy(src, dims, piece)
+
+
+def _family(name: str) -> str:
+    """The model family a strategy name ends with (``threshold_lstm``: ``lstm``), else the name."""
+    families = sorted(ModelFamily.__args__, key=len, reverse=True)
+    return next((f for f in families if name == f or name.endswith(f"_{f}")), name)
+
+
 def _trades(src: pd.DataFrame, dims: Dims, piece: Slice) -> pd.DataFrame:
     return _with_keys(src, dims, piece, strategy=piece.value)
 
@@ -436,7 +463,8 @@ BACKTEST_SPECS = (
     Spec(dw.FactBacktestRoundTrip, BACKTEST_TRADES, "strategy", _round_trips,
          {"rows": "count(*)", "pnl": "coalesce(sum(pnl), 0)"},
          lambda src: {"rows": float(len(_trips(src))), "pnl": _sum(_trips(src), "pnl")}),
-    Spec(dw.FactBacktestMetric, BACKTEST_METRICS, "strategy", _per_strategy, _metric_f, _metric_e),
+    Spec(dw.FactBacktestMetric, BACKTEST_METRICS, "strategy", _metrics, _metric_f, _metric_e),
+    Spec(dw.FactBacktestRejection, BACKTEST_REJECTIONS, "strategy", _trades, *_plain(["quantity"])),
     Spec(dw.FactMontecarloSummary, MONTECARLO_SUMMARY, "strategy", _per_strategy, _mc_f, _mc_e),
     Spec(dw.FactMontecarloFan, MONTECARLO_FAN, "strategy", _fan, _fan_f, _fan_e),
 )

@@ -120,12 +120,17 @@ class DimModel(Base):
 
 
 class DimStrategy(Base):
+    """A backtest run (``<strategy>_<model>``) or a live account's strategy: the strategy's name
+    and parameters (as the run used them), the model family it traded."""
+
     __tablename__ = "dim_strategy"
 
     strategy_key: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    family: Mapped[str | None] = mapped_column(String(50))
+    family: Mapped[str | None] = mapped_column(String(50), comment="the model family whose predictions it trades")
     is_baseline: Mapped[bool] = mapped_column(Boolean, default=False)
+    strategy: Mapped[str | None] = mapped_column(String(100), comment="the strategy: threshold, topk_dropout, ...")
+    params: Mapped[str | None] = mapped_column(String(2000), comment="the strategy's parameters (JSON)")
 
 
 # ---------------------------------------------------------------- research facts
@@ -199,6 +204,23 @@ class FactBacktestTrade(Base):
     quantity: Mapped[float] = mapped_column(Double)
     price: Mapped[float] = mapped_column(Double)
     cost: Mapped[float] = mapped_column(Double)
+
+
+class FactBacktestRejection(Base):
+    """Orders the risk gate refused in a backtest, with the limit each hit (as live)."""
+
+    __tablename__ = "fact_backtest_rejection"
+    __table_args__ = (Index(None, "dataset_key", "strategy_key", "date_key"),)
+
+    dataset_key: Mapped[int] = mapped_column(_fk("dim_dataset.dataset_key"), primary_key=True)
+    strategy_key: Mapped[int] = mapped_column(_fk("dim_strategy.strategy_key"), primary_key=True)
+    ts: Mapped[dt.datetime] = mapped_column(TS, primary_key=True)
+    symbol_key: Mapped[int] = mapped_column(_fk("dim_symbol.symbol_key"), primary_key=True)
+    date_key: Mapped[int] = mapped_column(_fk("dim_date.date_key"))
+    quantity: Mapped[float] = mapped_column(Double, comment="signed shares")
+    price: Mapped[float] = mapped_column(Double)
+    limit_hit: Mapped[str] = mapped_column(String(50))
+    reason: Mapped[str | None] = mapped_column(String(500))
 
 
 class FactBacktestRoundTrip(Base):

@@ -9,6 +9,7 @@ the whole span and per fold.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,11 +58,16 @@ class Backtest:
     sweep: pd.DataFrame | None = None
 
     def metrics_frame(self) -> pd.DataFrame:
+        """Figures per scope (all, each fold), each row with the strategy's name and parameters
+        (JSON) and the model family, as the run used them."""
         rows = [{"scope": "all", "metric": k, "value": float(v)} for k, v in self.metrics.items()]
         for rec in self.per_fold.to_dict(orient="records"):
             fold = rec.pop("fold")
             rows += [{"scope": f"fold {fold}", "metric": k, "value": float(v)} for k, v in rec.items()]
-        return pd.DataFrame(rows)
+        described = self.result.strategy
+        return pd.DataFrame(rows).assign(strategy_name=described.get("strategy"),
+                                         params=json.dumps(described.get("params", {}), sort_keys=True),
+                                         model=model_of(self.strategy))
 
 
 def figures(result: Result) -> dict:

@@ -108,7 +108,8 @@ BACKTEST_EQUITY = Table("gold", "backtest_equity", "ts timestamp, equity double,
                         ("strategy",))
 BACKTEST_POSITIONS = Table("gold", "backtest_positions", "ts timestamp, symbol string, shares double, value double, "
                                                          "strategy string", ("strategy",))
-BACKTEST_METRICS = Table("gold", "backtest_metrics", "scope string, metric string, value double, strategy string",
+BACKTEST_METRICS = Table("gold", "backtest_metrics", "scope string, metric string, value double, "
+                                                     "strategy_name string, params string, model string, strategy string",
                          ("strategy",))
 BACKTEST_REJECTIONS = Table("gold", "backtest_rejections", "ts timestamp, symbol string, quantity double, "
                                                            "price double, limit_hit string, reason string, strategy string",

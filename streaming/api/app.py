@@ -36,6 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from config import Settings
+from pipelines.trading.strategies import load_strategy
 from streaming.api import schemas as S
 from streaming.api.desk import Conflict, Desk, NotFound
 from streaming.api.history import RegistryView, backtest_performance, live_performance
@@ -138,10 +139,12 @@ Admin = Annotated[Principal, Depends(need("admin"))]
 def create_app(settings: Settings) -> FastAPI:
     """The API on ``settings`` (the services it reads are opened at start-up, closed at shutdown)."""
     cfg = settings.platform.api
+    strategy = load_strategy(settings.trading)  # an unknown strategy fails at start-up, naming the key
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.settings = settings
+        app.state.strategy = strategy
         app.state.desk = Desk(settings)
         app.state.engine = db.engine(settings, "api")
         app.state.keys = KeyStore(app.state.engine, cfg.key_cache_seconds)
@@ -281,7 +284,9 @@ def create_app(settings: Settings) -> FastAPI:
         figures, deflated Sharpe included, for ``dataset`` (default: the configured one)."""
         name = dataset or settings.data.dataset
         engine = request.app.state.engine
-        return {"dataset": name, "live": live_performance(engine, name, settings.trading.initial_capital),
+        described = request.app.state.strategy.describe()
+        return {"dataset": name, "strategy": {"strategy": described["strategy"], "params": described["params"]},
+                "live": live_performance(engine, name, settings.trading.initial_capital),
                 "backtest": backtest_performance(engine, name)}
 
     @app.get(f"{v1}/models", response_model=S.Models, tags=["history"])

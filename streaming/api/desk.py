@@ -35,7 +35,7 @@ from pipelines.trading.orders import ORDER_NAMESPACE, Order
 from pipelines.trading.risk import Book, RiskGate, TradingState, Verdict
 from streaming import live, metrics
 from streaming.portfolio import RedisPortfolio
-from streaming.venue_service import order_record
+from streaming.venue_service import order_record, working_orders
 
 MANUAL = "manual"
 
@@ -273,13 +273,14 @@ class Desk:
         return json.loads(text) if text else None
 
     def _gate_book(self, symbol: str, bar: dict | None) -> Book:
-        """What the gate knows: the account as the portfolio holds it, the last bars' closes
-        as the last trades, the trading state."""
+        """What the gate knows: the account as the portfolio holds it, the venue's working orders
+        (accepted, not yet filled), the last bars' closes as the last trades, the trading state."""
         acct = self.book.snapshot()
         last = {s: (p.last_px, live.utc(p.ts)) for s, p in acct.positions.items() if p.ts}
         if bar and bar.get("close"):
             last[symbol] = (float(bar["close"]), live.utc(bar["ts"]))
-        return Book(acct.equity, {s: p.qty for s, p in acct.positions.items()}, last, self.trading_state())
+        return Book(acct.equity, {s: p.qty for s, p in acct.positions.items()}, last, self.trading_state(),
+                    working_orders(self.client, self.settings))
 
     def close(self) -> None:
         if self._producer is not None:

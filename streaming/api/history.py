@@ -3,6 +3,7 @@ and the registry's champion and challenger (MLflow). Nothing here touches Spark.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -15,7 +16,7 @@ from config import Settings
 from pipelines.backtest.engine import infer_periods_per_year
 
 BACKTEST_METRICS = text("""
-    SELECT s.name AS strategy, s.family, s.is_baseline, m.metric, m.value
+    SELECT s.name AS strategy, s.family, s.is_baseline, s.strategy AS strategy_name, s.params, m.metric, m.value
     FROM dw.fact_backtest_metric m
     JOIN dw.dim_strategy s USING (strategy_key)
     JOIN dw.dim_dataset d USING (dataset_key)
@@ -31,13 +32,15 @@ LIVE_EQUITY = text("""
 
 
 def backtest_performance(engine: Engine, dataset: str) -> list[dict]:
-    """Every strategy's backtest figures over all folds (the deflated Sharpe among them)."""
+    """Every backtest run's figures over all folds (the deflated Sharpe among them), with the
+    strategy's name and parameters as the run used them."""
     with engine.connect() as conn:
         rows = conn.execute(BACKTEST_METRICS, {"dataset": dataset}).all()
     out: dict[str, dict] = {}
-    for strategy, family, baseline, metric, value in rows:
+    for strategy, family, baseline, strategy_name, params, metric, value in rows:
         entry = out.setdefault(strategy, {"strategy": strategy, "family": family, "is_baseline": bool(baseline),
-                                          "metrics": {}})
+                                          "strategy_name": strategy_name,
+                                          "params": json.loads(params) if params else None, "metrics": {}})
         entry["metrics"][metric] = None if value is None or not math.isfinite(value) else float(value)
     return list(out.values())
 

@@ -143,9 +143,11 @@ class TradingStateChange(BaseModel):
 
 
 class StrategyPerformance(BaseModel):
-    strategy: str
-    family: str | None
+    strategy: str = Field(description="the backtest run: <strategy>_<model family>")
+    family: str | None = Field(description="the model family whose predictions it traded")
     is_baseline: bool
+    strategy_name: str | None = Field(None, description="the strategy (threshold, topk_dropout, a user's class)")
+    params: dict | None = Field(None, description="the strategy's parameters in that run")
     metrics: dict[str, float | None] = Field(description="the backtest's figures over all folds, deflated Sharpe "
                                              "included")
 
@@ -161,8 +163,14 @@ class LivePerformance(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
+class LiveStrategy(BaseModel):
+    strategy: str = Field(description="the strategy the live trader runs (trading.strategy)")
+    params: dict = Field(description="its parameters (trading.strategies[<strategy>], defaults filled in)")
+
+
 class Performance(BaseModel):
     dataset: str
+    strategy: LiveStrategy
     live: LivePerformance
     backtest: list[StrategyPerformance]
 
