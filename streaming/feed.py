@@ -9,6 +9,9 @@ Sources:
   stream's status, for the live-accuracy report.
 * ``files`` with ``kind: ticks``: the configured files (e.g. the Binance BTCUSDT trades in
   ``../shared/data``), in time order.
+* ``files`` with ``kind: bars`` (e.g. the S&P 500 daily panel): each bar replayed as four ticks,
+  open, high, low and close, whose sizes add up to its volume, so the stream rebuilds the bar
+  (:func:`bar_ticks`).
 
 Pace: ``speed`` 1 replays at real time (the gaps between event times), k at k x real time,
 0 as fast as the producer goes. The producer is idempotent with ``acks=all`` and keys by
@@ -66,12 +69,38 @@ def synthetic_continuation(settings: Settings, days: int) -> tuple[pd.DataFrame,
     return ticks.sort_values(["ts", "symbol", "seq"], kind="stable").reset_index(drop=True), facts
 
 
+def bar_ticks(bars: pd.DataFrame, bar_minutes: int, source: str, half_spread_bps: float = 1.0) -> pd.DataFrame:
+    """Four ticks per bar (``symbol``, ``ts`` the bar's start, ``open``, ``high``, ``low``,
+    ``close``, ``volume``): the open just after the bar starts, the high at a quarter of it, the
+    low at half, the close just before it ends, each a quarter of the volume, quoted
+    ``half_spread_bps`` around the price. The stream's bar of these ticks is the bar."""
+    bars = bars.sort_values(["ts", "symbol"]).reset_index(drop=True)
+    start = pd.to_datetime(bars["ts"])
+    start = start.dt.tz_localize("UTC") if start.dt.tz is None else start.dt.tz_convert("UTC")
+    span = pd.Timedelta(minutes=bar_minutes)
+    parts = []
+    for k, (column, at) in enumerate((("open", 1e-6), ("high", 0.25), ("low", 0.5), ("close", 1 - 1e-6))):
+        price = bars[column].astype(float)
+        parts.append(pd.DataFrame({
+            "symbol": bars["symbol"], "ts": (start + span * at).dt.floor("us"), "order": k, "price": price,
+            "size": bars["volume"].astype(float) / 4.0, "bid": price * (1 - half_spread_bps / 1e4),
+            "ask": price * (1 + half_spread_bps / 1e4), "side": "buy" if k % 2 else "sell", "source": source}))
+    ticks = pd.concat(parts).sort_values(["ts", "symbol", "order"], kind="stable").reset_index(drop=True)
+    ticks["seq"] = ticks.groupby("symbol").cumcount().astype("int64")
+    return ticks[["symbol", "ts", "seq", "price", "size", "bid", "ask", "side", "source"]]
+
+
 def file_ticks(settings: Settings, spark) -> tuple[pd.DataFrame, dict]:
-    """The configured ``files`` source's ticks, in time order."""
+    """The configured ``files`` source's ticks in time order (a bars source: four ticks a bar)."""
     source = source_for(settings.data)
-    if source.kind != "ticks":
-        raise ValueError("data_config.yaml: files.kind must be 'ticks' for the feed (bars are not ticks)")
     start, end = source.date_range(spark)
+    if source.kind == "bars":
+        from pipelines.ingest.sources.base import interval_minutes
+
+        bars = source.read(spark, start, end).toPandas()
+        ticks = bar_ticks(bars, interval_minutes(settings.data.files.interval), settings.data.dataset)
+        return ticks, {"dataset": settings.data.dataset, "kind": "files (bars as ticks)", "ticks": len(ticks),
+                       "first_bar": ticks["ts"].min().isoformat(), "last_bar": ticks["ts"].max().isoformat()}
     ticks = source.read(spark, start, end).toPandas()
     if "source" not in ticks:
         ticks["source"] = settings.data.dataset

@@ -26,7 +26,7 @@ from pipelines.features.labels import compute_labels
 from pipelines.features.recipe import FeatureSpec
 from pipelines.ingest.layers import write_bronze, write_silver
 from pipelines.ingest.sources.synthetic import generate_market
-from pipelines.lake.tables import FEATURES
+from pipelines.lake.tables import FEATURES, SILVER_BARS
 from streaming import live
 
 
@@ -125,7 +125,8 @@ def live_env(tmp_path, **extra: str) -> dict[str, str]:
 
 def research_with_champion(spark, settings: Settings, days: pd.DatetimeIndex, sequence_length: int = 3):
     """Silver bars and features of ``days`` and a linear champion trained on them, promoted:
-    (version, model, feature spec, the gold feature rows)."""
+    (version, model, feature spec, the gold feature rows). The labels come from the synthetic
+    market's bars, or from the silver bars for another source."""
     cfg = settings.data.synthetic
     write_bronze(spark, settings, days[0].date(), days[-1].date())
     write_silver(spark, settings, days[0].date(), days[-1].date())
@@ -133,8 +134,11 @@ def research_with_champion(spark, settings: Settings, days: pd.DatetimeIndex, se
     spec = FeatureSpec(tuple(settings.data.features.windows), tuple(settings.data.features.rank_features),
                        sequence_length=sequence_length)
     gold = lake.read(spark, FEATURES.path(settings)).toPandas().sort_values(["symbol", "ts"])
-    bars = generate_market(cfg).bars
-    bars["ts"] = bars["ts"].dt.tz_localize(None)
+    if settings.data.source == "synthetic":
+        bars = generate_market(cfg).bars
+        bars["ts"] = bars["ts"].dt.tz_localize(None)
+    else:
+        bars = lake.read(spark, SILVER_BARS.path(settings)).select("symbol", "ts", "open", "close").toPandas()
     labels = pd.concat([pd.concat([g[["symbol", "ts"]], compute_labels(g, 1)], axis=1)
                         for _, g in bars.sort_values("ts").groupby("symbol")])
     panel = Panel(gold.merge(labels, on=["symbol", "ts"])[["symbol", "ts", *spec.names, "fwd_return", "direction"]],

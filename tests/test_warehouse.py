@@ -114,7 +114,8 @@ def test_every_fact_loads_reconciles_and_a_rerun_replaces_exactly_its_slice(serv
     first = _counts(loader, dataset)
     assert first == {"fact_daily_bar": 6, "fact_data_quality": 3 + 2, "fact_prediction": 36,
                      "fact_backtest_equity": 2 * 3, "fact_backtest_trade": 8, "fact_backtest_round_trip": 4,
-                     "fact_backtest_metric": 6, "fact_montecarlo_summary": 4, "fact_montecarlo_fan": 18,
+                     "fact_backtest_metric": 6, "fact_backtest_rejection": 2, "fact_montecarlo_summary": 4,
+                     "fact_montecarlo_fan": 18,
                      "fact_live_order": 3, "fact_live_rejection": 1, "fact_live_fill": 2, "fact_live_position": 2,
                      "fact_live_equity": 2}, first
     assert _reconcile_all(settings, loader) == []
@@ -129,6 +130,13 @@ def test_every_fact_loads_reconciles_and_a_rerun_replaces_exactly_its_slice(serv
         rejection = conn.execute(text("SELECT limit_hit FROM dw.fact_live_rejection WHERE order_id = :o"),
                                  {"o": f"{dataset}-o2"}).scalar_one()
         assert rejection == "max_position"
+        # each backtest run's strategy and parameters, as the run wrote them
+        run = conn.execute(text("SELECT family, strategy, params, is_baseline FROM dw.dim_strategy WHERE name = 'lstm'")).one()
+        assert run == ("lstm", "threshold", '{"long_threshold": 0.55}', False)
+        refused = conn.execute(text(
+            "SELECT r.limit_hit, r.quantity FROM dw.fact_backtest_rejection r JOIN dw.dim_strategy s USING (strategy_key) "
+            "JOIN dw.dim_dataset d USING (dataset_key) WHERE d.name = :n AND s.name = 'always_up'"), {"n": dataset}).one()
+        assert refused == ("max_position_notional", 25.0)
         model = conn.execute(text("SELECT oos_rows, oos_accuracy FROM dw.dim_model m JOIN dw.dim_dataset d USING "
                                   "(dataset_key) WHERE d.name = :n AND family = 'always_up'"), {"n": dataset}).one()
         assert model.oos_rows == 18 and model.oos_accuracy == pytest.approx(8 / 17)  # p_up 0.55: right on the ups

@@ -66,7 +66,12 @@ def fill_lake(settings: Settings) -> dict[str, pd.DataFrame]:
                                "quantity": [10.0, 5.0, -10.0, -5.0], "price": [100.0, 50.0, 101.0, 49.0],
                                "cost": [0.5, 0.25, 0.5, 0.25], "strategy": strategy})
         metrics = pd.DataFrame({"scope": "all", "metric": ["sharpe", "var_historical", "profit_factor"],
-                                "value": [1.2, 0.01, np.inf], "strategy": strategy})
+                                "value": [1.2, 0.01, np.inf], "strategy_name": "threshold",
+                                "params": '{"long_threshold": 0.55}', "model": strategy, "strategy": strategy})
+        rejected = pd.DataFrame({"ts": [ts[2]], "symbol": ["AAA"], "quantity": [25.0], "price": [100.5],
+                                 "limit_hit": ["max_position_notional"],
+                                 "reason": ["AAA position 2,512.50 after the order > 2.50% of equity 100,000.00"],
+                                 "strategy": strategy})
         summary = pd.DataFrame({"statistic": ["final_equity", "sharpe"], "mean": [101_000.0, 1.0],
                                 "low": [95_000.0, -0.5], "median": [101_000.0, 1.0], "high": [107_000.0, 2.5],
                                 "simulations": 1000, "method": "stationary", "confidence": 0.95, "risk_of_ruin": 0.0,
@@ -74,7 +79,8 @@ def fill_lake(settings: Settings) -> dict[str, pd.DataFrame]:
         fan = pd.DataFrame({"step": range(len(ts)), "ts": ts, "paths": 1000, "q05": 99_000.0, "q25": 99_500.0,
                             "q50": 100_000.0, "q75": 100_500.0, "q95": 101_000.0, "strategy": strategy})
         for table, frame in ((T.BACKTEST_EQUITY, eq), (T.BACKTEST_TRADES, trades), (T.BACKTEST_METRICS, metrics),
-                             (T.MONTECARLO_SUMMARY, summary), (T.MONTECARLO_FAN, fan)):
+                             (T.BACKTEST_REJECTIONS, rejected), (T.MONTECARLO_SUMMARY, summary),
+                             (T.MONTECARLO_FAN, fan)):
             write_frame(table, settings, frame, mode="append" if strategy != "always_up" else "overwrite")
             frames.setdefault(table.name, []).append(frame)
     day = "2024-02-01"
