@@ -22,6 +22,7 @@ from pipelines.backtest.engine import Market, run_backtest
 from pipelines.ingest.sources import source_for
 from pipelines.lake.tables import LIVE_BARS, LIVE_EQUITY, LIVE_FILLS, LIVE_ORDERS, LIVE_PREDICTIONS
 from pipelines.trading.strategies import load_strategy
+from pipelines.trading.strategy import Strategy
 from streaming import live
 from streaming.feed import bar_ticks, publish
 from streaming.portfolio import RedisPortfolio
@@ -138,3 +139,50 @@ def test_topk_dropout_on_sp500_days_live_equals_the_backtest(spark, services, tm
     held = (result.positions > 0).sum(axis=1)
     assert held.max() == 3 and len(set(result.fills["t"])) >= 3  # k names, rebalanced more than once
     assert set(result.fills["t"]) <= set(range(1, len(result.equity), 2))  # decided at steps 0, 2, 4...
+
+
+class FailsOnSecondBar(Strategy):
+    """Long 1% of equity in each name, except at its second decision, where it raises."""
+
+    name = "fails_on_second_bar"
+
+    def targets(self, ctx):
+        if ctx.step == 1:
+            raise ValueError("the second bar breaks me")
+        return np.full(len(ctx.symbols), 0.01 * ctx.equity)
+
+
+def test_a_failing_strategy_skips_its_bar_live_and_the_trader_goes_on(services, tmp_path) -> None:
+    """The trader on the real Redis and Kafka: the bar whose decision raises is skipped with the
+    reason in the status note and the metric; the bars around it decide and send as usual."""
+    from streaming import metrics
+    from streaming.trader import Trader
+
+    env = live_env(tmp_path, QL_TRADING__STRATEGY="tests.test_live_strategies:FailsOnSecondBar")
+    settings = load_settings(env=env)
+    live.fresh_run(settings)
+    trader = Trader(settings, 252.0)
+    client = live.redis_client(settings)
+    book = RedisPortfolio(client, live.account(settings))
+    times = pd.date_range("2024-03-13 15:00", periods=3, freq="5min")
+    bars = pd.DataFrame([{"symbol": s, "ts": t, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.0,
+                          "volume": 1e6} for t in times for s in ("AAA", "BBB")])
+    preds = bars[["symbol", "ts"]].assign(p_up=0.6, expected_return=0.001, model_version="1")
+    before = metrics.STRATEGY_ERRORS.labels("fails_on_second_bar")._value.get()
+    decided = []
+    try:
+        for ts in times:
+            book.mark_bar(live.utc(ts), {"AAA": 100.0, "BBB": 100.0})  # the portfolio has closed the bar
+            decided += trader.on_batch(bars[bars["ts"] == ts], preds[preds["ts"] == ts])
+            if ts == times[1]:
+                note = trader.note
+    finally:
+        trader.close()
+        client.close()
+    first, second, third = decided
+    assert [o.symbol for o, *_ in first.orders] == ["AAA", "BBB"] and first.skipped is None
+    assert second.skipped and not second.orders
+    assert "strategy 'fails_on_second_bar' at 2024-03-13 15:05:00+00:00: raised ValueError: the second bar breaks me" \
+        in note
+    assert metrics.STRATEGY_ERRORS.labels("fails_on_second_bar")._value.get() == before + 1
+    assert third.skipped is None and trader.note == "" and len(third.orders) == 2  # the next bar decides again

@@ -15,6 +15,7 @@ from config.settings import PROJECT_ROOT
 pytestmark = pytest.mark.services
 
 
+@pytest.mark.timeout(1200)
 def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) -> None:
     model = f"main-job-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "QL_PROFILE": "demo", "QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"),
@@ -27,7 +28,7 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
            "QL_MODEL__TRANSFORMER__N_HEADS": "2", "QL_MODEL__TRANSFORMER__N_LAYERS": "1",
            "QL_MODEL__TRANSFORMER__DIM_FEEDFORWARD": "16", "QL_MODEL__TRAINING__MAX_EPOCHS": "2"}
     proc = subprocess.run([sys.executable, "-m", "orchestration.main"], capture_output=True, text=True,
-                          cwd=PROJECT_ROOT, env=env, timeout=600)
+                          cwd=PROJECT_ROOT, env=env, timeout=900)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     assert "platform_smoke_job succeeded" in out and "research_job succeeded" in out
@@ -58,13 +59,16 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
     assert "Tableau      " in out and "quantlake.twb" in out
     assert "Nightly      retraining next at " in out and "UTC (schedule nightly_retrain)" in out
     assert (out + proc.stderr).count("BetaWarning") == 0  # library warnings are filtered where understood
-    # every strategy backtested with its figures, Monte Carlo per strategy, a tear sheet each
+    # the demo's strategies (threshold, top-k dropout) on every family, with their figures, Monte
+    # Carlo per run, a tear sheet each
     assert "| strategy" in out and "deflated_sharpe" in out and "risk_of_ruin" in out
-    # and every family's decile long-short book, its periods in gold long_short
-    assert "long_short_backtests" in out and "sharpe_net_ci_low" in out and "cost_bps=3.0" in out
+    assert "threshold_lstm" in out and "topk_dropout_ensemble" in out and "rejected_orders" in out
+    # and every family's decile long-short book, traded by the engine, its bars in gold long_short
+    assert "long_short_backtests" in out and "sharpe_net_ci_low" in out and "rebalance_every=1" in out
     reports = tmp_path / "reports" / "synthetic"
-    assert {p.stem for p in reports.glob("*.html")} == {"always_up", "momentum_sign", "linear", "lightgbm", "lstm", "transformer",
-                                                        "ensemble"}
+    families = ("always_up", "momentum_sign", "linear", "lightgbm", "lstm", "transformer", "ensemble")
+    assert {p.stem for p in reports.glob("*.html")} == {f"{s}_{f}" for s in ("threshold", "topk_dropout")
+                                                        for f in families}
     for table in ("bronze/smoke_prices", "silver/synthetic/bars", "gold/synthetic/features", "gold/synthetic/labels",
                   "gold/synthetic/predictions", "gold/synthetic/backtest_trades", "gold/synthetic/backtest_equity",
                   "gold/synthetic/backtest_metrics", "gold/synthetic/long_short", "gold/synthetic/montecarlo_summary"):
