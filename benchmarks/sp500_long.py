@@ -19,6 +19,7 @@ from deltalake import DeltaTable
 
 from benchmarks.common import write_result
 from config import load_settings
+from pipelines.trading.strategies import load_strategy
 from models.scoring import score
 from pipelines.backtest.engine import infer_periods_per_year
 from pipelines.backtest.longshort import summarize
@@ -51,11 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     for model, frame in preds.groupby("model"):
         models[model] = figures(frame)
         per_year[model] = {int(y): round(figures(g)["ic"], 5) for y, g in frame.groupby("year")}
-    step = settings.model.label_horizon
     long_short = {}
-    for model, daily in books.groupby("strategy"):
+    for model, daily in books.groupby("strategy"):  # one row per bar: the engine's book (longshort.py)
         daily = daily.sort_values("ts")
-        ppy = infer_periods_per_year(pd.Index(daily["ts"])) / step
+        ppy = infer_periods_per_year(pd.Index(daily["ts"]))
         long_short[model] = {k: round(v, 5) for k, v in summarize(daily, ppy).items()}
     ensemble, linear = models.get("ensemble", {}), models.get("linear", {})
     ratio = ensemble.get("ic", np.nan) / linear["ic"] if linear.get("ic") else float("nan")
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
               "test_start": str(m.walk_forward.test_start), "n_folds": m.walk_forward.n_folds,
               "test_period": [str(preds["ts"].min()), str(preds["ts"].max())],
               "samples_per_epoch": m.training.samples_per_epoch, "models": models, "ic_per_year": per_year,
-              "long_short": long_short, "quantile": settings.trading.backtest.long_short.quantile, "goal": goal}
+              "long_short": long_short, "quantile": load_strategy(settings.trading, "long_short").params.quantile,
+              "goal": goal}
     table = pd.DataFrame([{"model": k, **{c: v[c] for c in ("ic", "ic_ci95", "rank_ic", "rank_ic_ci95", "ic_ir",
                                                               "ic_ir_ci95", "accuracy")}}
                           for k, v in models.items()])

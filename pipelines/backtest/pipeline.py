@@ -17,7 +17,8 @@ from config import Settings
 from pipelines import lake
 from pipelines.backtest import run as bt_run
 from pipelines.backtest.engine import Market, run_backtest
-from pipelines.backtest.longshort import book_periods, summarize
+from pipelines.backtest.longshort import book_periods
+from pipelines.backtest.longshort import summarize as book_summary
 from pipelines.backtest.store import (
     load_equity,
     load_inputs,
@@ -153,7 +154,7 @@ def long_short_books(spark: SparkSession, settings: Settings, progress: bool = F
         write_long_short(spark, settings, model, daily)
         rows.append({"strategy": model, "quantile": strategy.params.quantile,
                      "rebalance_every": strategy.params.rebalance_every, "rejected_orders": len(result.rejections),
-                     **summarize(daily, market.periods_per_year)})
+                     **book_summary(daily, market.periods_per_year)})
     return pd.DataFrame(rows)
 
 
