@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--topk-symbols", type=int, default=500)
     parser.add_argument("--simulations", type=int, default=10_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--skip-backtrader", action="store_true")
     parser.add_argument("--short", action="store_true",
                         help="the suite's version: 300 bars x 8 symbols, top-k over 60, no Spark Monte Carlo")

@@ -209,7 +209,7 @@ def _close(t, target, closes, raw_close, ts_ns, shares, working, last_ts, listed
     N = len(target)
     if acct[STATE] != 0.0:
         target[:] = 0.0
-    tradable = np.empty(N, dtype=np.bool_)
+    tradable = value.astype(np.bool_)  # a scratch array (value is overwritten by the verdicts)
     for i in range(N):
         tradable[i] = math.isfinite(raw_close[t, i]) or shares[i] != 0.0
     orders_and_verdicts(ts_ns[t], closes[t], tradable, shares, working, target, last_ts, listed, acct[EQUITY],

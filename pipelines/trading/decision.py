@@ -50,19 +50,18 @@ def orders_and_verdicts(ts_ns: int, close: np.ndarray, tradable: np.ndarray, sha
         if held != 0.0 and close[i] > 0:
             gross += abs(held) * close[i]
     n = 0
-    shrinks = np.zeros(len(close), dtype=np.bool_)
-    for i in range(len(close)):
+    for i in range(len(close)):  # code holds the pass an order is judged in until its verdict
         qty[i], code[i], value[i] = 0.0, 0, 0.0
         if tradable[i]:
             now = shares[i] + working[i]
             q = R.order_quantity(target[i], close[i], now)
             if abs(q) >= MIN_QUANTITY:
                 qty[i] = q
-                shrinks[i] = abs(now + q) < abs(now)
+                code[i] = -1 if abs(now + q) < abs(now) else -2
                 n += 1
-    for reducing in (True, False):  # orders that shrink a position first, as a desk sells before it buys
+    for group in (-1, -2):  # orders that shrink a position first, as a desk sells before it buys
         for i in range(len(close)):
-            if qty[i] == 0.0 or shrinks[i] != reducing:
+            if code[i] != group:
                 continue
             now = shares[i] + working[i]
             c, v = check_order(qty[i], close[i], ts_ns, state, now, close[i], last_ts_ns[i], listed[i], equity, gross,
