@@ -221,6 +221,32 @@ def test_a_manual_order_that_breaches_a_limit_gets_422_naming_it(desk) -> None:
     assert [r["limit"] for r in records if r.get("rejected_by") == "risk_gate"][-4:] == [c[1] for c in cases]
 
 
+def test_working_orders_count_against_the_position_limit(desk) -> None:
+    """Two buys in one symbol before a bar, each 60% of what the 2.5% position limit leaves: the
+    first is accepted and works at the venue, the second would take the position past the limit
+    and is refused; once the first fills, the same order is refused again (by the position)."""
+    with desk.http() as c:
+        equity = c.get("/api/v1/portfolio").json()["equity"]
+        held = next((p["qty"] for p in c.get("/api/v1/positions").json() if p["symbol"] == "SYN000"), 0.0)
+    client = live.redis_client(desk.settings)
+    price = json.loads(client.hget(live.key(desk.settings, "venue", "last_bars"), "SYN000"))["close"]
+    client.close()
+    qty = float(int(0.6 * (desk.settings.trading.limits.max_position_notional * equity / price - held)))
+    assert qty >= 5
+    first = _place(desk, symbol="SYN000", side="buy", qty=qty)
+    assert first.status_code == 201 and first.json()["status"] == "ACCEPTED", first.text
+    second = _place(desk, symbol="SYN000", side="buy", qty=qty)
+    assert second.status_code == 422 and second.json()["detail"]["limit"] == "max_position_notional", second.text
+    desk.bar()
+    with desk.http() as c:
+        assert c.get(f"/api/v1/orders/{first.json()['order_id']}").json()["status"] == "FILLED"
+    third = _place(desk, symbol="SYN000", side="buy", qty=qty)
+    assert third.status_code == 422 and third.json()["detail"]["limit"] == "max_position_notional", third.text
+    flat = _place(desk, symbol="SYN000", side="sell", qty=qty)  # a reduction always passes the position limit
+    assert flat.status_code == 201, flat.text
+    desk.bar()
+
+
 def test_cancel_a_working_order_then_it_cannot_fill(desk) -> None:
     r = _place(desk, symbol="SYN002", side="buy", qty=3)
     assert r.status_code == 201, r.text

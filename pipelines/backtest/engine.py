@@ -347,7 +347,7 @@ def fills_frame(market: Market, fills: np.ndarray) -> pd.DataFrame:
     """Fills as a table: t, ts, symbol, quantity, price, cost."""
     t = fills[:, 0].astype(np.int64)
     symbols = np.asarray(market.symbols, dtype=object).take(fills[:, 1].astype(np.int64))
-    return pd.DataFrame({"t": t, "ts": pd.DatetimeIndex(market.ts.to_numpy().take(t)), "symbol": symbols,
+    return pd.DataFrame({"t": t, "ts": market.ts.take(t), "symbol": symbols,
                          "quantity": fills[:, 2], "price": fills[:, 3], "cost": fills[:, 4]})
 
 
