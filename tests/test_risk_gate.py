@@ -88,7 +88,6 @@ def test_no_random_sequence_gets_an_order_past_a_limit() -> None:
     within the order limits, an accepted order that grows a position leaves it and the gross
     exposure within their limits at its price, HALTED accepts nothing, REDUCING only shrinks,
     and no second of event time holds more accepted orders than the rate limit."""
-    settings = load_settings(env={})
     strategy = Threshold()
     # limits that bind: four positions at the cap exceed the gross limit, an order can exceed the cap
     limits = LIMITS.model_copy(update={"max_order_quantity": 100, "max_order_notional": 12_000,
