@@ -139,7 +139,7 @@ class Trader:
         state = TradingState(self.client.get(self.k("state")) or TradingState.ACTIVE.value)
         decision = Decision(ts, state=state)
         model_version = str(predictions["model_version"].iloc[0]) if predictions is not None and len(predictions) else ""
-        working = working_orders(self.client, self.settings)
+        working = working_orders(self.client, self.settings, since=live.utc(ts))
         if predictions is None and not any(p.qty for p in acct.positions.values()) and not working:
             self._mark_decided(at, [], state)
             return decision

@@ -26,6 +26,7 @@ restart: same fill ids, which the portfolio applies once.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 import logging
 import math
 import time
@@ -304,14 +305,19 @@ def order_states(settings: Settings) -> list[OrderState]:
         client.close()
 
 
-def working_orders(client, settings: Settings) -> dict[str, float]:
+def working_orders(client, settings: Settings, since: datetime | None = None) -> dict[str, float]:
     """Per symbol, the signed shares of the venue's working orders (accepted, not yet filled):
-    the part of the book the risk gate counts beside the positions."""
+    the part of the book the risk gate counts beside the positions. With ``since``, only orders
+    decided at or after it: the trader deciding at a bar the portfolio has closed knows every
+    order decided before that bar filled or lapsed at its open, even while a restarted venue
+    has not yet stored that."""
     ids = sorted(client.smembers(live.key(settings, "venue", "working")))
     out: dict[str, float] = {}
     for text in (client.hmget(live.key(settings, "venue", "orders"), ids) if ids else []):
         if text:
             state = state_from_json(text)
+            if since is not None and state.order.ts < since:
+                continue
             out[state.order.symbol] = out.get(state.order.symbol, 0.0) + state.order.signed - (
                 state.filled_qty if state.order.side == "buy" else -state.filled_qty)
     return {s: q for s, q in out.items() if q}
