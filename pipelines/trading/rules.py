@@ -124,3 +124,10 @@ def new_entry(old_shares: float, new_shares: float, entry: float, quantity: floa
     if abs(new_shares) > abs(old_shares):
         return (old_shares * entry + quantity * price) / new_shares
     return entry
+
+
+@njit(cache=True)
+def held_value(shares: float, working: float, close: float) -> float:
+    """A position plus its working orders valued at ``close``: the target that keeps it as it is."""
+    held = shares + working
+    return held * close if held != 0.0 else 0.0

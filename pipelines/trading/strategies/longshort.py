@@ -24,6 +24,7 @@ import numpy as np
 from numba import njit
 from pydantic import Field
 
+from pipelines.trading import rules as R
 from pipelines.trading.strategy import CompiledStrategy, Params
 from pipelines.trading.strategies.topk import SCORES
 
@@ -78,8 +79,7 @@ def long_short_size(step, close, volume, p_up, expected_return, shares, entry_pr
     gross = params[2]
     for i in range(len(out)):
         if np.isnan(signal[i]):
-            held = shares[i] + working[i]
-            out[i] = held * close[i] if held != 0.0 else 0.0
+            out[i] = R.held_value(shares[i], working[i], close[i])
         else:
             out[i] = signal[i] * gross / 2.0 * account[1]
 

@@ -26,6 +26,7 @@ import numpy as np
 from numba import njit
 from pydantic import Field
 
+from pipelines.trading import rules as R
 from pipelines.trading.strategy import CompiledStrategy, Params
 
 SCORES = {"expected_return": 0, "p_up": 1}
@@ -118,8 +119,7 @@ def topk_size(step, close, volume, p_up, expected_return, shares, entry_price, w
     per_name = gross / (2.0 * k if long_short else k) * account[1]
     for i in range(len(out)):
         if np.isnan(signal[i]):
-            held = shares[i] + working[i]
-            out[i] = held * close[i] if held != 0.0 else 0.0
+            out[i] = R.held_value(shares[i], working[i], close[i])
         else:
             out[i] = signal[i] * per_name
 
