@@ -49,6 +49,7 @@ live: export QL_PROFILE ?= demo
 live: up          ## the live market-data path for $(MINUTES) minutes (after `make demo`)
 	$(PY) -m streaming live --minutes $(MINUTES)
 	$(PY) -m warehouse load live && $(PY) -m warehouse reconcile live
+	$(PY) -m tableau build  # the live sheets of the extract and their previews
 
 live-page: export QL_PROFILE ?= demo
 live-page: up     ## the live page in headless Chromium following a 2-minute `make live` (after `make demo`)

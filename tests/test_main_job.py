@@ -46,7 +46,7 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
     assert "champion_model           champion_version=" in out
     for check in ("smoke_prices_complete", "silver_bars_expectations", "features_complete", "beats_champion",
                   "warehouse_bars_reconciled", "warehouse_predictions_reconciled", "warehouse_backtests_reconciled",
-                  "tableau_extract_matches_warehouse"):
+                  "tableau_extract_matches_warehouse", "tableau_sheets_draw"):
         assert f"check {check:<30} passed" in out
     assert f"MLflow UI    {services.platform.mlflow.tracking_uri}" in out
     from mlflow import MlflowClient
@@ -57,6 +57,11 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
     assert MlflowClient().get_model_version_by_alias(model, "champion").tags["dataset"] == "synthetic"
     assert f"Dagster UI   {services.platform.dagster.url}" in out
     assert "Tableau      " in out and "quantlake.twb" in out
+    from tableau.documents import sheets
+    from tableau.previews import file_name
+
+    previews = tmp_path / "tableau" / "previews"
+    assert {p.name for p in previews.glob("*.png")} == {file_name(s) for s in sheets(services)}
     assert "Nightly      retraining next at " in out and "UTC (schedule nightly_retrain)" in out
     assert (out + proc.stderr).count("BetaWarning") == 0  # library warnings are filtered where understood
     # the demo's strategies (threshold, top-k dropout) on every family, with their figures, Monte

@@ -64,7 +64,8 @@ def fill_lake(settings: Settings) -> dict[str, pd.DataFrame]:
                            "gross_exposure": 50_000.0, "periods_per_year": 252 * 78.0, "strategy": strategy})
         trades = pd.DataFrame({"t": [1, 1, 4, 6], "ts": [ts[1], ts[1], ts[4], ts[6]], "symbol": ["AAA", "BBB", "AAA", "BBB"],
                                "quantity": [10.0, 5.0, -10.0, -5.0], "price": [100.0, 50.0, 101.0, 49.0],
-                               "cost": [0.5, 0.25, 0.5, 0.25], "strategy": strategy})
+                               "cost": [0.5, 0.25, 0.5, 0.25], "decision_close": [99.5, 50.5, 101.5, 48.5],
+                               "strategy": strategy})
         metrics = pd.DataFrame({"scope": "all", "metric": ["sharpe", "var_historical", "profit_factor"],
                                 "value": [1.2, 0.01, np.inf], "strategy_name": "threshold",
                                 "params": '{"long_threshold": 0.55}', "model": strategy, "strategy": strategy})

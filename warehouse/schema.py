@@ -204,6 +204,7 @@ class FactBacktestTrade(Base):
     quantity: Mapped[float] = mapped_column(Double)
     price: Mapped[float] = mapped_column(Double)
     cost: Mapped[float] = mapped_column(Double)
+    decision_close: Mapped[float | None] = mapped_column(Double, comment="close of the bar the order was decided at")
 
 
 class FactBacktestRejection(Base):

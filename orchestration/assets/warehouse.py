@@ -125,7 +125,9 @@ def tableau_workbook(context: AssetExecutionContext, settings: SettingsResource)
     return MaterializeResult(metadata={
         "folder": MetadataValue.path(str(settings.get().platform.tableau_dir)),
         "documents": MetadataValue.json([p.name for p in outcome.documents]),
-        "extract_rows": MetadataValue.json(outcome.rows), "extract_seconds": round(outcome.seconds, 2)})
+        "extract_rows": MetadataValue.json(outcome.rows), "extract_seconds": round(outcome.seconds, 2),
+        "sheet_marks": MetadataValue.json({c.sheet.name: len(c.rows) for c in outcome.sheets}),
+        "previews": MetadataValue.path(str(settings.get().platform.tableau_dir / "previews"))})
 
 
 @asset_check(asset=tableau_workbook, description="Every table of the .hyper extract has the warehouse's row count and "
@@ -136,3 +138,13 @@ def tableau_extract_matches_warehouse(settings: SettingsResource) -> AssetCheckR
     problems = extract_differences(settings.get())
     return AssetCheckResult(passed=not problems,
                             metadata={"differences": MetadataValue.md("\n".join(problems) or "none")})
+
+
+@asset_check(asset=tableau_workbook, description="Every research sheet draws marks for the configured dataset, "
+                                                 "and each sheet's marks on the .hyper extract equal the warehouse's "
+                                                 "(the live sheets fill after `make live`).")
+def tableau_sheets_draw(settings: SettingsResource) -> AssetCheckResult:
+    from tableau.build import sheet_problems
+
+    problems = sheet_problems(settings.get())
+    return AssetCheckResult(passed=not problems, metadata={"problems": MetadataValue.md("\n".join(problems) or "none")})

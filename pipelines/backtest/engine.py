@@ -344,11 +344,16 @@ def _close_and_open(t, target, open_, closes, raw_close, volume, ts_ns, costs, m
 
 
 def fills_frame(market: Market, fills: np.ndarray) -> pd.DataFrame:
-    """Fills as a table: t, ts, symbol, quantity, price, cost."""
+    """Fills as a table: t, ts, symbol, quantity, price (the bar's open), cost, and the close
+    of the bar the order was decided at (``decision_close``, the last known close of the symbol
+    at ``t - 1``), for execution analysis."""
     t = fills[:, 0].astype(np.int64)
-    symbols = np.asarray(market.symbols, dtype=object).take(fills[:, 1].astype(np.int64))
+    i = fills[:, 1].astype(np.int64)
+    symbols = np.asarray(market.symbols, dtype=object).take(i)
+    decided = marks(market.close)[np.maximum(t - 1, 0), i] if len(t) else np.empty(0)
     return pd.DataFrame({"t": t, "ts": market.ts.take(t), "symbol": symbols,
-                         "quantity": fills[:, 2], "price": fills[:, 3], "cost": fills[:, 4]})
+                         "quantity": fills[:, 2], "price": fills[:, 3], "cost": fills[:, 4],
+                         "decision_close": decided})
 
 
 def rejections_frame(market: Market, rejects: np.ndarray, limits: LimitSettings, equity: np.ndarray) -> pd.DataFrame:

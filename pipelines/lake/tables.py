@@ -102,7 +102,8 @@ PREDICTIONS = Table("gold", "predictions", "symbol string, ts timestamp, directi
                                            "fold long, p_up double, expected_return double, model string, "
                                            "run_id string, date string", ("model",))
 BACKTEST_TRADES = Table("gold", "backtest_trades", "t long, ts timestamp, symbol string, quantity double, "
-                                                   "price double, cost double, strategy string", ("strategy",))
+                                                   "price double, cost double, decision_close double, strategy string",
+                        ("strategy",))
 BACKTEST_EQUITY = Table("gold", "backtest_equity", "ts timestamp, equity double, returns double, "
                                                    "gross_exposure double, periods_per_year double, strategy string",
                         ("strategy",))
