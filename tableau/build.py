@@ -46,7 +46,7 @@ def build_all(settings: Settings, extract: bool = True) -> BuildOutcome:
 def write_previews(settings: Settings, checks: list[SheetCheck], folder: Path) -> list[Path]:
     """One PNG per sheet, drawn from its marks on the warehouse."""
     by_name = {s.name: s for s in stars(settings)}
-    return [draw(c.sheet, c.rows, captions(by_name[c.sheet.source]), folder / file_name(c.sheet), c.live)
+    return [draw(c.sheet, c.rows, captions(by_name[c.sheet.source]), folder / file_name(c.sheet), c.empty_means)
             for c in checks]
 
 

@@ -130,6 +130,16 @@ def stars(settings: Settings) -> tuple[Star, ...]:
                 "WHEN ABS(\"quantity\") * \"price\" < 10000 THEN '2: $1k-10k' "
                 "WHEN ABS(\"quantity\") * \"price\" < 100000 THEN '3: $10k-100k' ELSE '4: $100k and over' END",
                 "string")}),
+        Star("live_fills", "Live fills and their orders", dw.FactLiveFill,
+             ((dw.FactLiveOrder, "order_id"), symbol, dataset), {
+                 "slippage_bps": Calc(
+                     "Fill vs decision close (bps)",
+                     "10000 * ((IF UPPER([side]) = 'BUY' THEN 1 ELSE -1 END) * ([price] - [price (fact_live_order)]) "
+                     "+ [fee] / [qty]) / [price (fact_live_order)]",
+                     '10000 * ((CASE WHEN UPPER("side") = \'BUY\' THEN 1 ELSE -1 END) * ("price" - '
+                     '"price (fact_live_order)") + "fee" / NULLIF("qty", 0)) / NULLIF("price (fact_live_order)", 0)'),
+                 "fee_bps": Calc("Fee vs fill price (bps)", "10000 * [fee] / ([qty] * [price])",
+                                 '10000 * "fee" / NULLIF("qty" * "price", 0)')}),
         Star("live_positions", "Live positions", dw.FactLivePosition, (symbol, date, dataset), {
             "total_pnl": Calc("Total P&L", "[realized_pnl] + [unrealized_pnl]", '"realized_pnl" + "unrealized_pnl"'),
             "is_latest": Calc("Latest snapshot", f"[ts] = {{ FIXED [symbol], [{DATASET}] : MAX([ts]) }}",
@@ -266,6 +276,11 @@ def sheets(settings: Settings) -> tuple[Sheet, ...]:
               rows=(Shelf("strategy"), Shelf("size_bucket")),
               cols=(Shelf("slippage_bps", "Avg", Q), Shelf("cost_bps", "Avg", Q)), filters=(ds("backtest_trades"),),
               description="The same by order notional: impact grows with the share of the bar's volume."),
+        Sheet("Live fills vs decision", "live_fills", "Bar",
+              rows=(Shelf("symbol"),), cols=(Shelf("slippage_bps", "Avg", Q), Shelf("fee_bps", "Avg", Q)),
+              filters=(ds("live_fills"),),
+              description="Each live fill against the close its order was decided at (the order's price; signed "
+                          "bps, positive is worse) and the fee over the fill price."),
         Sheet("Data quality", "data_quality", "Bar",
               rows=(Shelf("reason"),), cols=(Shelf("rows", "Sum", Q),), color=Shelf("stage"), filters=(ds("data_quality"),),
               description="Rows set aside by reason: the research quarantine and the stream's dead letters."),
@@ -277,9 +292,12 @@ DASHBOARDS: dict[str, tuple[str, ...]] = {
     "P&L tracking": ("Equity vs benchmark", "Live equity and P&L", "Live positions and P&L"),
     "Risk": ("Drawdown and exposure", "Backtest risk (VaR)", "Live equity and risk", "Monte Carlo fan"),
     "Attribution": ("Strategies compared", "P&L by asset", "Model accuracy and IC"),
-    "Trade analytics": ("Slippage by symbol", "Slippage by size", "Data quality"),
+    "Trade analytics": ("Slippage by symbol", "Slippage by size", "Live fills vs decision", "Data quality"),
 }
-LIVE_SOURCES = ("live_positions", "live_equity")  # empty until a live run has been loaded
+LIVE_SOURCES = ("live_fills", "live_positions", "live_equity")
+# sources whose sheets may rightly draw nothing, and what an empty sheet means there
+MAY_BE_EMPTY = {**{s: "no live run loaded yet: run `make live`" for s in LIVE_SOURCES},
+                "data_quality": "nothing quarantined or dead-lettered"}
 
 
 def _datatype(column) -> str:
@@ -365,7 +383,7 @@ def _join(star: Star, conn: str) -> ET.Element:
 
 def _caption(f: dict) -> str:
     base = CAPTIONS.get(f"{f['table']}.{f['remote']}", CAPTIONS.get(f["remote"], f["remote"].replace("_", " ").capitalize()))
-    return base if f["local"] == f["remote"] else f"{base} ({f['table'].removeprefix('dim_')})"
+    return base if f["local"] == f["remote"] else f"{base} ({f['table'].removeprefix('dim_').removeprefix('fact_')})"
 
 
 def captions(star: Star) -> dict[str, str]:

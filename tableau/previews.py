@@ -34,10 +34,9 @@ def _label(shelf: Shelf, captions: dict[str, str]) -> str:
     return {"Sum": f"SUM({caption})", "Avg": f"AVG({caption})"}.get(shelf.derivation, caption)
 
 
-def _empty(ax, sheet: Sheet, live: bool) -> None:
+def _empty(ax, why: str | None) -> None:
     ax.axis("off")
-    ax.text(0.5, 0.5, "No marks yet: run `make live` to fill the live tables" if live else "No marks",
-            ha="center", va="center", fontsize=12, color="grey")
+    ax.text(0.5, 0.5, f"No marks: {why}" if why else "No marks", ha="center", va="center", fontsize=12, color="grey")
 
 
 def _line(fig, sheet: Sheet, frame: pd.DataFrame, captions: dict[str, str]) -> None:
@@ -101,14 +100,15 @@ def _text(fig, sheet: Sheet, frame: pd.DataFrame, captions: dict[str, str]) -> N
     shown.set_fontsize(7)
 
 
-def draw(sheet: Sheet, frame: pd.DataFrame, captions: dict[str, str], path: Path, live: bool = False) -> Path:
-    """Draw ``sheet`` from its marks ``frame`` into the PNG ``path``."""
+def draw(sheet: Sheet, frame: pd.DataFrame, captions: dict[str, str], path: Path, empty_means: str | None = None) -> Path:
+    """Draw ``sheet`` from its marks ``frame`` into the PNG ``path`` (``empty_means``: what to
+    say when there are none)."""
     bars = len(frame[[column_name(s) for s in sheet.rows]].drop_duplicates()) if sheet.mark == "Bar" else 0
     height = 4.5 if sheet.mark != "Bar" else max(3.0, min(9.0, 0.3 * min(bars, MAX_BARS) + 1.5))
     fig = plt.figure(figsize=(9, height), dpi=80, layout="constrained")
     fig.suptitle(sheet.name, fontsize=11, x=0.01, ha="left")
     if frame.empty:
-        _empty(fig.add_subplot(1, 1, 1), sheet, live)
+        _empty(fig.add_subplot(1, 1, 1), empty_means)
     else:
         {"Line": _line, "Bar": _bar, "Text": _text}[sheet.mark](fig, sheet, frame, captions)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import pandas as pd
 from sqlalchemy import Engine, text
 
 from config import Settings
-from tableau.documents import LIVE_SOURCES, Sheet, Shelf, Star, fields, sheets, stars
+from tableau.documents import LIVE_SOURCES, MAY_BE_EMPTY, Sheet, Shelf, Star, fields, sheets, stars
 from warehouse.schema import SCHEMA
 
 _AGG_SQL = {"Sum": "SUM", "Avg": "AVG", "Max": "MAX", "Min": "MIN"}
@@ -145,10 +145,14 @@ class SheetCheck:
             return False
         return True
 
+    @property
+    def empty_means(self) -> str | None:
+        """Why this sheet may rightly draw nothing (None: an empty sheet is a defect)."""
+        return MAY_BE_EMPTY.get(self.sheet.source)
+
     def line(self) -> str:
         where = "" if self.extract is None else (" = extract" if self.agrees else " != extract")
-        empty = " (empty: no live run loaded yet)" if self.live and self.rows.empty else \
-            " (EMPTY)" if self.rows.empty else ""
+        empty = "" if not self.rows.empty else f" (empty: {self.empty_means})" if self.empty_means else " (EMPTY)"
         return f"{self.sheet.name:<26} {len(self.rows):>6} marks{where}{empty}"
 
 
@@ -163,11 +167,11 @@ def check_sheets(settings: Settings, engine: Engine, extract: Path | None = None
 
 
 def problems(checks: list[SheetCheck], live: bool = False) -> list[str]:
-    """The sheets that draw nothing (live ones only when ``live``) or differ between the
-    warehouse and the extract."""
+    """The sheets that draw nothing where they should (the live ones too when ``live``) or
+    differ between the warehouse and the extract."""
     out = []
     for c in checks:
-        if c.rows.empty and (live or not c.live):
+        if c.rows.empty and (not c.empty_means or (live and c.live)):
             out.append(f"{c.sheet.name}: no marks on the warehouse")
         if not c.agrees:
             out.append(f"{c.sheet.name}: the extract's marks differ from the warehouse's")

@@ -54,7 +54,8 @@ def test_every_physical_field_is_a_warehouse_column_and_joins_use_the_keys(setti
                 assert relation.get("table") == f"[{SCHEMA}].[{relation.get('name')}]"
         for clause in root.iter("clause"):
             left, right = (e.get("op") for e in clause.iter("expression") if e.get("op") != "=")
-            assert left.split(".")[1] == right.split(".")[1] and left.split(".")[1].endswith("_key]")
+            assert left.split(".")[1] == right.split(".")[1]
+            assert left.split(".")[1].endswith("_key]") or left.split(".")[1] == "[order_id]"  # a fill's order
 
 
 def _fields(source) -> set[str]:
@@ -365,6 +366,13 @@ def test_each_sheet_draws_the_independently_computed_figures_on_warehouse_and_ex
     drawn = rows["Slippage by symbol"].groupby("none:symbol:nk")["avg:slippage_bps:qk"].mean()
     assert drawn.to_dict() == pytest.approx(expected.to_dict())
 
+    fills = frames["fills"].merge(frames["orders"][["order_id", "price"]], on="order_id", suffixes=("", "_decided"))
+    sign = np.where(fills["side"].str.upper() == "BUY", 1.0, -1.0)
+    slip = 1e4 * (sign * (fills["price"] - fills["price_decided"]) + fills["fee"] / fills["qty"]) / fills["price_decided"]
+    drawn = rows["Live fills vs decision"].set_index("none:symbol:nk")["avg:slippage_bps:qk"]
+    assert drawn.to_dict() == pytest.approx(slip.groupby(fills["symbol"]).mean().to_dict())
+    assert drawn["AAA"] == pytest.approx((25.0 + 1e4 * 0.15 / 101) / 2)  # bought 0.20 above, sold 0.10 above
+
     latest = rows["Live positions and P&L"].set_index("none:symbol:nk")
     assert latest.loc["AAA", "sum:qty:qk"] == 0.0 and latest.loc["AAA", "sum:total_pnl:qk"] == 6.0
     assert rows["Live equity and P&L"]["sum:equity:qk"].tolist() == [100_000.5, 100_005.0]
@@ -374,3 +382,20 @@ def test_each_sheet_draws_the_independently_computed_figures_on_warehouse_and_ex
     previews = write_previews(small, list(checks.values()), tmp_path / "previews")
     assert len(previews) == len(checks) and all(p.stat().st_size > 5_000 for p in previews)
     reporting.dispose()
+
+
+def test_an_empty_sheet_is_a_problem_unless_empty_is_what_its_data_means(settings) -> None:
+    import pandas as pd
+
+    from tableau.sheets import SheetCheck, problems
+
+    by_name = {s.name: s for s in D.sheets(settings)}
+
+    def empty(name: str) -> SheetCheck:
+        sheet = by_name[name]
+        return SheetCheck(sheet, pd.DataFrame(), None, sheet.source in D.LIVE_SOURCES)
+
+    research, live, quality = empty("Equity vs benchmark"), empty("Live equity and P&L"), empty("Data quality")
+    assert problems([research, live, quality]) == ["Equity vs benchmark: no marks on the warehouse"]
+    assert problems([live, quality], live=True) == ["Live equity and P&L: no marks on the warehouse"]
+    assert "no live run loaded yet" in live.line() and "nothing quarantined" in quality.line()
