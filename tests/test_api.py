@@ -266,6 +266,54 @@ def test_cancel_a_working_order_then_it_cannot_fill(desk) -> None:
         assert c.delete(f"/api/v1/orders/{order_id}").status_code == 403
 
 
+def test_a_trade_key_cancels_only_its_own_orders_and_an_admin_any(desk) -> None:
+    other = K.create_key(desk.settings, ["trade"], "test-other-trader")
+    mine = _place(desk, symbol="SYN001", side="buy", qty=2).json()["order_id"]
+    theirs = httpx.post(f"{desk.base}/api/v1/orders", headers={"X-API-Key": other}, timeout=30,
+                        json={"symbol": "SYN001", "side": "buy", "qty": 1}).json()["order_id"]
+    with httpx.Client(base_url=desk.base, headers={"X-API-Key": other}, timeout=30) as c:
+        refused = c.delete(f"/api/v1/orders/{mine}")
+        assert refused.status_code == 403 and "was not placed by key" in refused.json()["detail"]
+        assert c.delete("/api/v1/orders/unknown").status_code == 404
+        assert c.delete(f"/api/v1/orders/{theirs}").json()["cancelled"] is True  # its own
+    with desk.http("admin") as c:
+        assert c.delete(f"/api/v1/orders/{mine}").json()["cancelled"] is True  # an admin cancels any
+    desk.bar()
+
+
+def test_an_order_below_the_minimum_notional_is_refused_naming_the_key(desk) -> None:
+    r = _place(desk, symbol="SYN000", side="buy", qty=1e-9)
+    assert r.status_code == 422 and r.json()["detail"]["limit"] == "min_order_notional"
+    assert "api.min_order_notional" in r.json()["detail"]["reason"]
+
+
+def test_failed_authentications_are_limited_per_address_and_the_key_cache_is_bounded(desk) -> None:
+    from fastapi.testclient import TestClient
+
+    from streaming.api.app import create_app
+
+    def app(**overrides):
+        env = {**desk.env, **{f"QL_PLATFORM__API__{k.upper()}": str(v) for k, v in overrides.items()}}
+        return TestClient(create_app(load_settings(env=env)), base_url="http://127.0.0.1")
+
+    def random_key() -> str:
+        return f"qlk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
+
+    with app(auth_failures_per_minute=5) as client:
+        codes = [client.get("/api/v1/portfolio", headers={"X-API-Key": random_key()}).status_code for _ in range(300)]
+        assert codes[:5] == [401] * 5 and set(codes[5:]) == {429}
+        blocked = client.get("/api/v1/portfolio", headers={"X-API-Key": desk.keys["read"]})
+        assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) >= 1  # the address, not the key
+        with pytest.raises(Exception) as closed, client.websocket_connect("ws://127.0.0.1/ws/trades") as ws:
+            ws.receive_text()
+        assert getattr(closed.value, "code", None) == 4429
+    with app(auth_failures_per_minute=1000, key_cache_size=50) as client:
+        assert {client.get("/api/v1/portfolio", headers={"X-API-Key": random_key()}).status_code
+                for _ in range(300)} == {401}
+        assert client.app.state.keys.cached() == 50  # random keys cannot grow the cache
+        assert client.get("/api/v1/portfolio", headers={"X-API-Key": desk.keys["read"]}).status_code == 200
+
+
 def test_kill_switch_halts_and_reducing_lets_only_reductions_through(desk) -> None:
     assert _place(desk, symbol="SYN000", side="buy", qty=5).status_code == 201
     desk.bar()
@@ -484,6 +532,9 @@ def test_streams_carry_bars_trades_and_portfolio_changes(desk) -> None:
     assert any(m["type"] == "fill" and m["order_id"] == order_id for m in trades)
     assert any(m["type"] == "fill" and m["symbol"] == "SYN001" for m in portfolio)
     assert any(m["type"] == "equity" for m in portfolio)
+    # who placed or cancelled an order is never sent to the stream's readers (other keys)
+    for m in trades:
+        assert not {"submitted_by", "by"} & (set(m) | set(m.get("order") or {})), m
 
 
 def test_streams_refuse_missing_bad_or_late_keys(desk) -> None:
@@ -500,6 +551,8 @@ def test_streams_refuse_missing_bad_or_late_keys(desk) -> None:
     assert asyncio.run(close_code()) == 4401  # no auth message within ws_auth_seconds (1 s here)
     assert asyncio.run(close_code(first=json.dumps({"type": "auth", "key": "qlk_bad"}))) == 4401
     assert asyncio.run(close_code(headers={"X-API-Key": "qlk_bad"})) == 4401
+    for odd in (123, None, ["qlk_x"], {"k": 1}):  # not a string: refused, never a crash without a close frame
+        assert asyncio.run(close_code(first=json.dumps({"type": "auth", "key": odd}))) == 4401, odd
 
 
 def test_a_slow_client_is_dropped_and_never_slows_a_fast_one(desk) -> None:

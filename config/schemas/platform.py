@@ -146,9 +146,12 @@ class ApiSettings(Frozen):
     rate_per_second: float = Field(50.0, gt=0)   # requests per key per second (token bucket) ...
     burst: int = Field(100, ge=1)                # ... and the bucket's size; above it: 429
     key_cache_seconds: float = Field(10.0, ge=0)  # a key checked against PostgreSQL is trusted this long
+    key_cache_size: int = Field(10_000, ge=1)    # keys (good or bad) remembered at most; the oldest go first
+    auth_failures_per_minute: int = Field(20, ge=1)  # failed authentications per client address; above: 429
     page_size: int = Field(100, ge=1)            # list endpoints' default page
     max_page_size: int = Field(1000, ge=1)
     order_ack_seconds: float = Field(3.0, ge=0)  # a manual order or a cancel waits this long for the venue
+    min_order_notional: float = Field(1.0, ge=0)  # a manual order below this many dollars is refused
     ws_queue: int = Field(500, ge=1)             # messages held per WebSocket client; a client further behind is dropped
     ws_heartbeat_seconds: float = Field(5.0, gt=0)
     ws_auth_seconds: float = Field(5.0, gt=0)    # a WebSocket must authenticate within this

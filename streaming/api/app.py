@@ -41,7 +41,7 @@ from streaming.api import schemas as S
 from streaming.api.desk import Conflict, Desk, NotFound
 from streaming.api.history import RegistryView, backtest_performance, live_performance
 from streaming.api.hub import STREAMS, TOO_SLOW, WS_SENT, Feeds, Hub, heartbeat
-from streaming.api.keys import KeyStore, Principal
+from streaming.api.keys import FailedAuth, KeyStore, Principal
 from warehouse import db
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -106,8 +106,16 @@ class Timed:
 def _principal(request: Request, key: Annotated[str | None, Security(api_key_header)],
                token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]) -> Principal:
     state = request.app.state
+    address = request.client.host if request.client else "unknown"
+    wait = state.failures.blocked(address)
+    if wait > 0:
+        RATE_LIMITED.labels("failed-auth").inc()
+        raise HTTPException(429, f"too many failed authentications from {address} (api.auth_failures_per_minute "
+                                 f"{state.settings.platform.api.auth_failures_per_minute})",
+                            headers={"Retry-After": f"{max(1, round(wait + 0.5))}"})
     principal = state.keys.check(key or (token.credentials if token else None))
     if principal is None:
+        state.failures.record(address)
         AUTH_FAILED.labels("401").inc()
         raise HTTPException(401, "a valid API key is required (X-API-Key or Authorization: Bearer)",
                             headers={"WWW-Authenticate": "Bearer"})
@@ -147,7 +155,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.strategy = strategy
         app.state.desk = Desk(settings)
         app.state.engine = db.engine(settings, "api")
-        app.state.keys = KeyStore(app.state.engine, cfg.key_cache_seconds)
+        app.state.keys = KeyStore(app.state.engine, cfg.key_cache_seconds, cfg.key_cache_size)
+        app.state.failures = FailedAuth(cfg.auth_failures_per_minute)
         app.state.limiter = RateLimiter(cfg.rate_per_second, cfg.burst)
         app.state.registry = RegistryView(settings)
         app.state.hub = Hub(cfg.ws_queue)
@@ -238,7 +247,7 @@ def create_app(settings: Settings) -> FastAPI:
     def place(body: S.OrderRequest, principal: Trade, request: Request):
         """A manual market order, checked by the strategy's own pre-trade risk gate."""
         done = request.app.state.desk.submit(body.symbol, body.side, body.qty, body.price, body.client_order_id,
-                                             f"{principal.name} ({principal.key_id})")
+                                             f"{principal.name} ({principal.key_id})", principal.key_id)
         if not done.verdict.accepted:
             order = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in done.order.items()}
             return JSONResponse({"detail": {"limit": done.verdict.limit, "reason": done.verdict.reason,
@@ -254,7 +263,12 @@ def create_app(settings: Settings) -> FastAPI:
     def cancel(order_id: str, principal: Trade, request: Request):
         """Cancel a working order (the venue answers in order with the bars: before the next
         bar it is cancelled, after it it has filled)."""
-        answer = request.app.state.desk.cancel(order_id, f"{principal.name} ({principal.key_id})")
+        desk = request.app.state.desk
+        if not principal.allows("admin") and desk.owner(order_id) != principal.key_id:
+            desk.order(order_id)  # 404 for an unknown order
+            raise HTTPException(403, f"order {order_id} was not placed by key {principal.key_id}: only the key that "
+                                     f"placed it, or an admin key, may cancel it")
+        answer = desk.cancel(order_id, f"{principal.name} ({principal.key_id})")
         if answer["cancelled"] is None:
             return JSONResponse(answer, status_code=202)
         if not answer["cancelled"]:
@@ -297,8 +311,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def websocket(ws: WebSocket, stream: str) -> None:
         await ws.accept()
         state = ws.app.state
+        address = ws.client.host if ws.client else "unknown"
+        if state.failures.blocked(address) > 0:
+            RATE_LIMITED.labels("failed-auth").inc()
+            await ws.close(4429, "too many failed authentications from this address")
+            return
         principal = await _ws_principal(ws, state.keys, cfg.ws_auth_seconds)
         if principal is None:
+            state.failures.record(address)
             AUTH_FAILED.labels("401").inc()
             await ws.close(4401, "a valid API key is required")
             return
@@ -348,8 +368,10 @@ async def _ws_principal(ws: WebSocket, keys: KeyStore, timeout: float) -> Princi
         try:
             first = json.loads(await asyncio.wait_for(ws.receive_text(), timeout))
             presented = first.get("key") if isinstance(first, dict) and first.get("type") == "auth" else None
-        except (asyncio.TimeoutError, ValueError, WebSocketDisconnect, RuntimeError):
+        except (asyncio.TimeoutError, ValueError, WebSocketDisconnect, RuntimeError, KeyError):
             return None
+    if not isinstance(presented, str):  # a number, a list, null: not a key
+        return None
     return await asyncio.to_thread(keys.check, presented)
 
 

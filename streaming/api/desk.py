@@ -216,8 +216,10 @@ class Desk:
         return entry
 
     def submit(self, symbol: str, side: str, qty: float, price: float | None, client_order_id: str | None,
-               by: str) -> Submitted:
-        """Check a manual market order with the strategy's risk gate; send it or reject it."""
+               by: str, key_id: str | None = None) -> Submitted:
+        """Check a manual market order (at least ``api.min_order_notional``) with the strategy's
+        risk gate; send it or reject it. ``key_id`` is remembered as the order's owner, the only
+        key besides an admin key that may cancel it."""
         bar = self._last_bar(symbol)
         clock_us = int(self.client.get(self.k("venue", "last_bar_us")) or -1)
         ts = datetime.fromtimestamp(clock_us / 1e6, timezone.utc) if clock_us >= 0 else datetime.now(timezone.utc)
@@ -229,6 +231,11 @@ class Desk:
         record = {**order_record(order, volume), "submitted_by": by}
         if client_order_id and self.client.hexists(self.k("venue", "orders"), order.order_id):
             return Submitted(record, Verdict(True), self.order(order.order_id))  # a retried request: the same order
+        minimum = self.settings.platform.api.min_order_notional
+        if not float(qty) * reference >= minimum:  # NaN (no price known) is refused too
+            return Submitted(record, Verdict(False, "min_order_notional",
+                                             f"order notional {float(qty) * reference:,.6g} is below "
+                                             f"api.min_order_notional {minimum:,.2f}"), None)
         with self._gate_lock:
             verdict = self.gate.check(order, self._gate_book(symbol, bar))
         if not verdict.accepted:
@@ -236,6 +243,8 @@ class Desk:
                       {**record, "limit": verdict.limit, "reason": verdict.reason, "rejected_by": "risk_gate"})
             self.producer.flush()
             return Submitted(record, verdict, None)
+        if key_id is not None:
+            self.client.hset(self.k("api", "owners"), order.order_id, key_id)
         live.send(self.producer, self.settings.kafka.topics.orders, order.order_id, record)
         self.producer.flush()
         venue = None
@@ -243,6 +252,10 @@ class Desk:
                          self.settings.platform.api.order_ack_seconds, 0.02):
             venue = self.order(order.order_id)
         return Submitted(record, verdict, venue)
+
+    def owner(self, order_id: str) -> str | None:
+        """The key that placed manual order ``order_id`` (None: the trader's, or unknown)."""
+        return self.client.hget(self.k("api", "owners"), order_id)
 
     def cancel(self, order_id: str, by: str) -> dict:
         """Ask the venue to cancel ``order_id``; its answer, or ``pending`` if it has not answered

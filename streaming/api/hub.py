@@ -98,6 +98,16 @@ class Hub:
                 log.warning("a %s WebSocket client fell %d messages behind: dropped", stream, self.queue_size)
 
 
+IDENTITY = ("submitted_by", "by")  # who placed or cancelled an order: never sent to other keys' streams
+
+
+def _anonymous(value: dict) -> dict:
+    out = {k: v for k, v in value.items() if k not in IDENTITY}
+    if isinstance(out.get("order"), dict):
+        out["order"] = {k: v for k, v in out["order"].items() if k not in IDENTITY}
+    return out
+
+
 def kafka_message(topics, topic: str, value) -> tuple[str, dict] | None:
     """(stream, message) for a record of one of the live topics, or None (not for clients)."""
     if not isinstance(value, dict):
@@ -110,10 +120,10 @@ def kafka_message(topics, topic: str, value) -> tuple[str, dict] | None:
             "symbol", "ts", "p_up", "expected_return", "model", "model_version", "family", "scored_at")}}
     if topic == topics.orders:
         kind = "cancel_request" if value.get("kind") == "cancel" else "order"
-        return "trades", {"type": kind, **value}
+        return "trades", {"type": kind, **_anonymous(value)}
     if topic == topics.orders_rejected:
         order = value.get("order") if isinstance(value.get("order"), dict) else value
-        return "trades", {"type": "rejected", "symbol": order.get("symbol"), **value}
+        return "trades", {"type": "rejected", "symbol": order.get("symbol"), **_anonymous(value)}
     if topic == topics.fills and value.get("kind") == "fill":
         return "trades", {"type": "fill", **{k: v for k, v in value.items() if k != "kind"}}
     return None

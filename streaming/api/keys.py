@@ -7,7 +7,10 @@ orders) and ``admin`` (the trading state, the kill switch); ``admin`` implies ``
 ``trade`` implies ``read``.
 
 The API checks keys as ``warehouse.api_role`` (SELECT only) and trusts a checked key for
-``api.key_cache_seconds``: a revoked key stops working within that time.
+``api.key_cache_seconds``: a revoked key stops working within that time. The cache holds at
+most ``api.key_cache_size`` keys, good or bad, so random keys cannot grow it. A client address
+that fails ``api.auth_failures_per_minute`` authentications in a minute is refused (429) until
+the oldest of them is a minute old (:class:`FailedAuth`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -97,17 +101,17 @@ def list_keys(settings: Settings) -> list[dict]:
 
 
 class KeyStore:
-    """Checks presented keys against PostgreSQL, with a short cache (see the module docstring)."""
+    """Checks presented keys against PostgreSQL, with a short, bounded cache (see the module docstring)."""
 
-    def __init__(self, engine: Engine, cache_seconds: float) -> None:
-        self.engine, self.cache_seconds = engine, cache_seconds
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+    def __init__(self, engine: Engine, cache_seconds: float, max_cached: int = 10_000) -> None:
+        self.engine, self.cache_seconds, self.max_cached = engine, cache_seconds, max_cached
+        self._cache: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def check(self, presented: str | None) -> Principal | None:
-        """The principal behind ``presented``, or None (malformed, unknown, wrong secret,
-        revoked or expired: the caller answers 401 without saying which)."""
-        if not presented:
+    def check(self, presented: object) -> Principal | None:
+        """The principal behind ``presented``, or None (not a string, malformed, unknown, wrong
+        secret, revoked or expired: the caller answers 401 without saying which)."""
+        if not isinstance(presented, str) or not presented:
             return None
         match = KEY_PATTERN.match(presented.strip())
         if match is None:
@@ -121,7 +125,14 @@ class KeyStore:
         principal = self._lookup(match.group(1), digest)
         with self._lock:
             self._cache[digest] = (now, principal)
+            self._cache.move_to_end(digest)
+            while len(self._cache) > self.max_cached:
+                self._cache.popitem(last=False)
         return principal
+
+    def cached(self) -> int:
+        """How many keys the cache holds."""
+        return len(self._cache)
 
     def _lookup(self, key_id: str, digest: str) -> Principal | None:
         with self.engine.connect() as conn:
@@ -132,3 +143,38 @@ class KeyStore:
         if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= datetime.now(timezone.utc)):
             return None
         return Principal(row.key_id, row.name, granted(row.scopes))
+
+
+class FailedAuth:
+    """Failed authentications per client address in a sliding minute; at most ``max_addresses``
+    addresses are remembered (the least recently failing go first)."""
+
+    WINDOW = 60.0
+
+    def __init__(self, per_minute: int, max_addresses: int = 10_000) -> None:
+        self.per_minute, self.max_addresses = per_minute, max_addresses
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def blocked(self, address: str) -> float:
+        """0 when ``address`` may try to authenticate, else the seconds until it may."""
+        now = time.monotonic()
+        with self._lock:
+            times = self._failures.get(address)
+            if not times:
+                return 0.0
+            while times and now - times[0] >= self.WINDOW:
+                times.popleft()
+            return 0.0 if len(times) < self.per_minute else self.WINDOW - (now - times[0])
+
+    def record(self, address: str) -> None:
+        """One more failed authentication from ``address``."""
+        now = time.monotonic()
+        with self._lock:
+            times = self._failures.setdefault(address, deque())
+            times.append(now)
+            while len(times) > self.per_minute:
+                times.popleft()
+            self._failures.move_to_end(address)
+            while len(self._failures) > self.max_addresses:
+                self._failures.popitem(last=False)
