@@ -11,7 +11,9 @@ import pytest
 from config import Settings, load_settings
 from config.settings import PROJECT_ROOT
 
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+SHARED = PROJECT_ROOT.parent / "shared"
+SHARED_DATA = SHARED / "data"
+TABLEAU_SCHEMA = SHARED / "tableau-schema" / "twb_2026.1.0.xsd"
 
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -52,14 +54,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.xdist_group(group))
 
 
+def _beside(path: Path) -> Path:
+    """``path`` under ../shared; skips outside CI when it is absent, fails in CI (where it must be)."""
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing: CI runs with ../shared beside the project")
+        pytest.skip(f"{path} is not beside the project")
+    return path
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data``; skips outside CI when it is absent, fails in CI (where it must be)."""
-    if not SHARED_DATA.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{SHARED_DATA} is missing: CI runs with ../shared beside the project")
-        pytest.skip("../shared/data is not beside the project")
-    return SHARED_DATA
+    """``../shared/data``."""
+    return _beside(SHARED_DATA)
+
+
+@pytest.fixture(scope="session")
+def tableau_schema() -> Path:
+    """Tableau's workbook schema in ``../shared/tableau-schema``."""
+    return _beside(TABLEAU_SCHEMA)
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,9 @@ import pytest
 from lxml import etree
 
 from config import Settings
-from config.settings import PROJECT_ROOT
 from tableau import documents as D
 from warehouse.schema import SCHEMA, Base
 
-SCHEMA_FILE = PROJECT_ROOT.parent / "shared" / "tableau-schema" / "twb_2026.1.0.xsd"
 USER = "{http://www.tableausoftware.com/xml/user}"
 
 
@@ -121,48 +119,31 @@ def test_the_extract_reopens_with_the_warehouse_s_row_counts_and_sums(services, 
 # ---------------------------------------------------------------- the schema and Desktop's conventions
 
 
-@pytest.fixture(scope="module")
-def xsd() -> Path:
-    """Tableau's workbook schema in ../shared; skips outside CI when absent, fails in CI."""
-    import os
-
-    if not SCHEMA_FILE.is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"{SCHEMA_FILE} is missing: CI runs with ../shared beside the project")
-        pytest.skip("../shared/tableau-schema is not beside the project")
-    return SCHEMA_FILE
-
-
-def test_every_document_validates_against_tableau_s_schema_but_for_the_documented_gaps(built, xsd) -> None:
+def test_every_document_validates_against_tableau_s_schema_but_for_the_documented_gaps(settings, built,
+                                                                                      tableau_schema) -> None:
     from tableau.validate import KNOWN_GAPS, schema_errors, schema_version
 
     assert set(KNOWN_GAPS) == {"explain-data"}  # each gap by name, with its reason in tableau/validate.py
     documents = sorted(built.glob("*.tds")) + sorted(built.glob("*.twb"))
-    assert len(documents) == len(D.stars(load_settings_for(built))) + 2
+    assert len(documents) == len(D.stars(settings)) + 2
     for path in documents:
-        errors = schema_errors(path, xsd)
+        errors = schema_errors(path, tableau_schema)
         assert [str(e) for e in errors if e.gap is None] == [], path.name
         assert {e.gap for e in errors} <= set(KNOWN_GAPS), path.name
     for name in ("quantlake.twb", "quantlake_extract.twb"):
         root = etree.parse(str(built / name)).getroot()
-        assert root.get("version") == root.get("original-version") == schema_version(xsd) == "26.1"
+        assert root.get("version") == root.get("original-version") == schema_version(tableau_schema) == "26.1"
 
 
-def test_a_real_defect_is_reported_and_not_taken_for_a_gap(built, xsd, tmp_path) -> None:
+def test_a_real_defect_is_reported_and_not_taken_for_a_gap(built, tableau_schema, tmp_path) -> None:
     from tableau.validate import defects
 
     root = etree.parse(str(built / "quantlake.twb")).getroot()
     root.find("worksheets/worksheet/simple-id").getparent().remove(root.find("worksheets/worksheet/simple-id"))
     broken = tmp_path / "broken.twb"
     etree.ElementTree(root).write(str(broken))
-    found = defects(broken, xsd)
+    found = defects(broken, tableau_schema)
     assert len(found) == 1 and "simple-id" in found[0].message
-
-
-def load_settings_for(_: Path) -> Settings:
-    from config import load_settings
-
-    return load_settings()
 
 
 def _book(built: Path) -> etree._Element:
