@@ -93,7 +93,7 @@ def _answers(url: str) -> bool:
 
 def _populate(settings, base: str, key: str, symbols: int, orders: int) -> dict:
     """A bar for every symbol, ``orders`` manual orders through the API, the next bar fills them."""
-    producer = live.ordered_producer(settings)
+    outbox = live.Outbox(settings)
     client = live.redis_client(settings)
     names = [f"SYM{i:03d}" for i in range(symbols)]
 
@@ -101,9 +101,8 @@ def _populate(settings, base: str, key: str, symbols: int, orders: int) -> dict:
         ts = START + timedelta(minutes=5 * i)
         rows = [{"symbol": s, "open": 100.0 + j % 7, "high": 101.0 + j % 7, "low": 99.0 + j % 7,
                  "close": 100.0 + j % 7 + 0.01 * i, "volume": 1e7} for j, s in enumerate(names)]
-        live.send(producer, settings.kafka.topics.bars, live.iso(ts), {"ts": live.iso(ts), "bars": rows,
-                                                                       "after_decision": {}})
-        producer.flush()
+        outbox.send_confirmed(settings.kafka.topics.bars, live.iso(ts), {"ts": live.iso(ts), "bars": rows,
+                                                                         "after_decision": {}})
         key_ = f"portfolio:{live.account(settings)}:account"
         if not live.wait_for(lambda: int(client.hget(key_, "as_of_us") or -1) >= live.micros(ts), 60, 0.02):
             raise RuntimeError("the portfolio did not close the bar")
@@ -117,7 +116,7 @@ def _populate(settings, base: str, key: str, symbols: int, orders: int) -> dict:
             accepted += r.status_code in (201, 202)
     placing = time.perf_counter() - started
     bar(1)
-    producer.close()
+    outbox.close()
     client.close()
     return {"symbols": symbols, "orders_placed": orders, "orders_accepted": accepted,
             "manual_order_seconds_each": round(placing / orders, 5)}

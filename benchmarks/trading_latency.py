@@ -129,22 +129,20 @@ def bench_services(n: int) -> dict:
     settings = _isolated(tag)
     live.fresh_run(settings)
     symbols = [f"S{i:03d}" for i in range(50)]
-    producer = live.ordered_producer(settings)
+    outbox = live.Outbox(settings, signer="trader")
     topics = settings.kafka.topics
     bar = lambda ts, ids=(): {"ts": live.iso(ts), "after_decision": {"order_ids": list(ids)},  # noqa: E731
                               "bars": [{"symbol": s, "open": 100.0, "close": 100.0, "volume": 1e9} for s in symbols]}
-    live.send(producer, topics.bars, "b0", bar(T0))
-    producer.flush()
+    outbox.send_confirmed(topics.bars, "b0", bar(T0))
     venue = VenueService(settings)
     while not venue.client.scard(venue.k("symbols")):
         venue.step()
     orders = _orders_at(n, symbols)
     for o in orders:
-        live.send(producer, topics.orders, o.order_id, order_record(o, 1e9))
-    producer.flush()
+        outbox.send(topics.orders, o.order_id, order_record(o, 1e9))
+    outbox.confirm()
     later = T0 + timedelta(minutes=5)
-    live.send(producer, topics.bars, "b1", bar(later, [o.order_id for o in orders]))  # as the trader sends it
-    producer.flush()
+    outbox.send_confirmed(topics.bars, "b1", bar(later, [o.order_id for o in orders]))  # as the trader sends it
     with Timer() as tv:
         while int(venue.client.get(venue.k("last_bar_us")) or -1) < live.micros(later):
             venue.step()
@@ -158,7 +156,7 @@ def bench_services(n: int) -> dict:
     with Timer() as tf:
         rows = portfolio.flush()
     portfolio.close()
-    producer.close()
+    outbox.close()
     figures = {"orders": len(orders), "venue_orders_per_s": round(filled / tv.seconds),
                "fills": applied, "portfolio_fills_per_s": round(applied / tp.seconds),
                "delta_rows": rows, "delta_write_s": round(tf.seconds, 3)}

@@ -34,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from kafka.errors import KafkaError
 from pyspark.sql.streaming import StreamingQuery
 
 from config import Settings
@@ -45,7 +46,7 @@ from pipelines.ingest.sources.base import interval_minutes
 from pipelines.backtest.engine import infer_periods_per_year
 from pipelines.lake.tables import (FEATURES, LIVE_BARS, LIVE_DEAD_LETTERS, LIVE_FEATURES, LIVE_ORDERS, LIVE_PREDICTIONS,
                                    SILVER_BARS)
-from streaming import metrics, records
+from streaming import live, metrics, records
 from streaming.history import STATE_COLUMNS, STATE_SCHEMA, BarHistory, output_schema
 from streaming.kafka_io import ensure_topics, make_producer
 from streaming.scoring import LiveScorer
@@ -270,18 +271,32 @@ class BatchSink:
         return decisions
 
     def _publish(self, scored: pd.DataFrame) -> None:
-        if self.producer is None:
-            self.producer = make_producer(self.settings)
+        """The batch's predictions on ``predictions``, each acknowledged by the broker (a record
+        that was not fails the batch after ``trading.live.send_retry_seconds``; the batch is then
+        replayed, with the same record ids)."""
         topic = self.settings.kafka.topics.predictions
-        for row in scored.itertuples(index=False):
-            key = f"{row.symbol}|{pd.Timestamp(row.ts).isoformat()}|{row.model_version}"
-            self.producer.send(topic, key=key, value={
+        records = [(f"{row.symbol}|{pd.Timestamp(row.ts).isoformat()}|{row.model_version}", row)
+                   for row in scored.itertuples(index=False)]
+
+        def publish() -> None:
+            if self.producer is None:
+                self.producer = make_producer(self.settings)
+            futures = [self.producer.send(topic, key=key, value={
                 "v": 1, "id": key, "symbol": row.symbol, "ts": pd.Timestamp(row.ts).isoformat() + "Z",
                 "model": row.model, "model_version": row.model_version, "family": row.family,
                 "p_up": float(row.p_up), "expected_return": float(row.expected_return),
                 "last_append": pd.Timestamp(row.last_append).isoformat() + "Z",
-                "scored_at": pd.Timestamp(row.scored_at).isoformat() + "Z"})
-        self.producer.flush()
+                "scored_at": pd.Timestamp(row.scored_at).isoformat() + "Z"}) for key, row in records]
+            try:
+                self.producer.flush()
+                for future in futures:
+                    future.get(timeout=0)
+            except KafkaError as error:
+                self.producer.close(timeout=1)
+                self.producer = None
+                raise live.SendFailed(f"predictions not acknowledged: {error!r}") from error
+
+        live.until_sent(publish, "stream: predictions", self.settings.trading.live.send_retry_seconds)
 
 
 def start(spark: SparkSession, settings: Settings, trigger_seconds: float | None = None,

@@ -57,6 +57,9 @@ def make_producer(settings: Settings, **overrides: Any) -> KafkaProducer:
         "batch_size": p.batch_size,
         "compression_type": p.compression_type,
         "acks": p.acks,
+        "delivery_timeout_ms": p.delivery_timeout_ms,
+        "request_timeout_ms": min(p.request_timeout_ms, max(1, p.delivery_timeout_ms - p.linger_ms)),
+        "max_block_ms": p.max_block_ms,
         "key_serializer": DefaultSerializer(),
         "value_serializer": JsonCodec(),
     }

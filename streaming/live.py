@@ -21,11 +21,14 @@ import json
 import math
 import time
 from datetime import datetime, timezone
-from typing import Any
+import logging
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
 
 import pandas as pd
 import redis
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from kafka.serializer import DefaultSerializer
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -33,7 +36,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from config import Settings
+from config.errors import UserError
 from streaming.kafka_io import JsonCodec, ensure_topics, make_producer, ordered_topics
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ROLES = ("venue", "portfolio", "trader")
 RECORD_VERSION = 1
@@ -113,6 +120,49 @@ def fresh_run(settings: Settings) -> None:
     client.close()
 
 
+SUBMITS = """
+local now = redis.call('TIME')
+local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_us - 1000000)
+local have = redis.call('ZCARD', KEYS[1])
+local limit = tonumber(ARGV[1])
+local take = 0
+for i = 2, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    take = take + 1  -- admitted before (a step done again): not counted twice
+  elseif have < limit then
+    redis.call('ZADD', KEYS[1], now_us, ARGV[i])
+    have = have + 1
+    take = take + 1
+  else
+    break
+  end
+end
+redis.call('PEXPIRE', KEYS[1], 2000)
+return {take, have}
+"""
+
+
+class SubmitRate:
+    """``limits.max_orders_per_second`` live: accepted orders in the last second of wall time (the
+    Redis server's clock), counted across every process that submits for the account (the
+    trader and each API process), and surviving their restarts. The backtest, which has no wall
+    clock, counts the same limit in event time inside :func:`pipelines.trading.risk.check_order`."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.limit = int(settings.trading.limits.max_orders_per_second)
+        self.key = key(settings, "gate", "submits")
+        self._script = client.register_script(SUBMITS)
+
+    def take(self, order_ids: list[str]) -> tuple[int, int]:
+        """Admit the first orders of ``order_ids`` that fit this second; returns (how many were
+        admitted, orders now counted in the window)."""
+        if not order_ids:
+            return 0, 0
+        taken, count = self._script(keys=[self.key], args=[self.limit, *order_ids])
+        return int(taken), int(count)
+
+
 class SafeJson(JsonCodec):
     """JSON values; bytes that are not JSON become ``{"_malformed": <text>}`` instead of an error."""
 
@@ -126,11 +176,17 @@ class SafeJson(JsonCodec):
         return value if isinstance(value, dict) else {"_malformed": str(value)[:200]}
 
 
+class LostOffset(UserError):
+    """A service's stored read position is gone or outside its topic's records: reading from
+    anywhere else would skip or repeat records, so the service stops and says why."""
+
+
 class TopicReader:
     """Partition 0 of some topics, read from the positions a service stored in Redis.
 
-    A topic without a stored position is read from its end (a service started before any
-    ``fresh_run`` sees what comes next, not the topic's history).
+    A position that is missing (no run started for the account, or Redis lost its data) or
+    outside the records the topic still holds (retention removed them, or the topic was made
+    anew) is :class:`LostOffset`, never a silent jump to either end.
     """
 
     def __init__(self, settings: Settings, client: redis.Redis, role: str, topics: list[str]) -> None:
@@ -138,15 +194,24 @@ class TopicReader:
         ensure_topics(settings, topics)
         self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
                                       value_deserializer=SafeJson(), key_deserializer=DefaultSerializer(),
-                                      max_poll_records=500)
+                                      max_poll_records=500, auto_offset_reset="none")
         self.partitions = [TopicPartition(topic, 0) for topic in topics]
         self.consumer.assign(self.partitions)
         stored = client.hgetall(self.offsets_key)
+        first = self.consumer.beginning_offsets(self.partitions)
+        end = self.consumer.end_offsets(self.partitions)
         for tp in self.partitions:
-            if tp.topic in stored:
-                self.consumer.seek(tp, int(stored[tp.topic]))
-            else:
-                self.consumer.seek_to_end(tp)
+            if tp.topic not in stored:
+                raise LostOffset(f"the {role} has no stored position on {tp.topic!r} (account "
+                                 f"{account(settings)!r}): no run was started for it, or Redis lost its state. "
+                                 "Start a run (`python -m streaming run --fresh`, or `make live`) instead of "
+                                 "guessing where to read")
+            at = int(stored[tp.topic])
+            if not first[tp] <= at <= end[tp]:
+                raise LostOffset(f"the {role}'s stored position {at} on {tp.topic!r} is outside the records the "
+                                 f"topic holds ({first[tp]}..{end[tp]}): reading from elsewhere would skip or "
+                                 "repeat records")
+            self.consumer.seek(tp, at)
         self.position = {tp.topic: self.consumer.position(tp) for tp in self.partitions}
 
     def poll(self, timeout_ms: int = 100) -> list[tuple[str, int, Any]]:
@@ -165,13 +230,98 @@ class TopicReader:
         self.consumer.close()
 
 
-def ordered_producer(settings: Settings):
-    """An idempotent producer for the single-partition trading topics (partition 0)."""
-    return make_producer(settings, linger_ms=0)
+class SendFailed(RuntimeError):
+    """Kafka did not acknowledge a record within the producer's delivery timeout (or had no
+    metadata for its topic within ``max_block_ms``). The step that sent it has not happened: its
+    caller records nothing and does the step again later (same record ids, so the readers
+    apply it once)."""
 
 
-def send(producer, topic: str, key: str, value: dict) -> None:
-    producer.send(topic, key=key, value={"v": RECORD_VERSION, **value}, partition=0)
+class Outbox:
+    """Records for the single-partition trading topics, confirmed before their effect is recorded.
+
+    ``send`` queues a record (partition 0, the record version added, signed when it goes to
+    ``orders`` and the outbox has a signer: :mod:`streaming.signing`); ``confirm`` flushes and
+    checks every record queued since the last ``confirm``, raising :class:`SendFailed` for the
+    first one the broker did not acknowledge. kafka-python's ``flush()`` alone does not raise for
+    a failed record, so nothing may be marked done on the strength of a flush. After a failure the
+    producer is replaced (an idempotent producer's sequence is broken by an expired batch).
+    """
+
+    def __init__(self, settings: Settings, signer: str | None = None) -> None:
+        from streaming.signing import Signer
+
+        self.settings = settings
+        self._signer = Signer(settings, signer) if signer else None  # signs what goes to ``orders``
+        self._producer = None
+        self._pending: list[tuple[str, str, Any]] = []  # (topic, key, future)
+
+    @property
+    def producer(self):
+        if self._producer is None:
+            self._producer = make_producer(self.settings, linger_ms=0)
+        return self._producer
+
+    def send(self, topic: str, key: str, value: dict) -> None:
+        value = {"v": RECORD_VERSION, **value}
+        if self._signer is not None and topic == self.settings.kafka.topics.orders:
+            value = self._signer.sign(value)
+        try:
+            future = self.producer.send(topic, key=key, value=value, partition=0)
+        except KafkaError as error:  # no metadata within max_block_ms: the broker is away
+            self._fail(f"{topic} record {key!r} not sent: {error}")
+        self._pending.append((topic, key, future))
+
+    def confirm(self) -> None:
+        """Block until every queued record is acknowledged; :class:`SendFailed` names the first that was not."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            self.producer.flush()
+        except KafkaError as error:
+            self._fail(f"{len(pending)} record(s) not flushed: {error}")
+        for topic, key, future in pending:
+            try:
+                future.get(timeout=0)
+            except KafkaError as error:
+                self._fail(f"{topic} record {key!r} not acknowledged: {error!r}")
+
+    def send_confirmed(self, topic: str, key: str, value: dict) -> None:
+        self.send(topic, key, value)
+        self.confirm()
+
+    def _fail(self, message: str) -> NoReturn:
+        self._pending = []
+        self.close()
+        raise SendFailed(message)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=1)
+            except KafkaError:
+                pass
+            self._producer = None
+
+
+def until_sent(step: Callable[[], T], what: str, give_up_seconds: float, pause_s: float = 1.0) -> T:
+    """``step()``, done again after each :class:`SendFailed` (the step recorded nothing, so doing
+    it again sends the same records) until it succeeds or ``give_up_seconds`` have passed (the
+    last failure is raised)."""
+    deadline = time.monotonic() + give_up_seconds
+    while True:
+        try:
+            return step()
+        except SendFailed as error:
+            from streaming import metrics
+
+            metrics.SEND_FAILURES.labels(what).inc()
+            if time.monotonic() + pause_s > deadline:
+                raise
+            log.error("%s: %s; trying again in %.0f s", what, error, pause_s)
+            time.sleep(pause_s)
+            pause_s = min(pause_s * 2, 15.0)
 
 
 def wait_for(condition, timeout_s: float, poll_s: float = 0.01) -> bool:

@@ -48,6 +48,8 @@ TRADING_STATE = Gauge("quantlake_trading_state", "1 for the current trading stat
 # the venue ----------------------------------------------------------------------------------------
 VENUE_ORDERS = Counter("quantlake_venue_orders", "Orders at the venue by the status they reached", ["status"])
 FILLS = Counter("quantlake_fills", "Fills published by the venue")
+SEND_FAILURES = Counter("quantlake_kafka_send_failures", "Steps whose Kafka records were not acknowledged in time "
+                        "(retried; nothing was recorded as done)", ["step"])
 
 # the portfolio ------------------------------------------------------------------------------------
 FILLS_APPLIED = Counter("quantlake_fills_applied", "Fills applied to the Redis portfolio (once per fill id)")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,7 +41,7 @@ import pandas as pd
 from config import Settings
 from pipelines.trading.decision import halted_now, orders_and_verdicts
 from pipelines.trading.orders import Order, order_id
-from pipelines.trading.risk import LIMITS, STATE_CODE, TradingState, limit_params, new_rate_window, reason
+from pipelines.trading.risk import LIMITS, MAX_RATE, STATE_CODE, TradingState, limit_params, new_rate_window, reason
 from pipelines.trading.strategies import load_strategy
 from pipelines.trading.strategy import Context, StrategyError, checked_targets, strategy_name
 from pipelines.trading.volatility import VolWindow
@@ -69,10 +70,12 @@ class Trader:
         self.strategy = load_strategy(settings.trading)  # an unknown strategy or parameter fails here, naming it
         self.name = strategy_name(self.strategy)
         self.limits = settings.trading.limits
-        self.limit_params, self.window = limit_params(self.limits), new_rate_window(self.limits)
+        # the submit rate is counted in wall time across processes (SubmitRate), not in the kernel
+        self.limit_params, self.window = limit_params(self.limits, count_rate=False), new_rate_window(self.limits)
         self.client = live.redis_client(settings)
+        self.rate = live.SubmitRate(self.client, settings)
         self.book = RedisPortfolio(self.client, live.account(settings))
-        self.producer = live.ordered_producer(settings)
+        self.outbox = live.Outbox(settings, signer="trader")
         self.topics = settings.kafka.topics
         self.periods_per_year = periods_per_year
         self.vol = VolWindow(periods_per_year)
@@ -91,11 +94,12 @@ class Trader:
         decisions = []
         scored = predictions.set_index(["symbol", "ts"]) if not predictions.empty else None
         for ts, slice_ in bars.sort_values(["ts", "symbol"]).groupby("ts", sort=True):
-            step = self._publish_bar(ts, slice_)
+            give_up = self.cfg.send_retry_seconds
+            step = live.until_sent(lambda: self._publish_bar(ts, slice_), "trader: bar", give_up)
             for row in slice_.itertuples(index=False):
                 self.vol.add(row.symbol, ts, float(row.close))
             p = scored.xs(ts, level="ts") if scored is not None and ts in scored.index.get_level_values("ts") else None
-            decisions.append(self._decide(ts, step, slice_, p))
+            decisions.append(live.until_sent(lambda: self._decide(ts, step, slice_, p), "trader: orders", give_up))
         return decisions
 
     def _publish_bar(self, ts: pd.Timestamp, slice_: pd.DataFrame) -> int:
@@ -111,13 +115,14 @@ class Trader:
         step = int(self.client.hget(self.k("step_of"), str(at)) or 0)
         after = json.loads(self.client.get(self.k("last")) or "{}")
         quotes = {"open_bid", "open_ask"} <= set(slice_.columns)
+        arrived = _arrivals(slice_)
         rows = [{"symbol": r.symbol, "open": _num(r.open), "high": _num(r.high), "low": _num(r.low),
-                 "close": _num(r.close), "volume": _num(r.volume),
+                 "close": _num(r.close), "volume": _num(r.volume), "arrived_us": arrived[r.symbol],
                  **({"open_bid": _num(r.open_bid), "open_ask": _num(r.open_ask)} if quotes else {})}
                 for r in slice_.itertuples(index=False)]
-        live.send(self.producer, self.topics.bars, live.iso(ts), {"ts": live.iso(ts), "bars": rows,
-                                                                   "after_decision": after})
-        self.producer.flush()
+        self.client.hset(self.k("arrived_us"), mapping=arrived)
+        self.outbox.send_confirmed(self.topics.bars, live.iso(ts), {"ts": live.iso(ts), "bars": rows,
+                                                                    "after_decision": after})
         return step
 
     def _decide(self, ts: pd.Timestamp, step: int, slice_: pd.DataFrame,
@@ -125,6 +130,9 @@ class Trader:
         at = live.micros(ts)
         if at <= int(self.client.get(self.k("decided_us")) or -1):
             return self._stored(ts, at)
+        pinned = self.client.hget(self.k("intents"), str(at))
+        if pinned is not None:  # decided before a crash or a failed send: the same orders, sent again
+            return self._send(self._from_record(ts, json.loads(pinned)), pinned)
         if self._as_of() < 0 and not live.alive(self.client, self.settings, "portfolio"):
             # no portfolio has served this account yet: a stream on its own streams, it does not trade
             self.note = "no portfolio service running: bars published, nothing decided"
@@ -165,10 +173,11 @@ class Trader:
         qty, code, value = np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n)
         tradable = np.isin(ctx.symbols, slice_["symbol"].to_numpy()) | (ctx.shares != 0) | (ctx.working != 0)
         listed = np.array([self.limits.symbols is None or s in self.limits.symbols for s in ctx.symbols])
-        orders_and_verdicts(live.micros(ts) * 1000, ctx.close, tradable, ctx.shares, ctx.working.copy(), target,
-                            last_ts, listed, acct.equity, STATE_CODE[state], self.limit_params, self.window, qty, code,
-                            value)
-        accepted = []
+        last_px = self._venue_prices(ctx.symbols, ctx.close)
+        orders_and_verdicts(live.micros(ts) * 1000, ctx.close, last_px, tradable, ctx.shares, ctx.working.copy(),
+                            target, last_ts, listed, acct.equity, STATE_CODE[state], self.limit_params, self.window,
+                            qty, code, value)
+        self._limit_rate(ctx, qty, code, value)
         decided_at = live.utc(ts)
         for i in np.flatnonzero(qty):
             symbol, q, price = str(ctx.symbols[i]), float(qty[i]), float(ctx.close[i])
@@ -177,22 +186,48 @@ class Trader:
                           price, "market", self.name, model_version)
             limit = None if code[i] == 0 else LIMITS[code[i]]
             why = None if limit is None else reason(int(code[i]), float(value[i]), symbol, side, abs(q), price,
-                                                    decided_at, price, acct.equity, self.limits)
+                                                    decided_at, float(last_px[i]), acct.equity, self.limits)
             decision.orders.append((order, float(ctx.volume[i]), limit, why))
-            record = order_record(order, float(ctx.volume[i]))
-            if limit is not None:
-                record.update(limit=limit, reason=why, rejected_by="risk_gate")
-            live.send(self.producer, self.topics.orders if limit is None else self.topics.orders_rejected,
-                      order.order_id, record)
-            if limit is None:
-                accepted.append(order.order_id)
-        self.producer.flush()
         if state is TradingState.REDUCING and not (ctx.shares != 0).any() and not decision.orders:
             state = TradingState.HALTED
         changed = state is not decision.state
         decision.state = state
-        self._mark_decided(at, accepted, state, decision, changed)
+        # pin the decision before anything is sent (model version, closes, ids, verdicts): a
+        # replay after a crash, or after the champion moved, sends exactly these orders again
+        pinned = json.dumps({**self._record(decision), "changed": changed,
+                             "closes": {str(s): float(c) for s, c in zip(ctx.symbols, ctx.close)}})
+        self.client.hset(self.k("intents"), str(at), pinned)
+        return self._send(decision, pinned)
+
+    def _send(self, decision: Decision, pinned: str) -> Decision:
+        """Send a pinned decision's orders (accepted to ``orders``, rejected ones with their
+        limit to ``orders.rejected``), wait for every acknowledgement, then mark it decided.
+        :class:`~streaming.live.SendFailed` leaves the pin: the next attempt sends the same."""
+        accepted = []
+        for order, volume, limit, why in decision.orders:
+            record = order_record(order, volume)
+            if limit is not None:
+                record.update(limit=limit, reason=why, rejected_by="risk_gate")
+            self.outbox.send(self.topics.orders if limit is None else self.topics.orders_rejected, order.order_id,
+                             record)
+            if limit is None:
+                accepted.append(order.order_id)
+        self.outbox.confirm()  # SendFailed: nothing is marked decided
+        self._mark_decided(live.micros(decision.ts), accepted, decision.state, decision,
+                           json.loads(pinned).get("changed", False))
         return decision
+
+    @staticmethod
+    def _record(decision: Decision) -> dict:
+        return {"state": decision.state.value, "orders": [{**order_record(o, volume), "limit": limit, "reason": why}
+                                                          for o, volume, limit, why in decision.orders]}
+
+    def _from_record(self, ts: pd.Timestamp, data: dict) -> Decision:
+        orders = []
+        for record in data["orders"]:
+            order, volume = parse_order({"v": live.RECORD_VERSION, **record})
+            orders.append((order, volume, record.get("limit"), record.get("reason")))
+        return Decision(ts, orders, TradingState(data["state"]))
 
     def _context(self, ts: pd.Timestamp, step: int, slice_: pd.DataFrame, predictions: pd.DataFrame | None, acct,
                  working: dict[str, float], state: TradingState, model_version: str) -> tuple[Context, np.ndarray]:
@@ -210,8 +245,14 @@ class Trader:
         close = np.array([float(bars.at[s, "close"]) if s in bars.index else pos[s].last_px if s in pos else math.nan
                           for s in symbols])
         bar_ns = live.micros(ts) * 1000
-        last_ts = np.array([bar_ns if s in bars.index else live.micros(pos[s].ts) * 1000 if s in pos and pos[s].ts
-                            else np.iinfo(np.int64).min // 2 for s in symbols], dtype=np.int64)
+        event_ts = np.array([bar_ns if s in bars.index else live.micros(pos[s].ts) * 1000 if s in pos and pos[s].ts
+                             else np.iinfo(np.int64).min // 2 for s in symbols], dtype=np.int64)
+        # the data's age is the larger of its age in bar time and its age by the wall clock since
+        # the symbol's last tick arrived: a feed that stopped looks stale even if bars were replayed
+        arrived = self.client.hmget(self.k("arrived_us"), list(symbols)) if len(symbols) else []
+        now_ns = time.time_ns()
+        wall_age = np.array([max(0, now_ns - int(a) * 1000) if a is not None else 0 for a in arrived], dtype=np.int64)
+        last_ts = np.minimum(event_ts, bar_ns - wall_age)
         ctx = Context(
             ts=pd.Timestamp(live.utc(ts)), step=step, symbols=symbols, close=close,
             volume=np.array([column(bars, "volume", s) for s in symbols]),
@@ -226,30 +267,47 @@ class Trader:
             model_version=model_version)
         return ctx, last_ts
 
+    def _venue_prices(self, symbols: np.ndarray, close: np.ndarray) -> np.ndarray:
+        """The venue's last price per symbol (the band's reference; the decision's close where the
+        venue has none yet)."""
+        stored = self.client.hmget(live.key(self.settings, "venue", "last_bars"), list(symbols)) if len(symbols) else []
+        out = close.copy()
+        for i, text in enumerate(stored):
+            price = json.loads(text).get("close") if text else None
+            if price is not None and math.isfinite(float(price)) and float(price) > 0:
+                out[i] = float(price)
+        return out
+
+    def _limit_rate(self, ctx: Context, qty: np.ndarray, code: np.ndarray, value: np.ndarray) -> None:
+        """The wall-clock submit rate, shared with the API's orders: accepted orders beyond what
+        this second allows are rejected (``max_orders_per_second``), the last ones first."""
+        ids = [f"{ctx.ts.value}|{ctx.symbols[i]}" for i in np.flatnonzero(qty) if code[i] == 0]
+        taken, count = self.rate.take(ids)
+        for i in [i for i in np.flatnonzero(qty) if code[i] == 0][taken:]:
+            code[i], value[i] = MAX_RATE, float(count)
+
     def _stored(self, ts: pd.Timestamp, at: int) -> Decision:
-        """The decision made at ``ts`` before a crash (its orders were sent then; they are
+        """The decision made at ``at`` before a crash (its orders were sent then; they are
         returned, not sent again, so the replayed micro-batch still lands them in the table)."""
         stored = self.client.hget(self.k("decisions"), str(at))
         if stored is None:
             return Decision(ts, skipped="decided before (a replayed micro-batch)")
-        data = json.loads(stored)
-        orders = []
-        for record in data["orders"]:
-            order, volume = parse_order({"v": live.RECORD_VERSION, **record})
-            orders.append((order, volume, record.get("limit"), record.get("reason")))
-        return Decision(ts, orders, TradingState(data["state"]), replayed=True)
+        decision = self._from_record(ts, json.loads(stored))
+        decision.replayed = True
+        return decision
 
     def _as_of(self) -> int:
         return self.book.as_of_us()
 
     def _mark_decided(self, at: int, accepted: list[str], state: TradingState,
                       decision: Decision | None = None, changed: bool = False) -> None:
-        """Store the decision at ``at``; the trading state only when this decision moved it (the
-        breaker), so a state set meanwhile through the API (the kill switch) is not overwritten."""
+        """Store the decision at ``at`` (and drop its pin); the trading state only when this
+        decision moved it (the breaker), so a state set meanwhile through the API (the kill
+        switch) is not overwritten."""
         pipe = self.client.pipeline(transaction=True)
-        orders = [{**order_record(o, volume), "limit": limit, "reason": reason}
-                  for o, volume, limit, reason in (decision.orders if decision else [])]
-        pipe.hset(self.k("decisions"), str(at), json.dumps({"state": state.value, "orders": orders}))
+        pipe.hset(self.k("decisions"), str(at), json.dumps(self._record(decision) if decision else
+                                                           {"state": state.value, "orders": []}))
+        pipe.hdel(self.k("intents"), str(at))
         pipe.set(self.k("last"), json.dumps({"ts_us": at, "order_ids": accepted}))
         pipe.set(self.k("decided_us"), at)
         if changed:
@@ -257,8 +315,18 @@ class Trader:
         pipe.execute()
 
     def close(self) -> None:
-        self.producer.close()
+        self.outbox.close()
         self.client.close()
+
+
+def _arrivals(slice_: pd.DataFrame) -> dict[str, int]:
+    """Per symbol, when its bar's last tick arrived (epoch microseconds, the broker's append time;
+    now, when the job did not record one)."""
+    now = time.time_ns() // 1000
+    if "last_append" in slice_.columns:
+        return {r.symbol: live.micros(r.last_append) if pd.notna(r.last_append) else now
+                for r in slice_.itertuples(index=False)}
+    return {symbol: now for symbol in slice_["symbol"]}
 
 
 def _num(x) -> float | None:

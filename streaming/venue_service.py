@@ -37,10 +37,12 @@ from config import Settings
 from pipelines.trading.orders import Order
 from pipelines.trading.rules import Costs
 from streaming import live, metrics
+from streaming.signing import Verifier
 from streaming.venue import OrderState, OrderStatus, fill_at_open
 
 log = logging.getLogger(__name__)
 
+IN_FLIGHT = ("api", "in_flight")  # key parts: manual orders accepted by the API's gate, not yet claimed by the venue
 REQUIRED = {"order_id": str, "ts": str, "symbol": str, "side": str, "qty": (int, float), "price": (int, float)}
 
 CLAIM = """
@@ -126,10 +128,12 @@ class VenueService:
         self.topics = settings.kafka.topics
         self.client = live.redis_client(settings)
         self.reader = live.TopicReader(settings, self.client, "venue", [self.topics.orders, self.topics.bars])
-        self.producer = live.ordered_producer(settings)
+        self.outbox = live.Outbox(settings)
         self._claim = self.client.register_script(CLAIM)
         self.pending: deque[tuple[int, dict, float]] = deque()  # (offset, bar record, first seen)
         self.next_tick = settings.trading.live.fill_at == "next_tick"
+        self.checks = settings.trading.live.venue
+        self.verifier = Verifier(settings)
 
     def k(self, *parts: str) -> str:
         return live.key(self.settings, "venue", *parts)
@@ -140,7 +144,12 @@ class VenueService:
             if time.monotonic() - last_beat > 1.0:
                 live.beat(self.client, self.settings, "venue")
                 last_beat = time.monotonic()
-            self.step()
+            try:
+                self.step()
+            except live.SendFailed as error:  # nothing was recorded: the same records go again
+                metrics.SEND_FAILURES.labels("venue").inc()
+                log.error("venue: %s; trying again in 1 s", error)
+                time.sleep(1.0)
 
     def step(self, timeout_ms: int = 50) -> None:
         """One poll: take the orders, queue the bars, process the bars that are ready."""
@@ -155,17 +164,18 @@ class VenueService:
             else:
                 self.pending.append((offset, value, time.monotonic()))
         while self.pending and self._ready(*self.pending[0]):
-            offset, value, _ = self.pending.popleft()
-            self.on_bar(value, offset)
+            offset, value, _ = self.pending[0]
+            self.on_bar(value, offset)  # SendFailed: the bar stays first in line, nothing was stored
+            self.pending.popleft()
             done[self.topics.bars] = offset + 1
         self.reader.commit(done)
 
     # orders ----------------------------------------------------------------------------------
     def on_order(self, value, offset: int) -> None:
         try:
-            order, volume = parse_order(value)
-            if not self.client.sismember(self.k("symbols"), order.symbol):
-                raise OrderError(f"unknown symbol {order.symbol!r}: the venue has no bars for it")
+            order, _ = parse_order(value)
+            self._check_signature(value)
+            volume = self._check(order)
         except OrderError as error:
             self._reject(value, str(error), offset)
             return
@@ -178,12 +188,45 @@ class VenueService:
         else:
             metrics.VENUE_ORDERS.labels("ACCEPTED").inc()
 
+    def _check_signature(self, value: dict) -> None:
+        if self.checks.require_signature:
+            problem = self.verifier.problem(value)
+            if problem:
+                raise OrderError(problem)
+
+    def _check(self, order: Order) -> float:
+        """The venue's own limits, whatever the producer's gate did (``trading.live.venue``): a
+        symbol it has bars for, quantity and notional caps, the price within its band of the
+        venue's last price. Returns the decision bar's volume as the venue saw it (the record's
+        ``decision_volume`` is not trusted): it caps and prices the fill."""
+        text = self.client.hget(self.k("last_bars"), order.symbol)
+        if text is None:
+            raise OrderError(f"unknown symbol {order.symbol!r}: the venue has no bars for it")
+        last = json.loads(text)
+        c = self.checks
+        if order.quantity > c.max_order_quantity:
+            raise OrderError(f"quantity {order.quantity:g} > the venue's max_order_quantity {c.max_order_quantity:g}")
+        px = float(last.get("close") or math.nan)
+        if not (px > 0):
+            raise OrderError(f"no last price of {order.symbol} at the venue")
+        if order.quantity * px > c.max_order_notional:
+            raise OrderError(f"notional {order.quantity * px:,.2f} at the venue's last price {px:g} > the venue's "
+                             f"max_order_notional {c.max_order_notional:,.2f}")
+        if abs(order.price / px - 1.0) > c.price_band:
+            raise OrderError(f"price {order.price:g} outside +/-{c.price_band:.0%} of the venue's last price {px:g}")
+        seen = self.client.hget(self.k("volumes", str(live.micros(order.ts))), order.symbol)
+        volume = seen if seen is not None else last.get("volume")  # its decision bar, else the last it saw
+        return float(volume) if volume is not None else math.nan
+
     def on_cancel(self, value: dict) -> None:
         """Cancel a working order; store the answer under ``cancels`` (a replayed cancel of an
         order cancelled before finds it no longer working and answers the same)."""
         order_id = str(value.get("order_id"))
         text = self.client.hget(self.k("orders"), order_id)
-        if text is None:
+        problem = self.verifier.problem(value) if self.checks.require_signature else None
+        if problem:
+            answer = {"order_id": order_id, "cancelled": False, "reason": f"cancel refused: {problem}"}
+        elif text is None:
             answer = {"order_id": order_id, "cancelled": False, "reason": "unknown order"}
         else:
             state = state_from_json(text)
@@ -204,17 +247,19 @@ class VenueService:
 
     def _reject(self, value, reason: str, offset: int) -> None:
         """Publish the rejection once per record (a replayed record is not rejected twice)."""
-        if not self.client.sadd(self.k("rejected_offsets"), offset):
+        if self.client.sismember(self.k("rejected_offsets"), offset):
             return
         order_id = value.get("order_id") if isinstance(value, dict) else None
         log.warning("order rejected (%s): %s", order_id or f"offset {offset}", reason)
-        metrics.VENUE_ORDERS.labels("REJECTED").inc()
-        live.send(self.producer, self.topics.orders_rejected, str(order_id or f"offset-{offset}"),
-                  {"order": value, "order_id": order_id, "limit": "venue", "reason": reason,
-                   "rejected_by": "venue", "offset": offset})
-        self.producer.flush()
+        self.outbox.send_confirmed(self.topics.orders_rejected, str(order_id or f"offset-{offset}"),
+                                   {"order": value, "order_id": order_id, "limit": "venue", "reason": reason,
+                                    "rejected_by": "venue", "offset": offset})
+        pipe = self.client.pipeline(transaction=True)
+        pipe.sadd(self.k("rejected_offsets"), offset)
         if isinstance(order_id, str):
-            self.client.sadd(self.k("claimed"), order_id)
+            pipe.sadd(self.k("claimed"), order_id)
+        pipe.execute()
+        metrics.VENUE_ORDERS.labels("REJECTED").inc()
 
     # bars ------------------------------------------------------------------------------------
     def _ready(self, offset: int, value: dict, seen: float) -> bool:
@@ -257,29 +302,41 @@ class VenueService:
                                                       "lapses (the backtest drops it too)")
             changed.append(state)
         for fill in fills:
-            live.send(self.producer, self.topics.fills, fill.fill_id, {
+            self.outbox.send(self.topics.fills, fill.fill_id, {
                 "kind": "fill", "fill_id": fill.fill_id, "order_id": fill.order_id, "ts": live.iso(fill.ts),
                 "symbol": fill.symbol, "side": fill.side, "qty": fill.qty, "price": fill.price, "fee": fill.fee})
         closes = {s: b.get("close") for s, b in bars.items()}
-        live.send(self.producer, self.topics.fills, "bar", {"kind": "bar", "ts": live.iso(ts), "closes": closes})
-        self.producer.flush()
+        self.outbox.send(self.topics.fills, "bar", {"kind": "bar", "ts": live.iso(ts), "closes": closes})
+        self.outbox.confirm()  # SendFailed: no order is marked filled, the bar is not stored as done
         pipe = self.client.pipeline(transaction=True)
         for state in changed:
             pipe.hset(self.k("orders"), state.order.order_id, state_json(state))
         if changed:
             pipe.srem(self.k("working"), *[s.order.order_id for s in changed])
         pipe.set(self.k("last_bar_us"), at)
+        if bars:  # each symbol's volume at this bar time, for orders decided on it (the last 32 bar times kept)
+            volumes = {s: b.get("volume") for s, b in bars.items() if b.get("volume") is not None}
+            if volumes:
+                pipe.hset(self.k("volumes", str(at)), mapping=volumes)
+                pipe.rpush(self.k("volume_times"), at)
+        now_us = time.time_ns() // 1000  # when the bar record lacks its ticks' arrival: when the venue saw it
         if bars:  # every symbol's last bar (close, volume, time): manual orders are checked and sized on them
             pipe.hset(self.k("last_bars"), mapping={s: json.dumps({"close": b.get("close"), "volume": b.get("volume"),
-                                                                   "ts": value["ts"]}) for s, b in bars.items()})
+                                                                   "ts": value["ts"], "arrived_us": b.get("arrived_us") or now_us})
+                                                    for s, b in bars.items()})
         pipe.execute()
         for state in changed:
             metrics.VENUE_ORDERS.labels(state.status.value).inc()
         metrics.FILLS.inc(len(fills))
+        self._trim_volumes()
+
+    def _trim_volumes(self, keep: int = 32) -> None:
+        while self.client.llen(self.k("volume_times")) > keep:
+            self.client.delete(self.k("volumes", str(self.client.lpop(self.k("volume_times")))))
 
     def close(self) -> None:
         self.reader.close()
-        self.producer.close()
+        self.outbox.close()
         self.client.close()
 
 
@@ -306,11 +363,12 @@ def order_states(settings: Settings) -> list[OrderState]:
 
 
 def working_orders(client, settings: Settings, since: datetime | None = None) -> dict[str, float]:
-    """Per symbol, the signed shares of the venue's working orders (accepted, not yet filled):
-    the part of the book the risk gate counts beside the positions. With ``since``, only orders
-    decided at or after it: the trader deciding at a bar the portfolio has closed knows every
-    order decided before that bar filled or lapsed at its open, even while a restarted venue
-    has not yet stored that."""
+    """Per symbol, the signed shares of the venue's working orders (accepted, not yet filled),
+    and of the API's orders sent but not yet claimed by the venue (:data:`IN_FLIGHT`): the part
+    of the book the risk gate counts beside the positions. With ``since``, only orders decided at
+    or after it: the trader deciding at a bar the portfolio has closed knows every order decided
+    before that bar filled or lapsed at its open, even while a restarted venue has not yet stored
+    that."""
     ids = sorted(client.smembers(live.key(settings, "venue", "working")))
     out: dict[str, float] = {}
     for text in (client.hmget(live.key(settings, "venue", "orders"), ids) if ids else []):
@@ -320,4 +378,14 @@ def working_orders(client, settings: Settings, since: datetime | None = None) ->
                 continue
             out[state.order.symbol] = out.get(state.order.symbol, 0.0) + state.order.signed - (
                 state.filled_qty if state.order.side == "buy" else -state.filled_qty)
+    flying = client.hgetall(live.key(settings, *IN_FLIGHT))
+    if flying:
+        claimed = client.smismember(live.key(settings, "venue", "claimed"), list(flying))
+        for (order_id, text), done in zip(flying.items(), claimed):
+            if done:  # the venue has it now (working above, or already ended)
+                client.hdel(live.key(settings, *IN_FLIGHT), order_id)
+                continue
+            data = json.loads(text)
+            if since is None or live.utc(data["ts"]) >= since:
+                out[data["symbol"]] = out.get(data["symbol"], 0.0) + float(data["signed"])
     return {s: q for s, q in out.items() if q}

@@ -42,7 +42,7 @@ class Desk:
         api = settings.platform.api
         self.base = f"http://{api.host}:{api.port}"
         self.ws = f"ws://{api.host}:{api.port}/ws"
-        self.producer = live.ordered_producer(settings)
+        self.outbox = live.Outbox(settings)
         self.bar_index = 0
         self.keys = {scope: K.create_key(settings, [scope], f"test-{scope}") for scope in ("read", "trade", "admin")}
 
@@ -60,9 +60,8 @@ class Desk:
             o = opens.get(symbol, 100.0 + i + 0.1 * self.bar_index)
             bars.append({"symbol": symbol, "open": o, "high": o + 1, "low": o - 1, "close": o + 0.05,
                          "volume": 50_000.0})
-        live.send(self.producer, self.settings.kafka.topics.bars, live.iso(ts),
-                  {"ts": live.iso(ts), "bars": bars, "after_decision": {}})
-        self.producer.flush()
+        self.outbox.send_confirmed(self.settings.kafka.topics.bars, live.iso(ts),
+                                   {"ts": live.iso(ts), "bars": bars, "after_decision": {}})
         client = live.redis_client(self.settings)
         try:
             key = f"portfolio:{live.account(self.settings)}:account"
@@ -93,7 +92,7 @@ def desk(services, tmp_path_factory):
     d.env = env
     d.bar()  # the venue learns the symbols; the portfolio closes a first bar
     yield d
-    d.producer.close()
+    d.outbox.close()
     svc.stop()
 
 
@@ -311,6 +310,29 @@ def test_failed_authentications_are_limited_per_address_and_the_key_cache_is_bou
         assert {client.get("/api/v1/portfolio", headers={"X-API-Key": random_key()}).status_code
                 for _ in range(300)} == {401}
         assert client.app.state.keys.cached() == 50  # random keys cannot grow the cache
+
+
+def test_a_key_holds_at_most_ws_per_key_websockets(desk) -> None:
+    """The third WebSocket of one key is closed with 4429 naming api.ws_per_key; another key still
+    connects, and a closed connection frees its place."""
+    from fastapi.testclient import TestClient
+
+    from streaming.api.app import create_app
+
+    env = {**desk.env, "QL_PLATFORM__API__WS_PER_KEY": "2"}
+    with TestClient(create_app(load_settings(env=env)), base_url="http://127.0.0.1") as client:
+        read = {"X-API-Key": desk.keys["read"]}
+        with client.websocket_connect("ws://127.0.0.1/ws/trades", headers=read) as a, \
+                client.websocket_connect("ws://127.0.0.1/ws/portfolio", headers=read) as b:
+            assert json.loads(a.receive_text())["type"] == json.loads(b.receive_text())["type"] == "welcome"
+            with pytest.raises(Exception) as closed, \
+                    client.websocket_connect("ws://127.0.0.1/ws/trades", headers=read) as c:
+                c.receive_text()
+            assert getattr(closed.value, "code", None) == 4429 and "api.ws_per_key" in closed.value.reason
+            with client.websocket_connect("ws://127.0.0.1/ws/trades", headers={"X-API-Key": desk.keys["trade"]}) as d:
+                assert json.loads(d.receive_text())["type"] == "welcome"
+        with client.websocket_connect("ws://127.0.0.1/ws/trades", headers=read) as e:
+            assert json.loads(e.receive_text())["type"] == "welcome"
         assert client.get("/api/v1/portfolio", headers={"X-API-Key": desk.keys["read"]}).status_code == 200
 
 
@@ -511,11 +533,11 @@ def test_streams_carry_bars_trades_and_portfolio_changes(desk) -> None:
             ts, _ = desk.bar()
             for symbol in ("SYN001", "SYN002"):  # as the stream job publishes its predictions
                 key = f"{symbol}|{live.iso(ts)}|7"
-                desk.producer.send(desk.settings.kafka.topics.predictions, key=key, value={
-                    "v": 1, "id": key, "symbol": symbol, "ts": live.iso(ts), "model": "m", "model_version": "7",
+                desk.outbox.send(desk.settings.kafka.topics.predictions, key, {
+                    "id": key, "symbol": symbol, "ts": live.iso(ts), "model": "m", "model_version": "7",
                     "family": "linear", "p_up": 0.61, "expected_return": 0.001, "last_append": live.iso(ts),
                     "scored_at": live.iso(ts)})
-            desk.producer.flush()
+            desk.outbox.confirm()
             return r.json()["order_id"]
 
         order_id = await asyncio.to_thread(act)

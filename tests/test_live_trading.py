@@ -25,6 +25,7 @@ from pipelines.lake.tables import LIVE_BARS, LIVE_EQUITY, LIVE_FILLS, LIVE_ORDER
 from pipelines.trading.strategies import load_strategy
 from streaming import job, live
 from streaming.feed import publish
+from streaming.signing import Signer
 from streaming.portfolio import RedisPortfolio
 from streaming.status import read_status
 from streaming.venue_service import order_states
@@ -60,11 +61,24 @@ def _bad_orders(settings) -> list[tuple[bytes, str]]:
     cases = [
         (b"{not json", "malformed record"),
         (json.dumps({**good, "order_id": "hand-2", "qty": -5}).encode(), "quantity -5 is not positive"),
-        (json.dumps({**good, "order_id": "hand-3", "symbol": "NOPE"}).encode(), "unknown symbol 'NOPE'"),
         (b'{"v": 1, "order_id": "hand-4", "ts": "2024-03-13T15:00:00Z", "symbol": "SYN000", "side": "buy", '
          b'"qty": 5, "price": NaN}', "price nan is not positive"),
         (json.dumps({"v": 1, "order_id": "hand-5", "symbol": "SYN000"}).encode(), "missing ts, side, qty, price"),
         (json.dumps({**good, "order_id": "hand-6", "side": "hold"}).encode(), "side 'hold' is neither"),
+    ]
+    # well-formed records: the venue's own checks, whoever produced them
+    trader = Signer(settings, "trader")
+    altered = {**trader.sign({**good, "order_id": "hand-8"}), "qty": 500}
+    cases += [
+        (json.dumps({**good, "order_id": "hand-7"}).encode(), "unsigned: only the trader's or the API desk's"),
+        (json.dumps(altered).encode(), "bad signature for signer 'trader'"),
+        (json.dumps({**good, "order_id": "hand-9", "signer": "intruder", "sig": "00"}).encode(),
+         "signer 'intruder' is neither"),
+        (json.dumps(trader.sign({**good, "order_id": "hand-3", "symbol": "NOPE"})).encode(), "unknown symbol 'NOPE'"),
+        (json.dumps(trader.sign({**good, "order_id": "hand-10", "qty": 2e6})).encode(),
+         "quantity 2e+06 > the venue's max_order_quantity"),
+        (json.dumps(trader.sign({**good, "order_id": "hand-11", "qty": 9e5})).encode(), "notional"),
+        (json.dumps(trader.sign({**good, "order_id": "hand-12", "price": 1e7})).encode(), "price 1e+07 outside"),
     ]
     return cases
 

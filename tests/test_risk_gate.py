@@ -81,6 +81,25 @@ def test_the_shipped_limits_load_and_a_bad_value_names_its_key() -> None:
         load_settings(env={"QL_TRADING__LIMITS__PRICE_BAND": "2"})
 
 
+def test_reducing_never_flips_and_flattening_is_never_refused_for_staleness_or_equity() -> None:
+    """REDUCING lets an order through only towards flat (+20 may not become -15); an order that
+    flattens passes on stale data and with equity at or below zero, so a tripped breaker always
+    reaches flat; the same orders that grow a position are still refused."""
+    gate = RiskGate(LIMITS)
+    reducing = _book(A=20.0)
+    reducing.state = TradingState.REDUCING
+    flip = gate.check(_order(side="sell", qty=35, seconds=2), reducing)
+    assert flip.limit == "trading_state" and "cross zero" in flip.reason
+    assert gate.check(_order(side="sell", qty=20, seconds=3), reducing).accepted  # to flat exactly
+    stale = _book(A=20.0)
+    assert gate.check(_order(side="sell", qty=20, seconds=600), stale).accepted
+    assert gate.check(_order(side="buy", qty=1, seconds=601), stale).limit == "max_data_age_seconds"
+    broke = _book(A=20.0)
+    broke.equity = -5_000.0
+    assert gate.check(_order(side="sell", qty=10, seconds=4), broke).accepted
+    assert gate.check(_order(side="buy", qty=1, seconds=5), broke).limit == "equity"
+
+
 def test_no_random_sequence_gets_an_order_past_a_limit() -> None:
     """Property test over seeded random runs: the threshold strategy on random predictions
     and random-walk prices, mixed with adversarial orders (random sizes, sides, symbols, stale
@@ -94,14 +113,20 @@ def test_no_random_sequence_gets_an_order_past_a_limit() -> None:
                                        "max_position_notional": 0.1, "max_gross_exposure": 0.15,
                                        "max_orders_per_second": 6})
     symbols = ["A", "B", "C", "D"]
-    accepted_total = rejected_total = 0
+    accepted_total = rejected_total = working_seen = 0
     for trial in range(60):
         rng = np.random.default_rng(trial)
         gate, book = RiskGate(limits), Book(equity=100_000.0)
         cash, price = 100_000.0, rng.uniform(20, 200, len(symbols))
         accepted_at: list[datetime] = []
+        pending: list[Order] = []  # accepted, working: filled some steps later, as a venue does
         now = T0
         for step in range(150):
+            for o in [o for o in pending if rng.random() < 0.4]:  # some working orders fill now
+                pending.remove(o)
+                book.working[o.symbol] -= o.signed
+                book.positions[o.symbol] = book.positions.get(o.symbol, 0.0) + o.signed
+                cash -= o.signed * o.price
             now += timedelta(seconds=float(rng.choice([0.2, 1.0, 45.0])))
             price *= np.exp(rng.normal(0, 0.01, len(symbols)))
             for i, s in enumerate(symbols):
@@ -138,23 +163,27 @@ def test_no_random_sequence_gets_an_order_past_a_limit() -> None:
                 accepted_total += 1
                 after_qty = before_qty + o.signed
                 assert before_state is not TradingState.HALTED
+                reduces = abs(after_qty) < abs(before_qty) and after_qty * before_qty >= 0
                 if before_state is TradingState.REDUCING:
-                    assert abs(after_qty) < abs(before_qty)
+                    assert reduces  # towards flat, never across it
                 assert o.quantity <= limits.max_order_quantity and o.quantity * o.price <= limits.max_order_notional
                 last = book.last_price[o.symbol][0]
                 assert abs(o.price / last - 1) <= limits.price_band
-                assert (o.ts - book.last_price[o.symbol][1]).total_seconds() <= limits.max_data_age_seconds
+                if not reduces:  # flattening is never refused for stale data
+                    assert (o.ts - book.last_price[o.symbol][1]).total_seconds() <= limits.max_data_age_seconds
                 if abs(after_qty) > abs(before_qty):
                     assert abs(after_qty) * o.price <= limits.max_position_notional * book.equity + 1e-6
                     gross = gross_before - abs(before_qty) * last + abs(after_qty) * o.price
                     assert gross <= limits.max_gross_exposure * book.equity + 1e-6
-                book.positions[o.symbol] = after_qty  # filled at its price
-                cash -= o.signed * o.price
+                book.working[o.symbol] = book.working.get(o.symbol, 0.0) + o.signed  # working until it fills
+                pending.append(o)
                 accepted_at.append(o.ts)
+                working_seen = max(working_seen, len(pending))
         times = np.array([t.timestamp() for t in accepted_at])
         for k, t in enumerate(times):  # the rate limit over every one-second window
             assert ((times[: k + 1] > t - 1.0)).sum() <= limits.max_orders_per_second
     assert accepted_total > 1000 and rejected_total > 1000, (accepted_total, rejected_total)
+    assert working_seen >= 5  # the gate judged orders with several others still working
 
 
 def test_order_ids_are_deterministic_and_orders_move_positions_to_targets() -> None:

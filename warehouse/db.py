@@ -17,9 +17,6 @@ from ``<state_dir>/secrets/warehouse.json``, which :func:`password` generates on
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote_plus
@@ -27,6 +24,7 @@ from urllib.parse import quote_plus
 from sqlalchemy import Engine, create_engine, text
 
 from config import Settings
+from config.secrets import secrets_path, stored_secret
 from warehouse.schema import API_SCHEMA, SCHEMA
 
 Role = Literal["admin", "loader", "reporting", "api"]
@@ -35,7 +33,7 @@ ALEMBIC_INI = Path(__file__).resolve().parent / "alembic.ini"
 
 
 def secrets_file(settings: Settings) -> Path:
-    return settings.platform.state_dir / "secrets" / "warehouse.json"
+    return secrets_path(settings, "warehouse")
 
 
 def role_name(settings: Settings, role: Role) -> str:
@@ -47,20 +45,7 @@ def role_name(settings: Settings, role: Role) -> str:
 
 def password(settings: Settings, role: Literal["loader", "reporting", "api"]) -> str:
     """``role``'s password: the environment's, else the generated one kept in the state folder."""
-    from_env = os.environ.get(f"QL_WAREHOUSE_{role.upper()}_PASSWORD")
-    if from_env:
-        return from_env
-    path = secrets_file(settings)
-    stored = json.loads(path.read_text()) if path.exists() else {}
-    if role not in stored:
-        stored[role] = secrets.token_urlsafe(24)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.parent.chmod(0o700)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(stored))
-        tmp.chmod(0o600)
-        tmp.replace(path)
-    return stored[role]
+    return stored_secret(settings, "warehouse", role, f"QL_WAREHOUSE_{role.upper()}_PASSWORD")
 
 
 def url(settings: Settings, role: Role = "loader", driver: str = "postgresql+psycopg2") -> str:

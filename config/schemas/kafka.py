@@ -24,6 +24,9 @@ class KafkaProducerSettings(Frozen):
     batch_size: int = Field(65536, ge=1)
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = "lz4"
     acks: Literal["all", 0, 1] = "all"
+    delivery_timeout_ms: int = Field(120_000, ge=1)  # a record not acknowledged by then fails (and is re-sent by its step)
+    request_timeout_ms: int = Field(30_000, ge=1)   # one produce request; at most delivery_timeout_ms - linger_ms
+    max_block_ms: int = Field(60_000, ge=0)         # how long send() may wait for the topic's metadata
 
 
 class KafkaConsumerSettings(Frozen):

@@ -154,6 +154,7 @@ class ApiSettings(Frozen):
     min_order_notional: float = Field(1.0, ge=0)  # a manual order below this many dollars is refused
     ws_queue: int = Field(500, ge=1)             # messages held per WebSocket client; a client further behind is dropped
     ws_heartbeat_seconds: float = Field(5.0, gt=0)
+    ws_per_key: int = Field(8, ge=1)             # open WebSocket connections per API key; one more is closed with 4429
     ws_auth_seconds: float = Field(5.0, gt=0)    # a WebSocket must authenticate within this
 
 

@@ -36,6 +36,16 @@ class LimitSettings(Frozen):
     symbols: list[str] | None = None                       # tradable symbols (None: any with market data)
 
 
+class VenueSettings(Frozen):
+    """The paper venue's own checks (``python -m streaming venue``), as an exchange or broker
+    applies its own whatever the client's gate did: on every order record, from any producer."""
+
+    max_order_quantity: float = Field(1_000_000, gt=0)     # shares per order
+    max_order_notional: float = Field(100_000, gt=0)       # currency per order, at the venue's last price
+    price_band: float = Field(0.10, gt=0, lt=1)            # the order's price within this fraction of the venue's last
+    require_signature: bool = True                         # only the trader's and the desk's signed orders
+
+
 class LiveTradingSettings(Frozen):
     """The live trading path: the stream's trader, ``python -m streaming venue`` and
     ``python -m streaming portfolio`` (``streaming/trader.py``)."""
@@ -49,6 +59,10 @@ class LiveTradingSettings(Frozen):
     venue_wait_seconds: float = Field(30.0, gt=0)          # how long the venue holds a bar for the orders decided before it
     heartbeat_seconds: float = Field(10.0, gt=0)           # a service missing its heartbeat this long counts as down
     snapshot_seconds: float = Field(2.0, gt=0)             # how often the portfolio writes its Delta tables
+    venue: VenueSettings = VenueSettings()
+    # how long the stream keeps re-sending a step Kafka did not confirm before its micro-batch
+    # fails (it is then replayed on restart); the venue and the portfolio retry without end
+    send_retry_seconds: float = Field(600.0, gt=0)
 
 
 class BacktestSettings(Frozen):

@@ -212,7 +212,7 @@ def _close(t, target, closes, raw_close, ts_ns, shares, working, last_ts, listed
     tradable = value.astype(np.bool_)  # a scratch array (value is overwritten by the verdicts)
     for i in range(N):
         tradable[i] = math.isfinite(raw_close[t, i]) or shares[i] != 0.0
-    orders_and_verdicts(ts_ns[t], closes[t], tradable, shares, working, target, last_ts, listed, acct[EQUITY],
+    orders_and_verdicts(ts_ns[t], closes[t], closes[t], tradable, shares, working, target, last_ts, listed, acct[EQUITY],
                         int(acct[STATE]), limits, window, order_qty, code, value)
     working[:] = 0.0  # filled or lapsed at the next open: no backtest order is working at a decision
     rejects = _grow(rejects, counts[N_REJECTS], N)

@@ -32,7 +32,7 @@ def halted_now(halted: bool, equity: float, peak: float, max_drawdown: float) ->
 
 
 @njit(cache=True)
-def orders_and_verdicts(ts_ns: int, close: np.ndarray, tradable: np.ndarray, shares: np.ndarray,
+def orders_and_verdicts(ts_ns: int, close: np.ndarray, last_px: np.ndarray, tradable: np.ndarray, shares: np.ndarray,
                         working: np.ndarray, target: np.ndarray, last_ts_ns: np.ndarray, listed: np.ndarray,
                         equity: float, state: int, limits, window: np.ndarray, qty: np.ndarray, code: np.ndarray,
                         value: np.ndarray) -> int:
@@ -43,7 +43,9 @@ def orders_and_verdicts(ts_ns: int, close: np.ndarray, tradable: np.ndarray, sha
     Fills ``qty`` (signed shares; 0: no order), ``code`` (0 accepted, else the limit's index in
     :data:`pipelines.trading.risk.LIMITS`) and ``value`` (the number that broke it). Only
     ``tradable`` symbols (a bar at this close, or a position) get orders. ``close`` is each
-    symbol's last trade (at ``last_ts_ns``); ``working`` gains every accepted order."""
+    symbol's price at the decision (the orders' price); ``last_px`` the last trade the gate
+    judges them against (at ``last_ts_ns``): in a backtest the same close, live the venue's own
+    last price and the wall-clock age of the symbol's data. ``working`` gains every accepted order."""
     gross = 0.0
     for i in range(len(close)):
         held = shares[i] + working[i]
@@ -64,7 +66,7 @@ def orders_and_verdicts(ts_ns: int, close: np.ndarray, tradable: np.ndarray, sha
             if code[i] != group:
                 continue
             now = shares[i] + working[i]
-            c, v = check_order(qty[i], close[i], ts_ns, state, now, close[i], last_ts_ns[i], listed[i], equity, gross,
+            c, v = check_order(qty[i], close[i], ts_ns, state, now, last_px[i], last_ts_ns[i], listed[i], equity, gross,
                                limits, window)
             code[i], value[i] = c, v
             if c == 0:

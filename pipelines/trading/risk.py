@@ -13,8 +13,13 @@ is judged the same way in both, rejections included. The book it judges against 
 **plus working orders** (accepted, not yet filled): an order cannot slip past a limit because
 the orders before it have not filled yet.
 
-Time is event time (the order's ``ts``: the close of the bar it was decided on), not the wall
-clock, so a replay of the same bars is judged exactly as the live run was.
+In a backtest time is event time (the order's ``ts``: the close of the bar it was decided on).
+Live, the callers add what only a live run has: the data's age by the wall clock since the
+symbol's last tick arrived, the venue's own last price as the band's reference, and the submit
+rate in wall time shared by every process that submits (``streaming.live.SubmitRate``).
+
+An order that shrinks a position without crossing zero (flattening) is never refused for stale
+data or for equity, and in REDUCING only such orders pass: a breaker that trips always reaches flat.
 
 A rejected order is never dropped: :meth:`RiskGate.check` returns the limit it hit and the
 numbers, and the caller keeps the order with that reason.
@@ -55,11 +60,12 @@ LIMITS = ("accepted", "quantity", "trading_state", "trading_state", "symbols", "
 NS = 1_000_000_000
 
 
-def limit_params(limits: LimitSettings) -> tuple[float, ...]:
-    """The limits as the flat tuple :func:`check_order` takes."""
+def limit_params(limits: LimitSettings, count_rate: bool = True) -> tuple[float, ...]:
+    """The limits as the flat tuple :func:`check_order` takes. ``count_rate=False``: the submit
+    rate is counted elsewhere (live, in wall time, across processes: ``streaming.live.SubmitRate``)."""
     return (float(limits.max_order_quantity), float(limits.max_order_notional), float(limits.max_position_notional),
-            float(limits.max_gross_exposure), float(limits.price_band), float(limits.max_orders_per_second),
-            float(limits.max_data_age_seconds))
+            float(limits.max_gross_exposure), float(limits.price_band),
+            float(limits.max_orders_per_second) if count_rate else math.inf, float(limits.max_data_age_seconds))
 
 
 def new_rate_window(limits: LimitSettings) -> np.ndarray:
@@ -84,13 +90,16 @@ def check_order(qty: float, price: float, ts_ns: int, state: int, now_qty: float
     if state == 2:
         return HALTED, 0.0
     after = now_qty + qty
-    if state == 1 and abs(after) > abs(now_qty) - 1e-12:
+    # an order that shrinks the position without crossing zero: flattening is never refused for
+    # stale data or for equity, so a breaker's REDUCING always reaches flat
+    reduces = abs(after) < abs(now_qty) - 1e-12 and after * now_qty >= 0.0
+    if state == 1 and not reduces:
         return REDUCING, now_qty
     if not listed:
         return NOT_LISTED, 0.0
     if not (last_px > 0):
         return NO_DATA, 0.0
-    if ts_ns - last_ts_ns > max_age * NS:
+    if not reduces and ts_ns - last_ts_ns > max_age * NS:
         return STALE, (ts_ns - last_ts_ns) / NS
     if price != last_px and (not (price > 0) or abs(price / last_px - 1.0) > band):
         return BAND, price
@@ -99,7 +108,7 @@ def check_order(qty: float, price: float, ts_ns: int, state: int, now_qty: float
     notional = size * price
     if notional > max_notional:
         return MAX_NOTIONAL, notional
-    if not (equity > 0):
+    if not reduces and not (equity > 0):
         return EQUITY, equity
     grows = abs(after) > abs(now_qty)
     position_value = abs(after) * price
@@ -108,6 +117,8 @@ def check_order(qty: float, price: float, ts_ns: int, state: int, now_qty: float
     gross_after = gross - abs(now_qty) * last_px + position_value
     if grows and gross_after > max_gross * equity:
         return MAX_GROSS, gross_after
+    if not math.isfinite(max_rate):  # counted by the caller (live: in wall time, in Redis)
+        return OK, 0.0
     ring = len(window) - 2
     head, count = window[ring], window[ring + 1]
     while count > 0 and ts_ns - window[head] >= NS:
@@ -130,7 +141,8 @@ def reason(code: int, value: float, symbol: str, side: str, qty: float, price: f
     if code == HALTED:
         return "trading is HALTED"
     if code == REDUCING:
-        return f"trading is REDUCING: {side} {qty:g} {symbol} would not reduce the position {value:g}"
+        return (f"trading is REDUCING: {side} {qty:g} {symbol} would not reduce the position {value:g} "
+                "towards flat (nor may it cross zero)")
     if code == NOT_LISTED:
         return f"unknown symbol {symbol!r} (not in limits.symbols)"
     if code == NO_DATA:
@@ -192,21 +204,23 @@ class RiskGate:
     """Checks orders against :class:`~config.schemas.trading.LimitSettings` (``trading_config.yaml``
     ``limits``) with :func:`check_order`; remembers accepted orders' times for the submit-rate limit."""
 
-    def __init__(self, limits: LimitSettings) -> None:
+    def __init__(self, limits: LimitSettings, count_rate: bool = True) -> None:
         self.limits = limits
-        self.params = limit_params(limits)
+        self.params = limit_params(limits, count_rate)
         self.window = new_rate_window(limits)
 
-    def check(self, order: Order, book: Book) -> Verdict:
+    def check(self, order: Order, book: Book, at: datetime | None = None) -> Verdict:
         """Accept ``order`` or name the first limit it breaks. An accepted order counts towards
-        the submit rate; the caller adds it to ``book.working`` (:meth:`check_and_hold` does)."""
+        the submit rate; the caller adds it to ``book.working`` (:meth:`check_and_hold` does).
+        ``at``: when the order is judged (the data's age is measured to it); the order's own
+        time by default."""
         o = order
         if o.side not in ("buy", "sell"):
             return Verdict(False, "side", f"side {o.side!r} is neither buy nor sell")
         last_px, last_ts = book.last_price.get(o.symbol, (math.nan, o.ts))
         listed = self.limits.symbols is None or o.symbol in self.limits.symbols
         qty = float(o.quantity) if o.side == "buy" else -float(o.quantity)
-        code, value = check_order(qty, float(o.price), _ns(o.ts), STATE_CODE[TradingState(book.state)],
+        code, value = check_order(qty, float(o.price), _ns(at or o.ts), STATE_CODE[TradingState(book.state)],
                                   book.position(o.symbol), float(last_px), _ns(last_ts), listed, float(book.equity),
                                   book.gross_exposure(), self.params, self.window)
         if code == OK:

@@ -22,6 +22,7 @@ import json
 import math
 import threading
 import time
+from collections import defaultdict
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +39,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from config import Settings
 from pipelines.trading.strategies import load_strategy
 from streaming.api import schemas as S
-from streaming.api.desk import Conflict, Desk, NotFound
+from streaming.api.desk import Conflict, Desk, NotFound, Unavailable
 from streaming.api.history import RegistryView, backtest_performance, live_performance
 from streaming.api.hub import STREAMS, TOO_SLOW, WS_SENT, Feeds, Hub, heartbeat
 from streaming.api.keys import FailedAuth, KeyStore, Principal
@@ -160,6 +161,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.limiter = RateLimiter(cfg.rate_per_second, cfg.burst)
         app.state.registry = RegistryView(settings)
         app.state.hub = Hub(cfg.ws_queue)
+        app.state.ws_open = defaultdict(int)  # open WebSocket connections per key id (api.ws_per_key)
         app.state.feeds = Feeds(settings, app.state.hub, asyncio.get_running_loop())
         app.state.feeds.start()
         try:
@@ -186,6 +188,10 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(Conflict)
     async def conflict(request: Request, error: Conflict):
         return JSONResponse({"detail": str(error)}, status_code=409)
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(request: Request, error: Unavailable):
+        return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "5"})
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus_metrics() -> Response:
@@ -243,7 +249,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post(f"{v1}/orders", response_model=S.OrderSubmitted, status_code=201, tags=["trading"],
               responses={202: {"model": S.OrderSubmitted, "description": "sent; the venue has not answered yet"},
-                         422: {"model": S.Problem, "description": "rejected by the risk gate: the limit it hit"}})
+                         422: {"model": S.Problem, "description": "rejected by the risk gate: the limit it hit"},
+                         503: {"model": S.Problem, "description": "Kafka did not confirm the order: not placed"}})
     def place(body: S.OrderRequest, principal: Trade, request: Request):
         """A manual market order, checked by the strategy's own pre-trade risk gate."""
         done = request.app.state.desk.submit(body.symbol, body.side, body.qty, body.price, body.client_order_id,
@@ -326,10 +333,23 @@ def create_app(settings: Settings) -> FastAPI:
             AUTH_FAILED.labels("403").inc()
             await ws.close(4403, f"key {principal.key_id} lacks scope 'read'")
             return
+        if state.ws_open[principal.key_id] >= cfg.ws_per_key:
+            RATE_LIMITED.labels("ws-per-key").inc()
+            await ws.close(4429, f"key {principal.key_id} already has {cfg.ws_per_key} WebSocket connections open "
+                                 "(api.ws_per_key)")
+            return
+        state.ws_open[principal.key_id] += 1
+        ws.state.key_id = principal.key_id
+        try:
+            await _serve_socket(ws, state, stream)
+        finally:
+            state.ws_open[principal.key_id] -= 1
+
+    async def _serve_socket(ws: WebSocket, state, stream: str) -> None:
         wanted = ws.query_params.get("symbols")
         symbols = frozenset(s for s in wanted.split(",") if s) if wanted else None
         client = state.hub.join(stream, symbols)
-        await ws.send_text(json.dumps({"type": "welcome", "stream": stream, "key": principal.key_id,
+        await ws.send_text(json.dumps({"type": "welcome", "stream": stream, "key": ws.state.key_id,
                                        "symbols": sorted(symbols) if symbols else None}))
         tasks = {asyncio.create_task(_send(ws, client, cfg.ws_heartbeat_seconds)),
                  asyncio.create_task(_drain(ws)), asyncio.create_task(client.dropped.wait())}

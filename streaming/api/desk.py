@@ -35,7 +35,7 @@ from pipelines.trading.orders import ORDER_NAMESPACE, Order
 from pipelines.trading.risk import Book, RiskGate, TradingState, Verdict
 from streaming import live, metrics
 from streaming.portfolio import RedisPortfolio
-from streaming.venue_service import order_record, working_orders
+from streaming.venue_service import IN_FLIGHT, order_record, working_orders
 
 MANUAL = "manual"
 
@@ -46,6 +46,10 @@ class NotFound(LookupError):
 
 class Conflict(RuntimeError):
     """The request cannot apply to the order's state (the API answers 409)."""
+
+
+class Unavailable(RuntimeError):
+    """Kafka or the gate's lock did not answer in time; nothing was placed (the API answers 503)."""
 
 
 @dataclass(frozen=True)
@@ -80,20 +84,13 @@ class Desk:
         self.settings = settings
         self.client = live.redis_client(settings)
         self.book = RedisPortfolio(self.client, live.account(settings))
-        self.gate = RiskGate(settings.trading.limits)
+        self.gate = RiskGate(settings.trading.limits, count_rate=False)  # the rate: SubmitRate, wall time
+        self.rate = live.SubmitRate(self.client, settings)
         self._gate_lock = threading.Lock()
-        self._producer = None
-        self._producer_lock = threading.Lock()
+        self._outbox = live.Outbox(settings, signer="desk")
 
     def k(self, role: str, *parts: str) -> str:
         return live.key(self.settings, role, *parts)
-
-    @property
-    def producer(self):
-        with self._producer_lock:
-            if self._producer is None:
-                self._producer = live.ordered_producer(self.settings)
-            return self._producer
 
     # reads -------------------------------------------------------------------------------------
     def trading_state(self) -> TradingState:
@@ -219,7 +216,12 @@ class Desk:
                by: str, key_id: str | None = None) -> Submitted:
         """Check a manual market order (at least ``api.min_order_notional``) with the strategy's
         risk gate; send it or reject it. ``key_id`` is remembered as the order's owner, the only
-        key besides an admin key that may cancel it."""
+        key besides an admin key that may cancel it.
+
+        The gate's check and the order joining the book are one step under a Redis lock shared by
+        every API process: an order accepted here counts as working (in flight until the venue
+        claims it) before the next one is checked. :class:`Unavailable` when Kafka did not
+        confirm the order: then nothing was recorded and the order was not placed."""
         bar = self._last_bar(symbol)
         clock_us = int(self.client.get(self.k("venue", "last_bar_us")) or -1)
         ts = datetime.fromtimestamp(clock_us / 1e6, timezone.utc) if clock_us >= 0 else datetime.now(timezone.utc)
@@ -236,22 +238,48 @@ class Desk:
             return Submitted(record, Verdict(False, "min_order_notional",
                                              f"order notional {float(qty) * reference:,.6g} is below "
                                              f"api.min_order_notional {minimum:,.2f}"), None)
-        with self._gate_lock:
-            verdict = self.gate.check(order, self._gate_book(symbol, bar))
+        topics = self.settings.kafka.topics
+        lock = self.client.lock(self.k("api", "gate_lock"), timeout=30, blocking_timeout=10)
+        if not lock.acquire():
+            raise Unavailable("the risk gate is busy (its lock was not free within 10 s); the order was not placed")
+        try:
+            with self._gate_lock:
+                verdict = self._check(order)
+                if verdict.accepted:
+                    self.client.hset(self.k(*IN_FLIGHT), order.order_id, json.dumps(
+                        {"symbol": symbol, "signed": order.signed, "ts": live.iso(ts)}))
+                try:
+                    if verdict.accepted:
+                        self._outbox.send_confirmed(topics.orders, order.order_id, record)
+                    else:
+                        self._outbox.send_confirmed(topics.orders_rejected, order.order_id,
+                                                    {**record, "limit": verdict.limit, "reason": verdict.reason,
+                                                     "rejected_by": "risk_gate"})
+                except live.SendFailed as error:
+                    self.client.hdel(self.k(*IN_FLIGHT), order.order_id)
+                    raise Unavailable(f"Kafka did not confirm the order, so it was not placed: {error}") from None
+        finally:
+            lock.release()
         if not verdict.accepted:
-            live.send(self.producer, self.settings.kafka.topics.orders_rejected, order.order_id,
-                      {**record, "limit": verdict.limit, "reason": verdict.reason, "rejected_by": "risk_gate"})
-            self.producer.flush()
             return Submitted(record, verdict, None)
         if key_id is not None:
             self.client.hset(self.k("api", "owners"), order.order_id, key_id)
-        live.send(self.producer, self.settings.kafka.topics.orders, order.order_id, record)
-        self.producer.flush()
         venue = None
         if live.wait_for(lambda: self.client.hexists(self.k("venue", "orders"), order.order_id),
                          self.settings.platform.api.order_ack_seconds, 0.02):
             venue = self.order(order.order_id)
         return Submitted(record, verdict, venue)
+
+    def _check(self, order: Order) -> Verdict:
+        """The gate on the book (:meth:`_gate_book`), then the submit rate shared with the trader."""
+        verdict = self.gate.check(order, self._gate_book(order.symbol), at=datetime.now(timezone.utc))
+        if verdict.accepted:
+            taken, count = self.rate.take([order.order_id])
+            if not taken:
+                return Verdict(False, "max_orders_per_second",
+                               f"{count} orders accepted in the last second (limit "
+                               f"{self.settings.trading.limits.max_orders_per_second})")
+        return verdict
 
     def owner(self, order_id: str) -> str | None:
         """The key that placed manual order ``order_id`` (None: the trader's, or unknown)."""
@@ -264,10 +292,13 @@ class Desk:
         if current["status"] not in ("NEW", "ACCEPTED"):
             raise Conflict(f"order {order_id} is {current['status']}: nothing to cancel")
         request_id = uuid.uuid4().hex
-        live.send(self.producer, self.settings.kafka.topics.orders, order_id,
-                  {"kind": "cancel", "order_id": order_id, "by": by, "request_id": request_id,
-                   "ts": live.iso(datetime.now(timezone.utc))})
-        self.producer.flush()
+        try:
+            with self._gate_lock:
+                self._outbox.send_confirmed(self.settings.kafka.topics.orders, order_id,
+                                            {"kind": "cancel", "order_id": order_id, "by": by,
+                                             "request_id": request_id, "ts": live.iso(datetime.now(timezone.utc))})
+        except live.SendFailed as error:
+            raise Unavailable(f"Kafka did not confirm the cancel, so it was not sent: {error}") from None
 
         def answered() -> dict | None:
             text = self.client.hget(self.k("venue", "cancels"), order_id)
@@ -285,19 +316,28 @@ class Desk:
         text = self.client.hget(self.k("venue", "last_bars"), symbol)
         return json.loads(text) if text else None
 
-    def _gate_book(self, symbol: str, bar: dict | None) -> Book:
-        """What the gate knows: the account as the portfolio holds it, the venue's working orders
-        (accepted, not yet filled), the last bars' closes as the last trades, the trading state."""
+    def _gate_book(self, symbol: str) -> Book:
+        """What the gate knows: the account as the portfolio holds it, the working orders (the
+        venue's and the API's in flight), the venue's last price of every symbol in the book, and
+        the trading state. Orders are judged at the wall clock: a symbol's data is as old as the
+        time since its last tick arrived, however recent the bar times."""
         acct = self.book.snapshot()
-        last = {s: (p.last_px, live.utc(p.ts)) for s, p in acct.positions.items() if p.ts}
-        if bar and bar.get("close"):
-            last[symbol] = (float(bar["close"]), live.utc(bar["ts"]))
-        return Book(acct.equity, {s: p.qty for s, p in acct.positions.items()}, last, self.trading_state(),
-                    working_orders(self.client, self.settings))
+        working = working_orders(self.client, self.settings)
+        symbols = sorted({symbol} | {s for s, p in acct.positions.items() if p.qty} | set(working))
+        last = {}
+        for s, text in zip(symbols, self.client.hmget(self.k("venue", "last_bars"), symbols)):
+            bar = json.loads(text) if text else None
+            if bar and bar.get("close"):
+                arrived = bar.get("arrived_us")
+                seen = (datetime.fromtimestamp(arrived / 1e6, timezone.utc) if arrived is not None
+                        else live.utc(bar["ts"]))
+                last[s] = (float(bar["close"]), seen)
+            elif s in acct.positions and acct.positions[s].ts:
+                last[s] = (acct.positions[s].last_px, live.utc(acct.positions[s].ts))
+        return Book(acct.equity, {s: p.qty for s, p in acct.positions.items()}, last, self.trading_state(), working)
 
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.close()
+        self._outbox.close()
         self.client.close()
 
 
