@@ -59,7 +59,7 @@ def _env(state: Path) -> dict[str, str]:
             "QL_KAFKA__TOPICS__PREDICTIONS": f"pred-{tag}",
             "QL_PLATFORM__API__PORT": str(free_port()), "QL_PLATFORM__METRICS__VENUE_PORT": str(free_port()),
             "QL_PLATFORM__METRICS__PORTFOLIO_PORT": str(free_port()),
-            "QL_PLATFORM__API__RATE_PER_SECOND": "1000000", "QL_PLATFORM__API__BURST": "1000000",
+            "QL_PLATFORM__API__RATE_PER_SECOND": "1000000", "QL_PLATFORM__API__BURST": "1000000", "QL_PLATFORM__API__WS_PER_KEY": "100000",
             # every manual order is stamped at the same bar time: the submit-rate limit would stop them
             "QL_TRADING__LIMITS__MAX_ORDERS_PER_SECOND": "100000"}
 

@@ -39,3 +39,8 @@ def stored_secret(settings: Settings, file: str, name: str, env: str | None = No
             tmp.chmod(0o600)
             tmp.replace(path)
     return stored[name]
+
+
+def redis_password(settings: Settings) -> str:
+    """The password of the Redis user the services log in as (``platform.redis.user``)."""
+    return stored_secret(settings, "redis", settings.platform.redis.user, "QL_REDIS_PASSWORD")

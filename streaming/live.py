@@ -37,6 +37,7 @@ from redis.retry import Retry
 
 from config import Settings
 from config.errors import UserError
+from config.secrets import redis_password
 from streaming.kafka_io import JsonCodec, ensure_topics, make_producer, ordered_topics
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,14 @@ def account(settings: Settings) -> str:
     return settings.trading.live.account or settings.data.dataset
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    """A client that rides out a Redis restart: commands are retried for about a minute."""
+def redis_client(settings: Settings, retries: int = 60) -> redis.Redis:
+    """A client that rides out a Redis restart: commands are retried ``retries`` times with
+    backoff up to 2 s (the default: about a minute; the API's requests use a few)."""
     cfg = settings.platform.redis
-    return redis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, decode_responses=True, socket_timeout=10,
-                       socket_connect_timeout=5, health_check_interval=5,
-                       retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 60),
+    return redis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, username=cfg.user, password=redis_password(settings),
+                       decode_responses=True, socket_timeout=10 if retries > 5 else 2,
+                       socket_connect_timeout=5 if retries > 5 else 1, health_check_interval=5,
+                       retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
                        retry_on_error=[RedisConnectionError, RedisTimeoutError])
 
 

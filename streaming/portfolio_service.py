@@ -22,7 +22,8 @@ import pandas as pd
 from config import Settings
 from pipelines.lake.rows import append_new, existing_keys
 from pipelines.lake.tables import LIVE_EQUITY, LIVE_FILLS, LIVE_POSITIONS
-from streaming import live, metrics
+from streaming import faults, live, metrics
+from streaming.faults import crash_point
 from streaming.portfolio import Fill, RedisPortfolio
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class PortfolioService:
     """The loop of ``python -m streaming portfolio`` (see the module docstring)."""
 
     def __init__(self, settings: Settings) -> None:
+        faults.arm_from_env()
         self.settings = settings
         self.client = live.redis_client(settings)
         self.book = RedisPortfolio(self.client, live.account(settings))
@@ -64,6 +66,8 @@ class PortfolioService:
         for topic, offset, value in records:
             self.apply(value, offset)
             done[topic] = offset + 1
+        if records:
+            crash_point("portfolio.after_apply")
         self.reader.commit(done)
         return len(records)
 
@@ -110,6 +114,7 @@ class PortfolioService:
                 elif column not in ("fill_id", "order_id", "symbol", "side", "ts"):
                     part[column] = part[column].astype(float)
             written += append_new(table, self.settings, part, key, self.known[table.name])
+        crash_point("portfolio.after_delta")
         self.book.trim_journal(len(rows))
         return written
 

@@ -45,7 +45,8 @@ from pipelines.trading.risk import LIMITS, MAX_RATE, STATE_CODE, TradingState, l
 from pipelines.trading.strategies import load_strategy
 from pipelines.trading.strategy import Context, StrategyError, checked_targets, strategy_name
 from pipelines.trading.volatility import VolWindow
-from streaming import live, metrics
+from streaming import faults, live, metrics
+from streaming.faults import crash_point
 from streaming.portfolio import RedisPortfolio
 from streaming.venue_service import order_record, parse_order, working_orders
 
@@ -67,6 +68,7 @@ class Trader:
 
     def __init__(self, settings: Settings, periods_per_year: float, history: pd.DataFrame | None = None) -> None:
         self.settings, self.cfg = settings, settings.trading.live
+        faults.arm_from_env()
         self.strategy = load_strategy(settings.trading)  # an unknown strategy or parameter fails here, naming it
         self.name = strategy_name(self.strategy)
         self.limits = settings.trading.limits
@@ -197,6 +199,7 @@ class Trader:
         pinned = json.dumps({**self._record(decision), "changed": changed,
                              "closes": {str(s): float(c) for s, c in zip(ctx.symbols, ctx.close)}})
         self.client.hset(self.k("intents"), str(at), pinned)
+        crash_point("trader.after_pin")
         return self._send(decision, pinned)
 
     def _send(self, decision: Decision, pinned: str) -> Decision:
@@ -213,6 +216,7 @@ class Trader:
             if limit is None:
                 accepted.append(order.order_id)
         self.outbox.confirm()  # SendFailed: nothing is marked decided
+        crash_point("trader.after_send")
         self._mark_decided(live.micros(decision.ts), accepted, decision.state, decision,
                            json.loads(pinned).get("changed", False))
         return decision

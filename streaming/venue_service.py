@@ -36,7 +36,8 @@ from collections.abc import Callable
 from config import Settings
 from pipelines.trading.orders import Order
 from pipelines.trading.rules import Costs
-from streaming import live, metrics
+from streaming import faults, live, metrics
+from streaming.faults import crash_point
 from streaming.signing import Verifier
 from streaming.venue import OrderState, OrderStatus, fill_at_open
 
@@ -124,6 +125,7 @@ class VenueService:
     """The loop of ``python -m streaming venue`` (see the module docstring)."""
 
     def __init__(self, settings: Settings) -> None:
+        faults.arm_from_env()
         self.settings, self.rules = settings, Costs.from_settings(settings.trading)
         self.topics = settings.kafka.topics
         self.client = live.redis_client(settings)
@@ -187,6 +189,7 @@ class VenueService:
             log.info("order %s seen before: ignored", order.order_id)
         else:
             metrics.VENUE_ORDERS.labels("ACCEPTED").inc()
+            crash_point("venue.after_claim")
 
     def _check_signature(self, value: dict) -> None:
         if self.checks.require_signature:
@@ -198,7 +201,7 @@ class VenueService:
         """The venue's own limits, whatever the producer's gate did (``trading.live.venue``): a
         symbol it has bars for, quantity and notional caps, the price within its band of the
         venue's last price. Returns the decision bar's volume as the venue saw it (the record's
-        ``decision_volume`` is not trusted): it caps and prices the fill."""
+        ``decision_volume`` is not trusted; :meth:`_seen_volumes` looks again when it fills)."""
         text = self.client.hget(self.k("last_bars"), order.symbol)
         if text is None:
             raise OrderError(f"unknown symbol {order.symbol!r}: the venue has no bars for it")
@@ -216,7 +219,7 @@ class VenueService:
             raise OrderError(f"price {order.price:g} outside +/-{c.price_band:.0%} of the venue's last price {px:g}")
         seen = self.client.hget(self.k("volumes", str(live.micros(order.ts))), order.symbol)
         volume = seen if seen is not None else last.get("volume")  # its decision bar, else the last it saw
-        return float(volume) if volume is not None else math.nan
+        return float(volume) if volume is not None else math.nan  # the decision bar's again at the fill
 
     def on_cancel(self, value: dict) -> None:
         """Cancel a working order; store the answer under ``cancels`` (a replayed cancel of an
@@ -288,9 +291,9 @@ class VenueService:
         ids = sorted(self.client.smembers(self.k("working")))
         states = [state_from_json(text) for text in (self.client.hmget(self.k("orders"), ids) if ids else []) if text]
         changed, fills = [], []
-        for state in sorted(states, key=lambda s: (s.order.symbol, s.order.ts)):
-            if state.order.ts >= ts:
-                continue
+        due = [state for state in sorted(states, key=lambda s: (s.order.symbol, s.order.ts)) if state.order.ts < ts]
+        self._seen_volumes(due)
+        for state in due:
             bar = bars.get(state.order.symbol)
             price, quoted = _fill_price(bar, state.order.side, self.next_tick)
             if math.isfinite(price) and price > 0:
@@ -308,6 +311,7 @@ class VenueService:
         closes = {s: b.get("close") for s, b in bars.items()}
         self.outbox.send(self.topics.fills, "bar", {"kind": "bar", "ts": live.iso(ts), "closes": closes})
         self.outbox.confirm()  # SendFailed: no order is marked filled, the bar is not stored as done
+        crash_point("venue.after_fills")
         pipe = self.client.pipeline(transaction=True)
         for state in changed:
             pipe.hset(self.k("orders"), state.order.order_id, state_json(state))
@@ -328,7 +332,21 @@ class VenueService:
         for state in changed:
             metrics.VENUE_ORDERS.labels(state.status.value).inc()
         metrics.FILLS.inc(len(fills))
+        crash_point("venue.after_store")
         self._trim_volumes()
+
+    def _seen_volumes(self, states: list[OrderState]) -> None:
+        """Each order's participation cap from the volume the venue saw at its decision bar (the
+        record's ``decision_volume`` is not trusted). Looked up when it fills, since after a
+        restart the venue may claim an order before it has processed the bar it was decided on."""
+        if not states:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for state in states:
+            pipe.hget(self.k("volumes", str(live.micros(state.order.ts))), state.order.symbol)
+        for state, seen in zip(states, pipe.execute()):
+            if seen is not None:
+                state.decision_volume = float(seen)
 
     def _trim_volumes(self, keep: int = 32) -> None:
         while self.client.llen(self.k("volume_times")) > keep:

@@ -38,15 +38,20 @@ class Services:
         self.procs: dict[str, subprocess.Popen] = {}
         self.client = live.redis_client(settings)
 
-    def start(self, role: str) -> None:
+    def start(self, role: str, crash_at: str | None = None) -> None:
         """Start ``role`` (venue, portfolio, api, or stream: ``python -m streaming run``) and wait
-        for its first heartbeat (the stream: its query started; the API: ``/healthz`` answers)."""
+        for its first heartbeat (the stream: its query started; the API: ``/healthz`` answers).
+        ``crash_at``: armed at that crash point (:mod:`streaming.faults`), the process may be
+        gone by then."""
         self.client.delete(live.key(self.settings, role, "heartbeat"))
         log = self.logs / f"{role}.log"
         started = log.read_text().count("stream started") if log.exists() else 0
         out = open(log, "ab")
+        env = {**self.env, "QL_CRASH_AT": crash_at} if crash_at else self.env
         self.procs[role] = subprocess.Popen([sys.executable, "-m", "streaming", "run" if role == "stream" else role],
-                                            cwd=PROJECT_ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+                                            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        if crash_at:
+            return
         if role == "stream":
             up = lambda: log.read_text().count("stream started") > started  # noqa: E731
         elif role == "api":
@@ -59,6 +64,16 @@ class Services:
     def kill(self, role: str) -> None:
         self.procs[role].send_signal(signal.SIGKILL)
         self.procs[role].wait(30)
+
+    def crash_at(self, point: str, timeout: float = 300) -> None:
+        """Restart the service of ``point`` armed there, wait until it has killed itself at that
+        point (SIGKILL, nothing flushed or closed), then start it again unarmed."""
+        role = {"trader": "stream"}.get(point.split(".")[0], point.split(".")[0])
+        self.kill(role)
+        self.start(role, crash_at=point)
+        self.procs[role].wait(timeout)
+        assert self.procs[role].returncode == -signal.SIGKILL, (point, self.procs[role].returncode, self.log(role))
+        self.start(role)
 
     def stop(self) -> None:
         for proc in self.procs.values():

@@ -78,7 +78,7 @@ def desk(services, tmp_path_factory):
     env = live_env(tmp, QL_PLATFORM__API__PORT=str(free_port()), QL_PLATFORM__METRICS__VENUE_PORT=str(free_port()),
                    QL_PLATFORM__METRICS__PORTFOLIO_PORT=str(free_port()),
                    QL_PLATFORM__API__KEY_CACHE_SECONDS="0", QL_PLATFORM__API__RATE_PER_SECOND="40",
-                   QL_PLATFORM__API__BURST="60", QL_PLATFORM__API__WS_QUEUE="1000",
+                   QL_PLATFORM__API__BURST="60", QL_PLATFORM__API__WS_QUEUE="1000", QL_PLATFORM__API__WS_PER_KEY="1000",
                    QL_PLATFORM__API__WS_AUTH_SECONDS="1", QL_PLATFORM__API__WS_HEARTBEAT_SECONDS="1",
                    QL_PLATFORM__MLFLOW__REGISTERED_MODEL=f"api-{tmp.name[-10:]}")
     settings = load_settings(env=env)
@@ -665,6 +665,46 @@ def test_a_hundred_clients_at_once_none_starving(desk) -> None:
     counts = [len(r) for r in results]
     assert counts == [300] * 100, sorted(counts)[:5]
     assert all([m["i"] for m in r] == list(range(300)) for r in results)
+
+
+def test_two_hundred_clients_orders_waiting_for_the_venue_starve_no_read(desk) -> None:
+    """200 clients at once: 100 place orders while the venue is stopped (each waits the whole
+    api.order_ack_seconds for an acknowledgement that does not come), 100 read the portfolio.
+    The waits hold no thread, so every read answers quickly; before, 40 waiting orders filled
+    the thread pool and the reads queued behind them."""
+    keys = {scope: [K.create_key(desk.settings, [scope], f"crowd-{scope}-{i}") for i in range(4)]
+            for scope in ("trade", "read")}
+    desk.svc.kill("venue")
+    try:
+        async def place(i: int, client: httpx.AsyncClient):
+            side = "buy" if i % 2 == 0 else "sell"  # nets to zero: every order passes the gate
+            started = time.monotonic()
+            r = await client.post("/api/v1/orders", json={"symbol": "SYN003", "side": side, "qty": 1},
+                                  headers={"X-API-Key": keys["trade"][i % 4]})
+            return r.status_code, time.monotonic() - started
+
+        async def read(i: int, client: httpx.AsyncClient):
+            await asyncio.sleep(0.3)  # once the orders are waiting
+            started = time.monotonic()
+            r = await client.get("/api/v1/portfolio", headers={"X-API-Key": keys["read"][i % 4]})
+            return r.status_code, time.monotonic() - started
+
+        async def scenario():
+            limits = httpx.Limits(max_connections=250, max_keepalive_connections=250)
+            async with httpx.AsyncClient(base_url=desk.base, timeout=60, limits=limits) as client:
+                return await asyncio.gather(*[place(i, client) for i in range(100)],
+                                            *[read(i, client) for i in range(100)])
+
+        results = asyncio.run(scenario())
+    finally:
+        desk.svc.start("venue")
+    placed, reads = results[:100], results[100:]
+    ack = desk.settings.platform.api.order_ack_seconds
+    assert {code for code, _ in placed} == {202} and min(t for _, t in placed) >= ack * 0.9, placed[:5]
+    assert {code for code, _ in reads} == {200}
+    slowest = max(t for _, t in reads)
+    print(f"\n200 clients: 100 orders waited {ack:g} s each; the slowest of 100 reads took {slowest:.2f} s")
+    assert slowest < ack / 2, slowest
 
 
 # ---------------------------------------------------------------------------------------------- the page

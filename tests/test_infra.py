@@ -52,12 +52,16 @@ def test_external_service_is_used_not_started(tmp_path: Path) -> None:
     """A real Redis that someone else runs is used as it is and left running."""
     import shutil
 
+    from config.secrets import redis_password
+
     port = _free_port()
+    settings = _settings(tmp_path, port)
+    user = f"{settings.platform.redis.user} on >{redis_password(settings)} ~* &* +@all"  # the services' login
     external = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
-                                 "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                                 "--save", "", "--appendonly", "no", "--dir", str(tmp_path), "--user", *user.split()],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        svc = Redis(_settings(tmp_path, port))
+        svc = Redis(settings)
         deadline = time.monotonic() + 10
         while not svc.reachable() and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -195,3 +195,20 @@ def test_the_desk_counts_orders_in_flight_and_judges_age_by_the_wall_clock(servi
     assert third.verdict.limit == "max_position_notional"
     assert not desk.client.hgetall(flying)
     venue.close(), desk.close()
+
+
+def test_a_crash_point_kills_at_its_nth_arrival_and_an_unknown_one_is_refused() -> None:
+    import subprocess
+    import sys
+
+    from config.errors import ConfigError
+    from streaming import faults
+
+    with pytest.raises(ConfigError, match="unknown crash point 'venue.nope'.*venue.after_fills"):
+        faults.arm("venue.nope")
+    code = ("from streaming import faults\nfaults.arm('venue.after_fills:2')\n"
+            "faults.crash_point('venue.after_claim'); faults.crash_point('venue.after_fills'); print('first', flush=True)\n"
+            "faults.crash_point('venue.after_fills'); print('second', flush=True)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == -9 and run.stdout.split() == ["first"], (run.returncode, run.stdout, run.stderr)
+    faults.arm(None)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -24,6 +26,7 @@ from pipelines.ingest.sources.synthetic import generate_market, generate_ticks
 from pipelines.lake.tables import LIVE_BARS, LIVE_EQUITY, LIVE_FILLS, LIVE_ORDERS, LIVE_POSITIONS, LIVE_PREDICTIONS
 from pipelines.trading.strategies import load_strategy
 from streaming import job, live
+from streaming.faults import POINTS
 from streaming.feed import publish
 from streaming.signing import Signer
 from streaming.portfolio import RedisPortfolio
@@ -102,14 +105,25 @@ def _faults(svc: Services, fault: str, settings, on_fault: Callable | None = Non
     whatever ``on_fault(fault, svc, settings)`` does for a fault of the caller's."""
     if on_fault is not None and on_fault(fault, svc, settings):
         return
-    if fault in ("venue", "portfolio", "stream"):
+    if fault in POINTS:  # a named crash point: the service kills itself exactly there
+        svc.crash_at(fault)
+    elif fault in ("venue", "portfolio", "stream"):
         svc.kill(fault)
         svc.start(fault)
-    else:  # "kafka" / "redis": the real server stopped and started again
+    else:  # "kafka" / "redis": the real server stopped and started again; "redis-kill": SIGKILL, no shutdown save
         from infra.services import all_services
 
-        (server,) = all_services(settings, [fault])
-        server.down()
+        (server,) = all_services(settings, [fault.removesuffix("-kill")])
+        if fault.endswith("-kill"):
+            pid = server.pid()
+            os.kill(pid, signal.SIGKILL)  # the append-only file is all it restarts from
+            try:
+                os.waitpid(pid, 0)  # reaped here when this process started it (no zombie holds the pid)
+            except ChildProcessError:
+                pass
+            assert live.wait_for(lambda: server.pid() is None, 10)
+        else:
+            server.down()
         time.sleep(2)
         server.up()
 
@@ -325,16 +339,29 @@ def run_live(spark, tmp_path, faults: tuple[str, ...], stream_process: bool = Fa
 
 def test_live_path_equals_the_backtest_through_venue_and_portfolio_crashes(spark, services, tmp_path,
                                                                           sqlite_registry) -> None:
-    """Live-backtest parity with the venue and the portfolio each killed (SIGKILL) and restarted
-    once mid-run; hand-typed bad orders rejected with reasons. The stream job's own SIGKILL,
-    each fault twice, and Kafka and Redis restarts are ``make chaos`` (a stream in its own
-    process costs this suite minutes)."""
-    report = run_live(spark, tmp_path, ("venue", "portfolio"))
-    assert [f for f, _ in report["faults_at"]] == ["venue", "portfolio"]
+    """Live-backtest parity with the venue killed (SIGKILL) at a named crash point, between its
+    fills acknowledged by Kafka and its orders marked filled in Redis, and the portfolio killed
+    between fills applied in Redis and its read position stored; hand-typed bad orders rejected
+    with reasons. The other crash points, the stream job's own SIGKILL, each fault twice, and
+    Kafka and Redis restarts and kills are ``make chaos`` (a stream in its own process costs
+    this suite minutes)."""
+    report = run_live(spark, tmp_path, ("venue.after_fills", "portfolio.after_apply"))
+    assert [f for f, _ in report["faults_at"]] == ["venue.after_fills", "portfolio.after_apply"]
 
 
 @pytest.mark.chaos
-@pytest.mark.parametrize("fault", ["stream", "kafka", "redis", "venue", "portfolio"])
+@pytest.mark.parametrize("service", ["trader", "venue", "portfolio"])
+def test_exactly_once_through_every_crash_point(spark, services, tmp_path, sqlite_registry, service) -> None:
+    """``make chaos``: the service killed at each of its named crash points in turn (the stream
+    in its own process for the trader's); orders, fills, positions, equity and the Delta tables
+    still equal the backtest's, each record once."""
+    points = tuple(p for p in POINTS if p.startswith(f"{service}."))
+    report = run_live(spark, tmp_path, points, stream_process=service == "trader")
+    assert [f for f, _ in report["faults_at"]] == list(points)
+
+
+@pytest.mark.chaos
+@pytest.mark.parametrize("fault", ["stream", "kafka", "redis", "redis-kill", "venue", "portfolio"])
 def test_exactly_once_under_each_fault(spark, services, tmp_path, sqlite_registry, fault) -> None:
     """``make chaos``: each fault twice in one run, the stream in its own process; the final
     orders, fills, positions and equity still equal the backtest's (an uninterrupted run's)."""

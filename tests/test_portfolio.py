@@ -10,9 +10,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-import redis
-
 from pipelines.trading.rules import new_entry
+from streaming import live
 from streaming.portfolio import Fill, RedisPortfolio, change_message
 
 pytestmark = pytest.mark.services
@@ -21,8 +20,7 @@ T0 = datetime(2024, 1, 2, 15, 0, tzinfo=timezone.utc)
 
 @pytest.fixture
 def portfolio(services):
-    cfg = services.platform.redis
-    client = redis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, decode_responses=True)
+    client = live.redis_client(services)
     book = RedisPortfolio(client, f"test-{uuid.uuid4().hex[:8]}")
     assert book.open(100_000.0) and not book.open(5.0)  # a second open keeps the account
     yield book
@@ -112,7 +110,7 @@ def test_racing_consumers_apply_each_fill_once(portfolio: RedisPortfolio, servic
     applied = []
 
     def consume(order: list[Fill]) -> None:
-        client = redis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, decode_responses=True)
+        client = live.redis_client(services)
         mine = RedisPortfolio(client, portfolio.prefix.split(":", 1)[1])
         applied.append(sum(mine.apply_fill(f) for f in order))
         client.close()

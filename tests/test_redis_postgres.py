@@ -10,12 +10,15 @@ import redis
 from sqlalchemy import DateTime, Float, String, create_engine, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from config.secrets import redis_password
+
 pytestmark = pytest.mark.services
 
 
 def test_redis_roundtrip_and_set_nx(services) -> None:
     cfg = services.platform.redis
-    client = redis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, decode_responses=True)
+    client = redis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, username=cfg.user,
+                         password=redis_password(services), decode_responses=True)
     key = f"test:{uuid.uuid4().hex}"
     try:
         client.hset(f"{key}:pos", mapping={"qty": "10", "avg_price": "101.5"})
@@ -25,9 +28,30 @@ def test_redis_roundtrip_and_set_nx(services) -> None:
         assert client.set(f"{key}:order", "v2", nx=True) is None
         assert client.get(f"{key}:order") == "v1"
         assert client.config_get("appendonly")["appendonly"] == "yes"
+        assert client.config_get("appendfsync")["appendfsync"] == cfg.appendfsync
     finally:
         client.delete(f"{key}:pos", f"{key}:order")
         client.close()
+
+
+def test_redis_refuses_the_default_user_a_wrong_password_and_admin_commands(services) -> None:
+    """ACL users: no anonymous access, no guessing, and the services' user cannot reconfigure
+    or stop the server."""
+    cfg = services.platform.redis
+    anonymous = redis.Redis(host=cfg.host, port=cfg.port, socket_timeout=2)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        anonymous.ping()
+    wrong = redis.Redis(host=cfg.host, port=cfg.port, username=cfg.user, password="guess", socket_timeout=2)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        wrong.ping()
+    client = redis.Redis(host=cfg.host, port=cfg.port, username=cfg.user, password=redis_password(services))
+    assert client.ping()
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.config_set("appendonly", "no")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.acl_list()
+    for c in (anonymous, wrong, client):
+        c.close()
 
 
 class Base(DeclarativeBase):

@@ -53,6 +53,10 @@ class RedisSettings(Frozen):
     host: str = "127.0.0.1"
     port: int = Field(6390, ge=1, le=65535)
     db: int = Field(0, ge=0)
+    # the ACL user every service logs in as (the default user is off); its password is
+    # QL_REDIS_PASSWORD, else generated once in <state_dir>/secrets/redis.json
+    user: str = "quantlake"
+    appendfsync: Literal["always", "everysec"] = "everysec"  # see infra/services/redis.py
 
     @property
     def url(self) -> str:
@@ -154,7 +158,7 @@ class ApiSettings(Frozen):
     min_order_notional: float = Field(1.0, ge=0)  # a manual order below this many dollars is refused
     ws_queue: int = Field(500, ge=1)             # messages held per WebSocket client; a client further behind is dropped
     ws_heartbeat_seconds: float = Field(5.0, gt=0)
-    ws_per_key: int = Field(8, ge=1)             # open WebSocket connections per API key; one more is closed with 4429
+    ws_per_key: int = Field(32, ge=1)            # open WebSocket connections per API key; one more is closed with 4429
     ws_auth_seconds: float = Field(5.0, gt=0)    # a WebSocket must authenticate within this
 
 

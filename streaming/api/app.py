@@ -24,17 +24,22 @@ import threading
 import time
 from collections import defaultdict
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security, WebSocket, WebSocketDisconnect
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from redis.exceptions import ConnectionError as RedisError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.routing import Match
 
 from config import Settings
 from pipelines.trading.strategies import load_strategy
@@ -128,6 +133,31 @@ def _principal(request: Request, key: Annotated[str | None, Security(api_key_hea
     return principal
 
 
+# what every authenticated route may answer besides its own codes (declared in the OpenAPI schema)
+AUTH_RESPONSES: dict[int | str, dict] = {
+    401: {"model": S.Problem, "description": "no valid API key"},
+    403: {"model": S.Problem, "description": "the key lacks the route's scope"},
+    429: {"model": S.Problem, "description": "too many requests for the key, or failed authentications from "
+                                            "the address (see Retry-After)"},
+    400: {"model": S.Problem, "description": "a query parameter given more than once"},
+}
+
+
+CURSOR_RESPONSES: dict[int | str, dict] = {400: {"model": S.Problem, "description": "a cursor this API did not "
+                                                                                 "return, or a parameter given twice"}}
+BODY_RESPONSES: dict[int | str, dict] = {400: {"model": S.Problem, "description": "a body that is not JSON, or a "
+                                                                               "parameter given twice"}}
+
+
+def single_values(request: Request) -> None:
+    """No query parameter of this API is a list: one given twice is refused (400), not silently
+    read as its last value."""
+    repeated = sorted({k for k, _ in request.query_params.multi_items()
+                       if len(request.query_params.getlist(k)) > 1})
+    if repeated:
+        raise HTTPException(400, f"query parameter(s) given more than once: {', '.join(repeated)}")
+
+
 def need(scope: Literal["read", "trade", "admin"]):
     """A dependency: the caller's key, which must grant ``scope`` (403 otherwise)."""
 
@@ -181,6 +211,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.add_middleware(Timed)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        headers = dict(error.headers or {})
+        if error.status_code == 405:  # Allow names every method of every route on this path, not only the first's
+            scope = {**request.scope, "method": "__any__"}
+            allowed = {m for route in request.app.router.routes if hasattr(route, "methods") and route.methods
+                       and route.matches(scope)[0] is not Match.NONE for m in route.methods}
+            headers["Allow"] = ", ".join(sorted(allowed))
+        return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=headers)
+
     @app.exception_handler(NotFound)
     async def not_found(request: Request, error: NotFound):
         return JSONResponse({"detail": str(error)}, status_code=404)
@@ -188,6 +228,11 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(Conflict)
     async def conflict(request: Request, error: Conflict):
         return JSONResponse({"detail": str(error)}, status_code=409)
+
+    @app.exception_handler(RedisError)
+    async def redis_down(request: Request, error: RedisError):
+        return JSONResponse({"detail": f"Redis is unavailable ({type(error).__name__}); try again"}, status_code=503,
+                            headers={"Retry-After": "5"})
 
     @app.exception_handler(Unavailable)
     async def unavailable(request: Request, error: Unavailable):
@@ -209,31 +254,33 @@ def create_app(settings: Settings) -> FastAPI:
 
     v1 = "/api/v1"
 
-    @app.get(f"{v1}/me", tags=["live"])
+    api = APIRouter(responses=AUTH_RESPONSES, dependencies=[Depends(single_values)])  # the key-guarded routes
+
+    @api.get(f"{v1}/me", tags=["live"])
     def me(principal: Read) -> dict:
         """The calling key: its id, name and scopes (implied ones included)."""
         return {"key_id": principal.key_id, "name": principal.name, "scopes": sorted(principal.scopes)}
 
-    @app.get(f"{v1}/portfolio", response_model=S.Portfolio, response_model_by_alias=True, tags=["live"])
+    @api.get(f"{v1}/portfolio", response_model=S.Portfolio, response_model_by_alias=True, tags=["live"])
     def portfolio(_: Read, request: Request) -> dict:
         """Cash, equity, exposure, P&L and the trading state of the paper account (Redis)."""
         return request.app.state.desk.portfolio()
 
-    @app.get(f"{v1}/positions", response_model=list[S.Position], tags=["live"])
+    @api.get(f"{v1}/positions", response_model=list[S.Position], tags=["live"])
     def positions(_: Read, request: Request, include_flat: bool = False) -> list[dict]:
         """Open positions (``include_flat``: closed ones too, with their realized P&L)."""
         return request.app.state.desk.positions(include_flat)
 
-    @app.get(f"{v1}/equity", response_model=list[S.EquityPoint], tags=["live"])
+    @api.get(f"{v1}/equity", response_model=list[S.EquityPoint], tags=["live"])
     def equity(_: Read, request: Request, last: int = Query(2000, ge=1, le=100_000)) -> list[dict]:
         """The account at each of the newest ``last`` closes, oldest first (the equity curve)."""
         return request.app.state.desk.equity(last)
 
-    @app.get(f"{v1}/orders", response_model=S.OrderPage, tags=["live"])
+    @api.get(f"{v1}/orders", response_model=S.OrderPage, tags=["live"], responses=CURSOR_RESPONSES)
     def orders(_: Read, request: Request,
                status: Literal["NEW", "ACCEPTED", "PARTIALLY_FILLED", "FILLED", "REJECTED", "CANCELLED"] | None = None,
-               symbol: str | None = None, since: datetime | None = Query(None, description="decision time >="),
-               until: datetime | None = Query(None, description="decision time <="), cursor: str | None = None,
+               symbol: str | None = None, since: S.IsoTime | None = Query(None, description="decision time >="),
+               until: S.IsoTime | None = Query(None, description="decision time <="), cursor: str | None = None,
                limit: int = Query(cfg.page_size, ge=1, le=cfg.max_page_size)) -> dict:
         """The venue's orders, newest first; ``next_cursor`` pages on (stable while orders arrive)."""
         try:
@@ -242,47 +289,56 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(400, str(error)) from None
         return {"orders": page, "next_cursor": nxt}
 
-    @app.get(f"{v1}/orders/{{order_id}}", response_model=S.Order, tags=["live"],
+    @api.get(f"{v1}/orders/{{order_id}}", response_model=S.Order, tags=["live"],
              responses={404: {"model": S.Problem}})
     def order(order_id: str, _: Read, request: Request) -> dict:
         return request.app.state.desk.order(order_id)
 
-    @app.post(f"{v1}/orders", response_model=S.OrderSubmitted, status_code=201, tags=["trading"],
-              responses={202: {"model": S.OrderSubmitted, "description": "sent; the venue has not answered yet"},
+    @api.post(f"{v1}/orders", response_model=S.OrderSubmitted, status_code=201, tags=["trading"],
+              responses={**BODY_RESPONSES,
+                         202: {"model": S.OrderSubmitted, "description": "sent; the venue has not answered yet"},
                          422: {"model": S.Problem, "description": "rejected by the risk gate: the limit it hit"},
                          503: {"model": S.Problem, "description": "Kafka did not confirm the order: not placed"}})
-    def place(body: S.OrderRequest, principal: Trade, request: Request):
+    async def place(body: S.OrderRequest, principal: Trade, request: Request):
         """A manual market order, checked by the strategy's own pre-trade risk gate."""
-        done = request.app.state.desk.submit(body.symbol, body.side, body.qty, body.price, body.client_order_id,
-                                             f"{principal.name} ({principal.key_id})", principal.key_id)
+        desk = request.app.state.desk
+        done = await run_in_threadpool(desk.submit, body.symbol, body.side, body.qty, body.price,
+                                       body.client_order_id, f"{principal.name} ({principal.key_id})",
+                                       principal.key_id, False)
         if not done.verdict.accepted:
             order = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in done.order.items()}
             return JSONResponse({"detail": {"limit": done.verdict.limit, "reason": done.verdict.reason,
                                             "order": order}}, status_code=422)
+        if done.venue is None:  # wait for the venue's claim without holding a thread meanwhile
+            done = replace(done, venue=await _awaited(lambda: desk.acked(done.order["order_id"]),
+                                                      cfg.order_ack_seconds))
         if done.venue is None:
             return JSONResponse({"order_id": done.order["order_id"], "status": "SUBMITTED", "order": None},
                                 status_code=202)
         return {"order_id": done.order["order_id"], "status": done.venue["status"], "order": done.venue}
 
-    @app.delete(f"{v1}/orders/{{order_id}}", response_model=S.CancelResult, tags=["trading"],
+    @api.delete(f"{v1}/orders/{{order_id}}", response_model=S.CancelResult, tags=["trading"],
                 responses={202: {"description": "sent; the venue has not answered yet"}, 404: {"model": S.Problem},
                            409: {"model": S.Problem, "description": "the order is no longer working"}})
-    def cancel(order_id: str, principal: Trade, request: Request):
+    async def cancel(order_id: str, principal: Trade, request: Request):
         """Cancel a working order (the venue answers in order with the bars: before the next
         bar it is cancelled, after it it has filled)."""
         desk = request.app.state.desk
-        if not principal.allows("admin") and desk.owner(order_id) != principal.key_id:
-            desk.order(order_id)  # 404 for an unknown order
+        if not principal.allows("admin") and await run_in_threadpool(desk.owner, order_id) != principal.key_id:
+            await run_in_threadpool(desk.order, order_id)  # 404 for an unknown order
             raise HTTPException(403, f"order {order_id} was not placed by key {principal.key_id}: only the key that "
                                      f"placed it, or an admin key, may cancel it")
-        answer = desk.cancel(order_id, f"{principal.name} ({principal.key_id})")
+        current, request_id = await run_in_threadpool(desk.request_cancel, order_id,
+                                                      f"{principal.name} ({principal.key_id})")
+        await _awaited(lambda: desk.cancel_answer(order_id, request_id), cfg.order_ack_seconds)
+        answer = await run_in_threadpool(desk.cancel_result, order_id, request_id, current)
         if answer["cancelled"] is None:
             return JSONResponse(answer, status_code=202)
         if not answer["cancelled"]:
             return JSONResponse({"detail": answer["reason"]}, status_code=409)
         return answer
 
-    @app.get(f"{v1}/fills", response_model=S.FillPage, tags=["live"])
+    @api.get(f"{v1}/fills", response_model=S.FillPage, tags=["live"], responses=CURSOR_RESPONSES)
     def fills(_: Read, request: Request, symbol: str | None = None, cursor: str | None = None,
               limit: int = Query(cfg.page_size, ge=1, le=cfg.max_page_size)) -> dict:
         """Fills applied to the account, newest first."""
@@ -292,14 +348,14 @@ def create_app(settings: Settings) -> FastAPI:
             raise HTTPException(400, str(error)) from None
         return {"fills": page, "next_cursor": nxt}
 
-    @app.post(f"{v1}/trading-state", response_model=S.TradingStateChange, tags=["trading"])
+    @api.post(f"{v1}/trading-state", response_model=S.TradingStateChange, tags=["trading"], responses=BODY_RESPONSES)
     def trading_state(body: S.TradingStateRequest, principal: Admin, request: Request) -> dict:
         """The kill switch: HALTED stops every order at the risk gate, REDUCING lets only
         orders that shrink a position through, ACTIVE trades."""
         return request.app.state.desk.set_trading_state(body.state, f"{principal.name} ({principal.key_id})",
                                                         body.reason)
 
-    @app.get(f"{v1}/performance", response_model=S.Performance, response_model_by_alias=True, tags=["history"])
+    @api.get(f"{v1}/performance", response_model=S.Performance, response_model_by_alias=True, tags=["history"])
     def performance(_: Read, request: Request, dataset: str | None = None) -> dict:
         """Live figures (the warehouse's equity at each close) and every strategy's backtest
         figures, deflated Sharpe included, for ``dataset`` (default: the configured one)."""
@@ -310,10 +366,12 @@ def create_app(settings: Settings) -> FastAPI:
                 "live": live_performance(engine, name, settings.trading.initial_capital),
                 "backtest": backtest_performance(engine, name)}
 
-    @app.get(f"{v1}/models", response_model=S.Models, tags=["history"])
+    @api.get(f"{v1}/models", response_model=S.Models, tags=["history"])
     def models(_: Read, request: Request) -> dict:
         """The registry's @champion and @challenger, their out-of-sample figures and the gate's decision."""
         return request.app.state.registry.get()
+
+    app.include_router(api)
 
     async def websocket(ws: WebSocket, stream: str) -> None:
         await ws.accept()
@@ -376,6 +434,18 @@ def create_app(settings: Settings) -> FastAPI:
     for name in STREAMS:
         app.add_api_websocket_route(f"/ws/{name}", route(name), name=f"ws-{name}")
     return app
+
+
+async def _awaited(check, timeout: float, poll: float = 0.02):
+    """``check()`` (a quick call, run in the thread pool) until it returns something or
+    ``timeout`` passed; the wait itself holds no thread, so waiting requests cannot starve the
+    pool that every other request needs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await run_in_threadpool(check)
+        if value is not None or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(poll)
 
 
 async def _ws_principal(ws: WebSocket, keys: KeyStore, timeout: float) -> Principal | None:

@@ -82,7 +82,8 @@ class Desk:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.client = live.redis_client(settings)
+        # a request must not hold a thread through a Redis outage: a few quick retries, then 503
+        self.client = live.redis_client(settings, retries=3)
         self.book = RedisPortfolio(self.client, live.account(settings))
         self.gate = RiskGate(settings.trading.limits, count_rate=False)  # the rate: SubmitRate, wall time
         self.rate = live.SubmitRate(self.client, settings)
@@ -213,7 +214,7 @@ class Desk:
         return entry
 
     def submit(self, symbol: str, side: str, qty: float, price: float | None, client_order_id: str | None,
-               by: str, key_id: str | None = None) -> Submitted:
+               by: str, key_id: str | None = None, wait: bool = True) -> Submitted:
         """Check a manual market order (at least ``api.min_order_notional``) with the strategy's
         risk gate; send it or reject it. ``key_id`` is remembered as the order's owner, the only
         key besides an admin key that may cancel it.
@@ -221,7 +222,9 @@ class Desk:
         The gate's check and the order joining the book are one step under a Redis lock shared by
         every API process: an order accepted here counts as working (in flight until the venue
         claims it) before the next one is checked. :class:`Unavailable` when Kafka did not
-        confirm the order: then nothing was recorded and the order was not placed."""
+        confirm the order: then nothing was recorded and the order was not placed. ``wait``: wait
+        up to ``api.order_ack_seconds`` for the venue's state here (the API waits without holding
+        a thread instead, :meth:`acked`)."""
         bar = self._last_bar(symbol)
         clock_us = int(self.client.get(self.k("venue", "last_bar_us")) or -1)
         ts = datetime.fromtimestamp(clock_us / 1e6, timezone.utc) if clock_us >= 0 else datetime.now(timezone.utc)
@@ -265,10 +268,15 @@ class Desk:
         if key_id is not None:
             self.client.hset(self.k("api", "owners"), order.order_id, key_id)
         venue = None
-        if live.wait_for(lambda: self.client.hexists(self.k("venue", "orders"), order.order_id),
-                         self.settings.platform.api.order_ack_seconds, 0.02):
+        if wait and live.wait_for(lambda: self.acked(order.order_id) is not None,
+                                  self.settings.platform.api.order_ack_seconds, 0.02):
             venue = self.order(order.order_id)
         return Submitted(record, verdict, venue)
+
+    def acked(self, order_id: str) -> dict | None:
+        """The venue's state of ``order_id`` once it has claimed it (None before)."""
+        text = self.client.hget(self.k("venue", "orders"), order_id)
+        return _order_view(json.loads(text)) if text else None
 
     def _check(self, order: Order) -> Verdict:
         """The gate on the book (:meth:`_gate_book`), then the submit rate shared with the trader."""
@@ -288,6 +296,13 @@ class Desk:
     def cancel(self, order_id: str, by: str) -> dict:
         """Ask the venue to cancel ``order_id``; its answer, or ``pending`` if it has not answered
         within ``api.order_ack_seconds``."""
+        current, request_id = self.request_cancel(order_id, by)
+        live.wait_for(lambda: self.cancel_answer(order_id, request_id) is not None,
+                      self.settings.platform.api.order_ack_seconds, 0.02)
+        return self.cancel_result(order_id, request_id, current)
+
+    def request_cancel(self, order_id: str, by: str) -> tuple[dict, str]:
+        """Send the cancel of a working order; (the order now, the request's id)."""
         current = self.order(order_id)
         if current["status"] not in ("NEW", "ACCEPTED"):
             raise Conflict(f"order {order_id} is {current['status']}: nothing to cancel")
@@ -299,16 +314,19 @@ class Desk:
                                              "request_id": request_id, "ts": live.iso(datetime.now(timezone.utc))})
         except live.SendFailed as error:
             raise Unavailable(f"Kafka did not confirm the cancel, so it was not sent: {error}") from None
+        return current, request_id
 
-        def answered() -> dict | None:
-            text = self.client.hget(self.k("venue", "cancels"), order_id)
-            data = json.loads(text) if text else None
-            return data if data and data.get("request_id") == request_id else None
+    def cancel_answer(self, order_id: str, request_id: str) -> dict | None:
+        """The venue's answer to cancel request ``request_id`` (None: not yet)."""
+        text = self.client.hget(self.k("venue", "cancels"), order_id)
+        data = json.loads(text) if text else None
+        return data if data and data.get("request_id") == request_id else None
 
-        if not live.wait_for(lambda: answered() is not None, self.settings.platform.api.order_ack_seconds, 0.02):
+    def cancel_result(self, order_id: str, request_id: str, current: dict) -> dict:
+        answer = self.cancel_answer(order_id, request_id)
+        if answer is None:
             return {"order_id": order_id, "cancelled": None, "reason": "pending: the venue has not answered yet",
                     "order": current}
-        answer = answered()
         answer.pop("request_id", None)
         return {**answer, "order": self.order(order_id)}
 

@@ -30,6 +30,7 @@ from kafka.serializer import DefaultSerializer
 from prometheus_client import Counter, Gauge
 
 from config import Settings
+from config.secrets import redis_password
 from streaming import live
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,8 @@ class Feeds:
         cfg = self.settings.platform.redis
         channel = f"portfolio:{live.account(self.settings)}:changes"
         while True:
-            client = aioredis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, decode_responses=True)
+            client = aioredis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, username=cfg.user,
+                                    password=redis_password(self.settings), decode_responses=True)
             try:
                 async with client.pubsub(ignore_subscribe_messages=True) as sub:
                     await sub.subscribe(channel)

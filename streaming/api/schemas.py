@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from datetime import datetime, timezone
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from pipelines.trading.risk import TradingState
+
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(2262, 4, 11, tzinfo=timezone.utc)
+
+
+def _iso_text(value):
+    """A time parameter must be ISO 8601 text: a bare number (which pydantic would take as epoch
+    seconds) is refused, as the schema's ``date-time`` format says."""
+    if not isinstance(value, str) or re.fullmatch(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", value):
+        raise ValueError("expected an ISO 8601 date-time, e.g. 2024-03-13T15:00:00Z")
+    return value
+
+
+def _clamped(value: datetime) -> datetime:
+    """Naive times are UTC; a time before 1970 or after 2262 means 'the beginning' / 'the end'."""
+    value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return min(max(value, EARLIEST), LATEST)
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_clamped)]
 
 
 class Portfolio(BaseModel):
@@ -189,4 +210,5 @@ class Models(BaseModel):
 
 
 class Problem(BaseModel):
-    detail: str | dict
+    # a sentence; the gate's rejection ({limit, reason, order}); or FastAPI's list of input errors (422)
+    detail: str | dict | list[dict]
