@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs are `make demo` and `make test`.
 PY := .venv/bin/python
 
-.PHONY: setup up status down demo demo-sp500 sp500-long live bench bench-features bench-ingest bench-stream bench-trading bench-warehouse bench-api bench-cluster bench-short tableau chaos live-page cluster test clean
+.PHONY: setup up status down demo demo-sp500 sp500-long live fuzz bench bench-features bench-ingest bench-stream bench-trading bench-warehouse bench-api bench-cluster bench-short tableau chaos live-page cluster test clean
 
 setup:            ## install system packages, the virtualenv and the JVM jars (idempotent)
 	bash infra/setup.sh
@@ -89,8 +89,11 @@ bench-trading: up  ## the trading path alone (risk gate vs backtest kernel, venu
 # each fault twice in one live run (stream, Kafka broker, Redis, venue, portfolio), compared with the
 # backtest on the same bars and predictions, and the stream's own SIGKILL / SIGTERM test with dead
 # letters; the suite kills the venue and the portfolio once each
-chaos: up         ## the fault runs: exactly once on the live path, the daemon after a killed main job (~16 min)
+chaos: up         ## the fault runs: every fault and named crash point on the live path, Redis SIGKILL, the daemon after a killed main job (~35 min)
 	$(PY) -m pytest -m chaos tests/test_live_trading.py tests/test_stream.py tests/test_dagster_daemon.py
+
+fuzz: up          ## the API fuzzed from its OpenAPI schema, 1,000 examples per route with three keys (~10 min)
+	QL_FUZZ_EXAMPLES=1000 $(PY) -m pytest -s tests/test_api_fuzz.py
 
 bench: up         ## benchmarks (writes benchmarks/results/*.json; installs vectorbt and backtrader to compare)
 	$(PY) -m pip install -q -e '.[bench]'

@@ -63,6 +63,18 @@ def redis_client(settings: Settings, retries: int = 60) -> redis.Redis:
                        retry_on_error=[RedisConnectionError, RedisTimeoutError])
 
 
+def async_redis_client(settings: Settings):
+    """An asyncio client (the API's waits on the event loop), with a few quick retries."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    cfg = settings.platform.redis
+    return aioredis.Redis(host=cfg.host, port=cfg.port, db=cfg.db, username=cfg.user,
+                          password=redis_password(settings), decode_responses=True, socket_timeout=2,
+                          socket_connect_timeout=1, retry=AsyncRetry(ExponentialBackoff(cap=2.0, base=0.05), 3),
+                          retry_on_error=[RedisConnectionError, RedisTimeoutError])
+
+
 def key(settings: Settings, role: str, *parts: str) -> str:
     """``<role>:<account>:<parts...>`` (the portfolio's keys are ``portfolio:<account>:...``)."""
     return ":".join((role, account(settings), *parts))

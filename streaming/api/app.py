@@ -43,6 +43,7 @@ from starlette.routing import Match
 
 from config import Settings
 from pipelines.trading.strategies import load_strategy
+from streaming import live
 from streaming.api import schemas as S
 from streaming.api.desk import Conflict, Desk, NotFound, Unavailable
 from streaming.api.history import RegistryView, backtest_performance, live_performance
@@ -192,12 +193,17 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.registry = RegistryView(settings)
         app.state.hub = Hub(cfg.ws_queue)
         app.state.ws_open = defaultdict(int)  # open WebSocket connections per key id (api.ws_per_key)
+        # submits are serialized by the gate's lock anyway: queueing them here, not in threads
+        # blocked on that lock, keeps the thread pool for everything else
+        app.state.submitting = asyncio.Lock()
+        app.state.aredis = live.async_redis_client(settings)
         app.state.feeds = Feeds(settings, app.state.hub, asyncio.get_running_loop())
         app.state.feeds.start()
         try:
             yield
         finally:
             await app.state.feeds.stop()
+            await app.state.aredis.aclose()
             app.state.desk.close()
             app.state.engine.dispose()
 
@@ -302,16 +308,19 @@ def create_app(settings: Settings) -> FastAPI:
     async def place(body: S.OrderRequest, principal: Trade, request: Request):
         """A manual market order, checked by the strategy's own pre-trade risk gate."""
         desk = request.app.state.desk
-        done = await run_in_threadpool(desk.submit, body.symbol, body.side, body.qty, body.price,
-                                       body.client_order_id, f"{principal.name} ({principal.key_id})",
-                                       principal.key_id, False)
+        async with request.app.state.submitting:  # one submit in a thread at a time; the others wait here
+            done = await run_in_threadpool(desk.submit, body.symbol, body.side, body.qty, body.price,
+                                           body.client_order_id, f"{principal.name} ({principal.key_id})",
+                                           principal.key_id, False)
         if not done.verdict.accepted:
             order = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in done.order.items()}
             return JSONResponse({"detail": {"limit": done.verdict.limit, "reason": done.verdict.reason,
                                             "order": order}}, status_code=422)
-        if done.venue is None:  # wait for the venue's claim without holding a thread meanwhile
-            done = replace(done, venue=await _awaited(lambda: desk.acked(done.order["order_id"]),
-                                                      cfg.order_ack_seconds))
+        if done.venue is None:  # wait for the venue's claim on the event loop, holding no thread
+            orders = live.key(settings, "venue", "orders")
+            text = await _awaited(lambda: request.app.state.aredis.hget(orders, done.order["order_id"]),
+                                  cfg.order_ack_seconds)
+            done = replace(done, venue=desk.view(text) if text else None)
         if done.venue is None:
             return JSONResponse({"order_id": done.order["order_id"], "status": "SUBMITTED", "order": None},
                                 status_code=202)
@@ -330,7 +339,13 @@ def create_app(settings: Settings) -> FastAPI:
                                      f"placed it, or an admin key, may cancel it")
         current, request_id = await run_in_threadpool(desk.request_cancel, order_id,
                                                       f"{principal.name} ({principal.key_id})")
-        await _awaited(lambda: desk.cancel_answer(order_id, request_id), cfg.order_ack_seconds)
+        cancels = live.key(settings, "venue", "cancels")
+
+        async def answered():
+            text = await request.app.state.aredis.hget(cancels, order_id)
+            return text if text and json.loads(text).get("request_id") == request_id else None
+
+        await _awaited(answered, cfg.order_ack_seconds)
         answer = await run_in_threadpool(desk.cancel_result, order_id, request_id, current)
         if answer["cancelled"] is None:
             return JSONResponse(answer, status_code=202)
@@ -437,12 +452,11 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 async def _awaited(check, timeout: float, poll: float = 0.02):
-    """``check()`` (a quick call, run in the thread pool) until it returns something or
-    ``timeout`` passed; the wait itself holds no thread, so waiting requests cannot starve the
-    pool that every other request needs."""
+    """``await check()`` (an async Redis read) until it returns something or ``timeout`` passed;
+    the wait holds no thread, so waiting requests cannot starve the pool every other request needs."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await run_in_threadpool(check)
+        value = await check()
         if value is not None or time.monotonic() > deadline:
             return value
         await asyncio.sleep(poll)

@@ -276,7 +276,12 @@ class Desk:
     def acked(self, order_id: str) -> dict | None:
         """The venue's state of ``order_id`` once it has claimed it (None before)."""
         text = self.client.hget(self.k("venue", "orders"), order_id)
-        return _order_view(json.loads(text)) if text else None
+        return self.view(text) if text else None
+
+    @staticmethod
+    def view(text: str) -> dict:
+        """The API's view of an order as the venue stores it."""
+        return _order_view(json.loads(text))
 
     def _check(self, order: Order) -> Verdict:
         """The gate on the book (:meth:`_gate_book`), then the submit rate shared with the trader."""
