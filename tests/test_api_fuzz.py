@@ -3,7 +3,7 @@ generated valid and invalid inputs, called with an admin key, a read key and a k
 exist. No answer is a 5xx, and every answer (status, headers, body) is one the schema declares
 for that route; inputs the schema forbids are refused.
 
-``QL_FUZZ_EXAMPLES`` sets the examples per route (the suite's short version: 25, each called
+``QL_FUZZ_EXAMPLES`` sets the examples per route (the suite's short version: 15, each called
 with the three keys; ``make fuzz``: 1,000)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from streaming.api import keys as K
 from streaming.api.app import create_app
 from tests.livekit import live_env
 
-EXAMPLES = int(os.environ.get("QL_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("QL_FUZZ_EXAMPLES", "15"))
 # routes whose documented refusals rest on rules a schema cannot state: an order must pass the risk
 # gate (422 naming the limit), a cursor must be one the API returned (400). For them the fuzzer
 # does not demand that schema-valid input succeed; every other check still applies.
