@@ -18,6 +18,7 @@ import signal
 from config.errors import ConfigError
 
 POINTS: dict[str, str] = {
+    "stream.after_bars": "a micro-batch's live bars appended to Delta; the rest of the batch not done, nor committed",
     "trader.after_pin": "the decision pinned in Redis; nothing sent",
     "trader.after_send": "the orders acknowledged by Kafka; the bar time not marked decided",
     "venue.after_claim": "an order claimed in Redis; the venue's read position not stored",

@@ -46,7 +46,8 @@ from pipelines.ingest.sources.base import interval_minutes
 from pipelines.backtest.engine import infer_periods_per_year
 from pipelines.lake.tables import (FEATURES, LIVE_BARS, LIVE_DEAD_LETTERS, LIVE_FEATURES, LIVE_ORDERS, LIVE_PREDICTIONS,
                                    SILVER_BARS)
-from streaming import live, metrics, records
+from streaming import faults, live, metrics, records
+from streaming.faults import crash_point
 from streaming.history import STATE_COLUMNS, STATE_SCHEMA, BarHistory, output_schema
 from streaming.kafka_io import ensure_topics, make_producer
 from streaming.scoring import LiveScorer
@@ -171,6 +172,7 @@ class BatchSink:
             lap("compute_and_dead_letters")  # the first action runs the whole plan: parse, bars, state, features
             bars = self._bars(df, batch_id)
             lap("bars_write")
+            crash_point("stream.after_bars")
             predictions = self._features_and_predictions(spark, bars, batch_id, started, lap)
             decisions = self._trade(spark, bars, predictions, batch_id, lap)
             self.figures.add_batch(batch_id, started, counts, bars, predictions, self.scorer,
@@ -302,6 +304,7 @@ class BatchSink:
 def start(spark: SparkSession, settings: Settings, trigger_seconds: float | None = None,
           starting_offsets: str | None = None) -> tuple[StreamingQuery, BatchSink]:
     """Start the live query (resuming from its checkpoint when there is one)."""
+    faults.arm_from_env()
     topics = settings.kafka.topics
     ensure_topics(settings, [topics.market_data, topics.dead_letter, topics.predictions, topics.bars, topics.orders,
                              topics.orders_rejected])

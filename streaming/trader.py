@@ -187,8 +187,11 @@ class Trader:
             order = Order(order_id(self.name, symbol, decided_at, model_version), decided_at, symbol, side, abs(q),
                           price, "market", self.name, model_version)
             limit = None if code[i] == 0 else LIMITS[code[i]]
-            why = None if limit is None else reason(int(code[i]), float(value[i]), symbol, side, abs(q), price,
-                                                    decided_at, float(last_px[i]), acct.equity, self.limits)
+            why = None if limit is None else (
+                f"{value[i]:g} orders accepted in the last second of wall time by the trader and the API "
+                f"(limit {self.limits.max_orders_per_second})" if code[i] == MAX_RATE else
+                reason(int(code[i]), float(value[i]), symbol, side, abs(q), price, decided_at, float(last_px[i]),
+                       acct.equity, self.limits))
             decision.orders.append((order, float(ctx.volume[i]), limit, why))
         if state is TradingState.REDUCING and not (ctx.shares != 0).any() and not decision.orders:
             state = TradingState.HALTED

@@ -181,6 +181,9 @@ def run_live(spark, tmp_path, faults: tuple[str, ...], stream_process: bool = Fa
     env = live_env(tmp_path, **(env or {}), QL_DATA__SYNTHETIC__N_SYMBOLS="4", QL_DATA__SYNTHETIC__N_DAYS="8",
                    QL_DATA__SYNTHETIC__START_DATE="2024-03-04", QL_DATA__SYNTHETIC__BAD_TICK_RATE="0",
                    QL_PLATFORM__MLFLOW__REGISTERED_MODEL=f"live-{tmp_path.name[-12:]}",
+                   # the replay runs far faster than the market: the submit rate counts wall time
+                   # live, bar time in the backtest, so it must not bind for them to be compared
+                   QL_TRADING__LIMITS__MAX_ORDERS_PER_SECOND="100000",
                    # thresholds near the linear model's probabilities, so it trades often
                    QL_TRADING__STRATEGIES__THRESHOLD__LONG_THRESHOLD="0.505",
                    QL_TRADING__STRATEGIES__THRESHOLD__SHORT_THRESHOLD="0.495")

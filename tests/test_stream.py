@@ -367,8 +367,10 @@ def test_binance_trades_feed_as_valid_tick_records(spark, shared_data, tmp_path)
 
 @pytest.mark.chaos  # the suite kills the stream in tests/test_live_trading.py; this one runs in `make chaos`
 def test_the_job_survives_a_crash_and_stops_cleanly_on_sigterm(spark, services, tmp_path) -> None:
-    """``python -m streaming run`` killed with SIGKILL mid-stream, restarted from its checkpoint,
-    then stopped by ``python -m streaming stop``: every tick and dead letter lands exactly once."""
+    """``python -m streaming run`` killed with SIGKILL inside a micro-batch (crash point
+    ``stream.after_bars``), restarted from its checkpoint, then stopped by ``python -m streaming
+    stop``: the batch in flight is replayed under its own id, and every tick and dead letter
+    lands exactly once."""
     import shutil
     import signal
     import subprocess
@@ -388,13 +390,19 @@ def test_the_job_survives_a_crash_and_stops_cleanly_on_sigterm(spark, services, 
     run = [sys.executable, "-m", "streaming", "run"]
     try:
         _send(settings, list(encode(first)) + [(k, v) for k, v, _ in bad[:200]])
-        crashed = subprocess.Popen(run, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 180
-        while (read_status(settings) or {}).get("bars", 0) == 0:
-            assert crashed.poll() is None and time.monotonic() < deadline, "the stream never landed a bar"
-            time.sleep(0.2)
-        crashed.send_signal(signal.SIGKILL)  # no clean-up at all: mid-batch or between batches
-        crashed.wait(30)
+        # killed (SIGKILL, no clean-up at all) at a named crash point inside the first micro-batch
+        # that lands bars: after its bars are appended, before the batch is committed
+        crashed = subprocess.Popen(run, cwd=PROJECT_ROOT, env={**env, "QL_CRASH_AT": "stream.after_bars"},
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert crashed.wait(180) == -signal.SIGKILL, "the stream never reached its crash point"
+        checkpoint = job.checkpoint_dir(settings)
+
+        def batches(log: str) -> set[int]:
+            folder = checkpoint / log
+            return {int(p.name) for p in folder.iterdir() if p.name.isdigit()} if folder.exists() else set()
+
+        in_flight = max(batches("offsets"))
+        assert in_flight not in batches("commits")  # the crash was inside this batch
         _send(settings, list(encode(second)) + [(k, v) for k, v, _ in bad[200:]])
 
         restarted = subprocess.Popen(run, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -410,7 +418,9 @@ def test_the_job_survives_a_crash_and_stops_cleanly_on_sigterm(spark, services, 
         assert restarted.returncode == 0, output[-2000:]
         assert "stopping cleanly" in output
 
+        assert in_flight in batches("commits")  # the restart ran the same batch again: a replay
         bars = lake.read(spark, LIVE_BARS.path(settings)).toPandas()
+        assert (bars["batch_id"] == in_flight).any()  # its bars, landed once though appended twice
         assert not bars.duplicated(["symbol", "ts"]).any()
         bar_start = ticks["ts"].dt.floor(f"{cfg.bar_minutes}min").dt.tz_localize(None)
         closed = ticks[bar_start < bar_start.groupby(ticks["symbol"]).transform("max")]

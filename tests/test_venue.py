@@ -89,3 +89,75 @@ def test_next_tick_mode_fills_at_the_first_tick_s_quote_and_charges_no_half_spre
     assert fill.price == 100.03 and fill.fee == pytest.approx(no_spread)
     assert fill.fee < R.trade_cost(10, 100.03, 10_000, RULES.commission, RULES.half_spread,
                                    RULES.slippage_per_pct_volume)
+
+
+# ------------------------------------------------------------------ the service (Redis and Kafka)
+
+
+def _topic(settings, topic: str) -> list[dict]:
+    import json
+
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=3000,
+                             value_deserializer=lambda b: json.loads(b))
+    try:
+        return [m.value for m in consumer]
+    finally:
+        consumer.close()
+
+
+def test_the_venue_service_claims_once_cancels_once_and_skips_a_replayed_bar(services, tmp_path) -> None:
+    """:class:`~streaming.venue_service.VenueService` itself, in this process: a signed order
+    claimed once however often it arrives; a cancel that cancels a working order, and a second
+    that says it is no longer working; an unsigned cancel refused; a bad record rejected once
+    although read twice; a bar replayed after it was stored fills nothing again."""
+    import json
+
+    from streaming import live
+    from streaming.signing import Signer
+    from streaming.venue_service import VenueService, order_record
+    from tests.livekit import live_env
+
+    settings = load_settings(env=live_env(tmp_path))
+    live.fresh_run(settings)
+    venue, trader = VenueService(settings), Signer(settings, "trader")
+    desk = Signer(settings, "desk")
+    bar = lambda ts: {"ts": live.iso(ts), "after_decision": {}, "bars": [  # noqa: E731
+        {"symbol": s, "open": 100.0, "close": 100.0, "volume": 1e6} for s in ("A", "B")]}
+    venue.on_bar(bar(T0), 0)
+    signed = lambda o: trader.sign({"v": 1, **order_record(o, 1e6)})  # noqa: E731
+    a = Order(order_id("s", "A", T0, "1"), T0, "A", "buy", 10, 100.0, "market", "s", "1")
+    b = Order(order_id("s", "B", T0, "1"), T0, "B", "sell", 5, 100.0, "market", "s", "1")
+    for offset in (0, 1, 2):  # the same order three times (a replayed topic)
+        venue.on_order(signed(a), offset)
+    venue.on_order(signed(b), 3)
+    assert venue.client.smembers(venue.k("working")) == {a.order_id, b.order_id}
+
+    cancel = lambda signer, oid: signer.sign({"v": 1, "kind": "cancel", "order_id": oid,  # noqa: E731
+                                              "by": "k1", "request_id": "r1", "ts": live.iso(T0)})
+    venue.on_cancel({"v": 1, "kind": "cancel", "order_id": a.order_id, "by": "x", "request_id": "r0"})
+    refused = json.loads(venue.client.hget(venue.k("cancels"), a.order_id))
+    assert refused["cancelled"] is False and refused["reason"].startswith("cancel refused: unsigned")
+    venue.on_cancel(cancel(desk, a.order_id))
+    assert json.loads(venue.client.hget(venue.k("cancels"), a.order_id))["cancelled"] is True
+    venue.on_cancel(cancel(desk, a.order_id))
+    again = json.loads(venue.client.hget(venue.k("cancels"), a.order_id))
+    assert again["reason"].startswith("not working: CANCELLED")
+    assert venue.client.smembers(venue.k("working")) == {b.order_id}
+
+    bad = {"v": 1, "order_id": "bad-1", "symbol": "A"}
+    venue.on_order(bad, 7)
+    venue.on_order(bad, 7)  # the same record read again after a restart
+    rejected = [r for r in _topic(settings, settings.kafka.topics.orders_rejected) if r.get("order_id") == "bad-1"]
+    assert len(rejected) == 1 and rejected[0]["reason"].startswith("missing ts, side, qty, price")
+
+    t1 = T0 + BAR
+    venue.on_bar(bar(t1), 1)
+    venue.on_bar(bar(t1), 1)  # replayed: at or before the last bar stored
+    fills = [r for r in _topic(settings, settings.kafka.topics.fills) if r.get("kind") == "fill"]
+    assert [f["order_id"] for f in fills] == [b.order_id] and fills[0]["price"] == 100.0
+    states = {o: json.loads(venue.client.hget(venue.k("orders"), o))["status"] for o in (a.order_id, b.order_id)}
+    assert states == {a.order_id: "CANCELLED", b.order_id: "FILLED"}
+    venue.close()

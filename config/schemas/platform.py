@@ -56,7 +56,7 @@ class RedisSettings(Frozen):
     # the ACL user every service logs in as (the default user is off); its password is
     # QL_REDIS_PASSWORD, else generated once in <state_dir>/secrets/redis.json
     user: str = "quantlake"
-    appendfsync: Literal["always", "everysec"] = "everysec"  # see infra/services/redis.py
+    appendfsync: Literal["always", "everysec"] = "always"  # see infra/services/redis.py
 
     @property
     def url(self) -> str:
