@@ -165,3 +165,20 @@ def research_with_champion(spark, settings: Settings, days: pd.DatetimeIndex, se
                                  .reset_index(drop=True), settings)
     promote(settings, version, "live test champion")
     return version, model, spec, gold
+
+
+def private_server(kind: str, tmp_path, **ports: int):
+    """A Redis or Kafka server of the test's own (``kind``: "redis" or "kafka"), on free ports,
+    its data, pid and log under ``tmp_path``, for a test that kills or stops it while other
+    tests use the shared one. Returns (the server, the settings that reach it): the state
+    folder (secrets, jars) is the shared one, so the services' credentials are the same."""
+    from config import load_settings
+    from infra.services import all_services
+
+    env = {**os.environ, **{f"QL_PLATFORM__{kind.upper()}__{k.upper()}": str(v) for k, v in ports.items()}}
+    settings = load_settings(env=env)
+    (server,) = all_services(settings, [kind])
+    server.home = tmp_path / kind
+    server.log_path = tmp_path / f"{kind}.log"
+    server.pid_path = server.home / f"{kind}.pid"
+    return server, env

@@ -26,7 +26,7 @@ from streaming.api.desk import Desk, Unavailable
 from streaming.portfolio_service import PortfolioService
 from streaming.trader import Trader
 from streaming.venue_service import IN_FLIGHT, VenueService
-from tests.livekit import live_env
+from tests.livekit import free_port, live_env, private_server
 
 T0 = datetime(2024, 3, 13, 15, 0, tzinfo=timezone.utc)
 SYMBOLS = ("SYN000", "SYN001")
@@ -72,9 +72,16 @@ def _topic(settings, topic: str) -> list[tuple[str, dict]]:
 
 @pytest.mark.timeout(300)
 def test_kafka_down_past_the_delivery_timeout_loses_nothing_and_marks_nothing_sent(services, tmp_path) -> None:
-    from infra.services import all_services
+    kafka, server_env = private_server("kafka", tmp_path, port=free_port(), controller_port=free_port())
+    kafka.up()  # a broker of the test's own: the tests on the shared one must not see it stop
+    try:
+        _kafka_down(tmp_path, kafka, {k: v for k, v in server_env.items() if k.startswith("QL_PLATFORM__KAFKA")})
+    finally:
+        kafka.down()
 
-    env = live_env(tmp_path, QL_KAFKA__PRODUCER__DELIVERY_TIMEOUT_MS="3000",
+
+def _kafka_down(tmp_path, kafka, broker: dict[str, str]) -> None:
+    env = live_env(tmp_path, **broker, QL_KAFKA__PRODUCER__DELIVERY_TIMEOUT_MS="3000",
                    QL_KAFKA__PRODUCER__REQUEST_TIMEOUT_MS="1500", QL_KAFKA__PRODUCER__MAX_BLOCK_MS="3000",
                    QL_TRADING__LIVE__SEND_RETRY_SECONDS="2", QL_PLATFORM__API__ORDER_ACK_SECONDS="5",
                    QL_TRADING__STRATEGIES__THRESHOLD__LONG_THRESHOLD="0.6",
@@ -97,7 +104,6 @@ def test_kafka_down_past_the_delivery_timeout_loses_nothing_and_marks_nothing_se
     assert manual.verdict.accepted and manual.venue and manual.venue["status"] == "ACCEPTED", manual
     background.join()
 
-    (kafka,) = all_services(settings, ["kafka"])
     kafka.down()
     try:
         # the trader's decision at t1 (sells): its orders are not acknowledged, so t1 is not decided
