@@ -242,7 +242,8 @@ def test_a_broker_killed_under_an_idempotent_producer_loses_nothing(cluster) -> 
 
 def _isr(admin, topic: str) -> int:
     """The smallest in-sync replica count over the topic's partitions."""
-    return min(len(p["isr_nodes"]) for p in admin.describe_topics([topic])[0]["partitions"])
+    # a topic just created may not list its partitions yet: none in sync
+    return min((len(p["isr_nodes"]) for p in admin.describe_topics([topic])[0]["partitions"]), default=0)
 
 
 def _leaders(admin, topic: str) -> dict[int, int]:
