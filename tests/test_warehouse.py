@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pandas as pd
+from deltalake import DeltaTable
 import pyarrow as pa
 import pytest
 from sqlalchemy import create_engine, inspect, text
@@ -242,5 +243,12 @@ def test_the_live_load_takes_new_dates_and_the_newest_again_not_the_finished_one
     L.load(settings, loader, L.LIVE_SPECS, L.live_slices(settings, loader))
     assert [p.value for p in L.live_slices(settings, loader)] == ["2024-02-02"]
     assert _counts(loader, settings.data.dataset)["fact_live_equity"] == 4
+    assert L.reconcile(settings, loader, L.LIVE_SPECS, L.slices(settings, L.LIVE_SPECS)) == []
+    # a fresh paper run replays 2024-01-31 with another result: that finished date is loaded again
+    frame = DeltaTable(T.LIVE_EQUITY.path(settings)).to_pandas()
+    write_frame(T.LIVE_EQUITY, settings, frame.assign(equity=frame["equity"].where(frame["date"] != "2024-01-31",
+                                                                                     99_000.0)), mode="overwrite")
+    assert [p.value for p in L.live_slices(settings, loader)] == ["2024-01-31", "2024-02-02"]
+    L.load(settings, loader, L.LIVE_SPECS, L.live_slices(settings, loader))
     assert L.reconcile(settings, loader, L.LIVE_SPECS, L.slices(settings, L.LIVE_SPECS)) == []
     loader.dispose()

@@ -610,8 +610,10 @@ def slices(settings: Settings, specs: Sequence[Spec], dataset: str | None = None
 
 
 def live_slices(settings: Settings, engine: Engine, dataset: str | None = None) -> list[Slice]:
-    """The live dates to load: those the warehouse has not loaded yet, and its newest (still
-    growing while the account trades); older loaded dates are final and left alone."""
+    """The live dates to load: those the warehouse has not loaded yet, its newest (still
+    growing while the account trades), and any whose equity at the closes differs from the
+    lake's (a fresh paper run replayed the same dates); other loaded dates are final and left
+    alone."""
     dataset = dataset or settings.data.dataset
     found = slices(settings, LIVE_SPECS, dataset)
     with engine.connect() as conn:
@@ -619,8 +621,24 @@ def live_slices(settings: Settings, engine: Engine, dataset: str | None = None) 
             "SELECT DISTINCT f.date_key FROM dw.fact_live_equity f JOIN dw.dim_dataset d USING (dataset_key) "
             "WHERE d.name = :n UNION SELECT DISTINCT f.date_key FROM dw.fact_live_order f JOIN dw.dim_dataset d "
             "USING (dataset_key) WHERE d.name = :n"), {"n": dataset}).scalars())
+        warehouse = {k: (n, total) for k, n, total in conn.execute(text(
+            "SELECT f.date_key, count(*), sum(f.equity) FROM dw.fact_live_equity f JOIN dw.dim_dataset d "
+            "USING (dataset_key) WHERE d.name = :n GROUP BY f.date_key"), {"n": dataset})}
     newest = max(loaded, default=0)
-    return [p for p in found if date_key(p.value) not in loaded or date_key(p.value) >= newest]
+    lake = _equity_by_date(settings, dataset)
+    changed = {k for k, (n, total) in lake.items()
+               if k in warehouse and (warehouse[k][0] != n or not math.isclose(warehouse[k][1], total, rel_tol=1e-12))}
+    return [p for p in found if date_key(p.value) not in loaded or date_key(p.value) >= newest
+            or date_key(p.value) in changed]
+
+
+def _equity_by_date(settings: Settings, dataset: str) -> dict[int, tuple[int, float]]:
+    """Per date key, the lake's live equity rows: how many, and their equities summed."""
+    path = table_path(settings, LIVE_EQUITY, dataset)
+    if path is None:
+        return {}
+    frame = DeltaTable(path).to_pandas(columns=["date", "equity"])
+    return {date_key(d): (len(g), float(g["equity"].sum())) for d, g in frame.groupby("date")}
 
 
 def months_between(start: date, end: date) -> list[str]:
