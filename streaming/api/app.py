@@ -45,6 +45,7 @@ from config import Settings
 from pipelines.trading.strategies import load_strategy
 from streaming import live
 from streaming.api import schemas as S
+from streaming.api.acks import AckWatch
 from streaming.api.desk import Conflict, Desk, NotFound, Unavailable
 from streaming.api.history import RegistryView, backtest_performance, live_performance
 from streaming.api.hub import STREAMS, TOO_SLOW, WS_SENT, Feeds, Hub, heartbeat
@@ -197,12 +198,14 @@ def create_app(settings: Settings) -> FastAPI:
         # blocked on that lock, keeps the thread pool for everything else
         app.state.submitting = asyncio.Lock()
         app.state.aredis = live.async_redis_client(settings)
+        app.state.acks = AckWatch(app.state.aredis)
         app.state.feeds = Feeds(settings, app.state.hub, asyncio.get_running_loop())
         app.state.feeds.start()
         try:
             yield
         finally:
             await app.state.feeds.stop()
+            await app.state.acks.close()
             await app.state.aredis.aclose()
             app.state.desk.close()
             app.state.engine.dispose()
@@ -317,9 +320,8 @@ def create_app(settings: Settings) -> FastAPI:
             return JSONResponse({"detail": {"limit": done.verdict.limit, "reason": done.verdict.reason,
                                             "order": order}}, status_code=422)
         if done.venue is None:  # wait for the venue's claim on the event loop, holding no thread
-            orders = live.key(settings, "venue", "orders")
-            text = await _awaited(lambda: request.app.state.aredis.hget(orders, done.order["order_id"]),
-                                  cfg.order_ack_seconds)
+            text = await request.app.state.acks.wait(live.key(settings, "venue", "orders"), done.order["order_id"],
+                                                     cfg.order_ack_seconds)
             done = replace(done, venue=desk.view(text) if text else None)
         if done.venue is None:
             return JSONResponse({"order_id": done.order["order_id"], "status": "SUBMITTED", "order": None},
@@ -339,13 +341,8 @@ def create_app(settings: Settings) -> FastAPI:
                                      f"placed it, or an admin key, may cancel it")
         current, request_id = await run_in_threadpool(desk.request_cancel, order_id,
                                                       f"{principal.name} ({principal.key_id})")
-        cancels = live.key(settings, "venue", "cancels")
-
-        async def answered():
-            text = await request.app.state.aredis.hget(cancels, order_id)
-            return text if text and json.loads(text).get("request_id") == request_id else None
-
-        await _awaited(answered, cfg.order_ack_seconds)
+        await request.app.state.acks.wait(live.key(settings, "venue", "cancels"), order_id, cfg.order_ack_seconds,
+                                          accept=lambda text: json.loads(text).get("request_id") == request_id)
         answer = await run_in_threadpool(desk.cancel_result, order_id, request_id, current)
         if answer["cancelled"] is None:
             return JSONResponse(answer, status_code=202)
@@ -449,17 +446,6 @@ def create_app(settings: Settings) -> FastAPI:
     for name in STREAMS:
         app.add_api_websocket_route(f"/ws/{name}", route(name), name=f"ws-{name}")
     return app
-
-
-async def _awaited(check, timeout: float, poll: float = 0.02):
-    """``await check()`` (an async Redis read) until it returns something or ``timeout`` passed;
-    the wait holds no thread, so waiting requests cannot starve the pool every other request needs."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value is not None or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(poll)
 
 
 async def _ws_principal(ws: WebSocket, keys: KeyStore, timeout: float) -> Principal | None:
