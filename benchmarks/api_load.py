@@ -93,7 +93,7 @@ def _answers(url: str) -> bool:
 
 def _populate(settings, base: str, key: str, symbols: int, orders: int) -> dict:
     """A bar for every symbol, ``orders`` manual orders through the API, the next bar fills them."""
-    outbox = live.Outbox(settings)
+    outbox = live.Outbox(settings, "stream")  # it stands in for the trader: bars
     client = live.redis_client(settings)
     names = [f"SYM{i:03d}" for i in range(symbols)]
 

@@ -50,6 +50,7 @@ from pipelines.lake.spark import get_spark
 from pipelines.lake.tables import LIVE_PREDICTIONS, SILVER_BARS
 from streaming import job, records
 from streaming.feed import publish
+from streaming.kafka_io import ADMIN, client_options, java_client_properties, spark_options
 from streaming.scoring import champion_version
 from streaming.status import read_status
 
@@ -83,7 +84,7 @@ class QueryRows(StreamingQueryListener):
 
 
 def make_topic(settings, name: str, partitions: int) -> str:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = KafkaAdminClient(**client_options(settings, ADMIN))
     try:
         admin.create_topics([NewTopic(name, partitions, 1, topic_configs={"message.timestamp.type": "LogAppendTime"})])
     finally:
@@ -177,7 +178,7 @@ def prepare(settings, n_ticks: int, n_symbols: int, topic: str, warm_up: bool = 
     if warm_up:
         _write_silver(get_spark(settings), settings, research.bars)
     with Timer() as t:
-        sent = publish(settings, ticks, topic=topic, progress=progress)
+        sent = publish(settings, ticks, topic=topic, progress=progress, user=ADMIN)
     print(f"published {sent.ticks:,} ticks in {t.seconds:.1f} s ({sent.ticks / t.seconds:,.0f} ticks/s, kafka-python)")
     return {"ticks": len(ticks), "days": days, "symbols": n_symbols, "publish_ticks_per_second": round(sent.rate),
             "bytes_per_tick": round(float(np.mean([len(v) for _, v in records.encode(ticks.head(1000))])), 1)}
@@ -186,10 +187,13 @@ def prepare(settings, n_ticks: int, n_symbols: int, topic: str, warm_up: bool = 
 def kafka_tool_limit(settings, topic: str, n: int) -> dict:
     """Kafka's ConsumerPerformance over ``n`` messages of ``topic``."""
     jars = ensure_jars(settings, "kafka-tools")
-    argv = ["java", "-Xmx512m", "-cp", f"{jars}/*", "org.apache.kafka.tools.ConsumerPerformance",
-            "--bootstrap-server", settings.kafka_bootstrap, "--topic", topic, "--messages", str(n),
-            "--timeout", "60000"]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    with tempfile.NamedTemporaryFile("w", suffix=".properties") as config:  # the login, not on the command line
+        config.write(java_client_properties(settings, ADMIN))
+        config.flush()
+        argv = ["java", "-Xmx512m", "-cp", f"{jars}/*", "org.apache.kafka.tools.ConsumerPerformance",
+                "--bootstrap-server", settings.kafka_bootstrap, "--topic", topic, "--messages", str(n),
+                "--timeout", "60000", "--command-config", config.name]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     lines = [l for l in proc.stdout.splitlines() if l and l[0].isdigit()]
     header = next((l for l in proc.stdout.splitlines() if l.startswith("start.time")), "")
     if not lines or not header:
@@ -202,7 +206,7 @@ def kafka_tool_limit(settings, topic: str, n: int) -> dict:
 def spark_read_limit(spark, settings, topic: str, listener: QueryRows, seconds: float) -> dict:
     """A batch read that only counts, and a streaming query that only counts."""
     with Timer() as t:
-        n = (spark.read.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        n = (spark.read.format("kafka").options(**spark_options(settings, ADMIN))
              .option("subscribe", topic).option("startingOffsets", "earliest").load().count())
     stream = sustained(spark, settings, topic, lambda raw: raw, listener, seconds)
     return {"batch_count_ticks_per_second": round(n / t.seconds), "batch_ticks": n, "stream_count": stream}
@@ -213,7 +217,7 @@ def sustained(spark, settings, topic: str, plan, listener: QueryRows, seconds: f
     fresh checkpoint whenever it reaches the end; ticks/s from Spark's progress events."""
     rows, started, runs, errors = 0, time.monotonic(), 0, []
     while time.monotonic() - started < seconds:
-        raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        raw = (spark.readStream.format("kafka").options(**spark_options(settings, ADMIN))
                .option("subscribe", topic).option("startingOffsets", "earliest")
                .option("maxOffsetsPerTrigger", str(max_offsets)).load())
         checkpoint = tempfile.mkdtemp(prefix="bench-ck-")
@@ -334,7 +338,7 @@ def latency(spark, settings, n_symbols: int, triggers: list[float], seconds: flo
         time.sleep(max(5.0, 3 * trigger))
         job.stop_between_batches(query)
         pred = lake.read(spark, LIVE_PREDICTIONS.path(run)).select("ts", "last_append", "scored_at").toPandas()
-        sent = (spark.read.format("kafka").option("kafka.bootstrap.servers", run.kafka_bootstrap)
+        sent = (spark.read.format("kafka").options(**spark_options(run, ADMIN))
                 .option("subscribe", topic).option("startingOffsets", "earliest").load()
                 .select(F.col("timestamp").alias("appended"),
                         F.get_json_object(F.col("value").cast("string"), "$.ts").cast("timestamp").alias("ts"))
@@ -377,17 +381,17 @@ def real_time_mode(spark, settings, seconds: float, rate: int = 5000, modes=MODE
         tag = uuid.uuid4().hex[:6]
         src = make_topic(settings, f"bench-rt-in-{tag}", partitions)
         dst = make_topic(settings, f"bench-rt-out-{tag}", partitions)
-        raw = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        raw = (spark.readStream.format("kafka").options(**spark_options(settings, ADMIN))
                .option("subscribe", src).option("startingOffsets", "earliest").load())
         routed = records.parse(raw, settings.data.quality).select(
             F.col("key"), F.concat_ws(":", F.col("partition"), F.col("offset")).cast("binary").alias("value"))
         checkpoint = tempfile.mkdtemp(prefix="bench-rt-")
         try:
-            query = (routed.writeStream.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+            query = (routed.writeStream.format("kafka").options(**spark_options(settings, ADMIN))
                      .option("topic", dst).option("checkpointLocation", checkpoint).trigger(**trigger)
                      .outputMode("update").start())
             time.sleep(5)
-            publish(settings, ticks, speed=span / seconds, topic=src, progress=False)
+            publish(settings, ticks, speed=span / seconds, topic=src, progress=False, user=ADMIN)
             time.sleep(8)
             error = query.exception()
             query.stop()
@@ -399,7 +403,7 @@ def real_time_mode(spark, settings, seconds: float, rate: int = 5000, modes=MODE
         if error is not None:
             out[mode] = {"error": " ".join(str(error).split())[:400]}
             continue
-        read = lambda t: (spark.read.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)  # noqa: E731
+        read = lambda t: (spark.read.format("kafka").options(**spark_options(settings, ADMIN))  # noqa: E731
                           .option("subscribe", t).option("startingOffsets", "earliest").load())
         inputs = read(src).select(F.concat_ws(":", "partition", "offset").alias("id"), F.col("timestamp").alias("t_in"))
         outputs = read(dst).select(F.col("value").cast("string").alias("id"), F.col("timestamp").alias("t_out"))

@@ -129,7 +129,7 @@ def bench_services(n: int) -> dict:
     settings = _isolated(tag)
     live.fresh_run(settings)
     symbols = [f"S{i:03d}" for i in range(50)]
-    outbox = live.Outbox(settings, signer="trader")
+    outbox = live.Outbox(settings, "stream", signer="trader")
     topics = settings.kafka.topics
     bar = lambda ts, ids=(): {"ts": live.iso(ts), "after_decision": {"order_ids": list(ids)},  # noqa: E731
                               "bars": [{"symbol": s, "open": 100.0, "close": 100.0, "volume": 1e9} for s in symbols]}
@@ -181,6 +181,7 @@ def bench_latency(days: int, bar_seconds: float) -> dict:
     from pipelines import lake
     from pipelines.lake.spark import get_spark
     from pipelines.lake.tables import LIVE_BARS, LIVE_FILLS, LIVE_ORDERS
+    from streaming.kafka_io import ADMIN, client_options
     from streaming.scoring import champion_version
 
     settings = load_settings()
@@ -201,7 +202,7 @@ def bench_latency(days: int, bar_seconds: float) -> dict:
                                                                 "applied_at").toPandas()
 
     def appended(topic: str) -> pd.Series:
-        consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
+        consumer = KafkaConsumer(topic, **client_options(settings, ADMIN), auto_offset_reset="earliest",
                                  consumer_timeout_ms=3000)
         stamps = {m.key.decode(): m.timestamp for m in consumer if m.key}
         consumer.close()

@@ -44,3 +44,8 @@ def stored_secret(settings: Settings, file: str, name: str, env: str | None = No
 def redis_password(settings: Settings) -> str:
     """The password of the Redis user the services log in as (``platform.redis.user``)."""
     return stored_secret(settings, "redis", settings.platform.redis.user, "QL_REDIS_PASSWORD")
+
+
+def kafka_password(settings: Settings, user: str) -> str:
+    """The SCRAM password of Kafka user ``user`` (admin, feed, stream, venue, portfolio, api)."""
+    return stored_secret(settings, "kafka", user, f"QL_KAFKA_PASSWORD_{user.upper()}")

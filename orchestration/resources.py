@@ -57,19 +57,21 @@ class SparkResource(ConfigurableResource):
 
 
 class KafkaResource(ConfigurableResource):
-    """Producers and consumers for the configured brokers."""
+    """Producers and consumers for the configured brokers, logged in as Kafka user ``user``
+    (the platform check writes and reads a topic of its own: the admin)."""
 
     settings: SettingsResource
+    user: str = "admin"
 
     @property
     def bootstrap(self) -> str:
         return self.settings.get().kafka_bootstrap
 
     def producer(self, **overrides) -> KafkaProducer:
-        return make_producer(self.settings.get(), **overrides)
+        return make_producer(self.settings.get(), self.user, **overrides)
 
     def consumer(self, *topics: str, **overrides) -> KafkaConsumer:
-        return make_consumer(self.settings.get(), *topics, **overrides)
+        return make_consumer(self.settings.get(), self.user, *topics, **overrides)
 
 
 class MlflowResource(ConfigurableResource):

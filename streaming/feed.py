@@ -113,11 +113,12 @@ def file_ticks(settings: Settings, spark) -> tuple[pd.DataFrame, dict]:
 
 
 def publish(settings: Settings, ticks: pd.DataFrame, speed: float = 0.0, topic: str | None = None,
-            should_stop: Callable[[], bool] = lambda: False, progress: bool = True) -> FeedResult:
-    """Send ``ticks`` (time-ordered) to Kafka at ``speed`` x real time (0: as fast as possible)."""
+            should_stop: Callable[[], bool] = lambda: False, progress: bool = True, user: str = "feed") -> FeedResult:
+    """Send ``ticks`` (time-ordered) to Kafka at ``speed`` x real time (0: as fast as possible),
+    as Kafka user ``user`` (the feed may write market-data only: another topic needs ``admin``)."""
     topic = topic or settings.kafka.topics.market_data
-    ensure_topics(settings, [topic])
-    producer = make_producer(settings, enable_idempotence=True, key_serializer=None, value_serializer=None)
+    ensure_topics(settings, [topic], user)
+    producer = make_producer(settings, user, enable_idempotence=True, key_serializer=None, value_serializer=None)
     chunk = settings.kafka.feed.batch_ticks
     started = time.monotonic()
     # when each tick is due, in seconds after the start (all at once when speed is 0)

@@ -49,7 +49,7 @@ from pipelines.lake.tables import (FEATURES, LIVE_BARS, LIVE_DEAD_LETTERS, LIVE_
 from streaming import faults, live, metrics, records
 from streaming.faults import crash_point
 from streaming.history import STATE_COLUMNS, STATE_SCHEMA, BarHistory, output_schema
-from streaming.kafka_io import ensure_topics, make_producer
+from streaming.kafka_io import ensure_topics, make_producer, spark_options
 from streaming.scoring import LiveScorer
 from streaming.status import LiveFigures, live_dir
 from streaming.trader import Decision, Trader
@@ -104,7 +104,7 @@ def build_stream(spark: SparkSession, settings: Settings, windows: tuple[int, ..
     their unranked features (``kind = 'bar'``)."""
     cfg = settings.kafka.stream
     reader = (spark.readStream.format("kafka")
-              .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+              .options(**spark_options(settings, "stream"))
               .option("subscribe", settings.kafka.topics.market_data)
               .option("startingOffsets", starting_offsets or cfg.starting_offsets)
               .option("failOnDataLoss", "false")
@@ -208,7 +208,7 @@ class BatchSink:
             header("dlq.reason", F.col("reason")), header("dlq.topic", F.lit(topic)),
             header("dlq.partition", F.col("partition")), header("dlq.offset", F.col("offset")),
             header("dlq.batch_id", F.lit(batch_id))).alias("headers"))
-         .write.format("kafka").option("kafka.bootstrap.servers", self.settings.kafka_bootstrap)
+         .write.format("kafka").options(**spark_options(self.settings, "stream"))
          .option("topic", self.settings.kafka.topics.dead_letter).save())
         return counts
 
@@ -282,7 +282,7 @@ class BatchSink:
 
         def publish() -> None:
             if self.producer is None:
-                self.producer = make_producer(self.settings)
+                self.producer = make_producer(self.settings, "stream")
             futures = [self.producer.send(topic, key=key, value={
                 "v": 1, "id": key, "symbol": row.symbol, "ts": pd.Timestamp(row.ts).isoformat() + "Z",
                 "model": row.model, "model_version": row.model_version, "family": row.family,
@@ -307,7 +307,7 @@ def start(spark: SparkSession, settings: Settings, trigger_seconds: float | None
     faults.arm_from_env()
     topics = settings.kafka.topics
     ensure_topics(settings, [topics.market_data, topics.dead_letter, topics.predictions, topics.bars, topics.orders,
-                             topics.orders_rejected])
+                             topics.orders_rejected], "stream")
     spark.conf.set("spark.sql.streaming.stateStore.providerClass",
                    "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
     scorer = LiveScorer.start(settings)

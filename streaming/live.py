@@ -38,7 +38,7 @@ from redis.retry import Retry
 from config import Settings
 from config.errors import UserError
 from config.secrets import redis_password
-from streaming.kafka_io import JsonCodec, ensure_topics, make_producer, ordered_topics
+from streaming.kafka_io import ADMIN, JsonCodec, client_options, ensure_topics, make_producer, ordered_topics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -107,8 +107,8 @@ def iso(ts: datetime | pd.Timestamp) -> str:
     return utc(ts).isoformat().replace("+00:00", "Z")
 
 
-def _end_offset(settings: Settings, topic: str) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+def _end_offset(settings: Settings, topic: str, user: str) -> int:
+    consumer = KafkaConsumer(**client_options(settings, user), enable_auto_commit=False)
     try:
         tp = TopicPartition(topic, 0)
         return int(consumer.end_offsets([tp])[tp])
@@ -122,7 +122,7 @@ def fresh_run(settings: Settings) -> None:
     from streaming.portfolio import RedisPortfolio
 
     client = redis_client(settings)
-    ensure_topics(settings, sorted(ordered_topics(settings)))
+    ensure_topics(settings, sorted(ordered_topics(settings)), ADMIN)
     for role in ROLES:
         keys = list(client.scan_iter(match=key(settings, role, "*")))
         if keys:
@@ -130,7 +130,7 @@ def fresh_run(settings: Settings) -> None:
     t = settings.kafka.topics
     reads = {"venue": [t.orders, t.bars], "portfolio": [t.fills]}
     for role, topics in reads.items():
-        client.hset(key(settings, role, "offsets"), mapping={topic: _end_offset(settings, topic) for topic in topics})
+        client.hset(key(settings, role, "offsets"), mapping={topic: _end_offset(settings, topic, ADMIN) for topic in topics})
     RedisPortfolio(client, account(settings)).open(settings.trading.initial_capital)
     client.close()
 
@@ -206,8 +206,8 @@ class TopicReader:
 
     def __init__(self, settings: Settings, client: redis.Redis, role: str, topics: list[str]) -> None:
         self.client, self.offsets_key = client, key(settings, role, "offsets")
-        ensure_topics(settings, topics)
-        self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+        ensure_topics(settings, topics, role)  # the service's Kafka user is its role
+        self.consumer = KafkaConsumer(**client_options(settings, role), enable_auto_commit=False,
                                       value_deserializer=SafeJson(), key_deserializer=DefaultSerializer(),
                                       max_poll_records=500, auto_offset_reset="none")
         self.partitions = [TopicPartition(topic, 0) for topic in topics]
@@ -263,10 +263,10 @@ class Outbox:
     producer is replaced (an idempotent producer's sequence is broken by an expired batch).
     """
 
-    def __init__(self, settings: Settings, signer: str | None = None) -> None:
+    def __init__(self, settings: Settings, user: str, signer: str | None = None) -> None:
         from streaming.signing import Signer
 
-        self.settings = settings
+        self.settings, self.user = settings, user  # the Kafka user it writes as
         self._signer = Signer(settings, signer) if signer else None  # signs what goes to ``orders``
         self._producer = None
         self._pending: list[tuple[str, str, Any]] = []  # (topic, key, future)
@@ -274,7 +274,7 @@ class Outbox:
     @property
     def producer(self):
         if self._producer is None:
-            self._producer = make_producer(self.settings, linger_ms=0)
+            self._producer = make_producer(self.settings, self.user, linger_ms=0)
         return self._producer
 
     def send(self, topic: str, key: str, value: dict) -> None:

@@ -12,7 +12,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from config import Settings
-from streaming.kafka_io import JsonCodec, ensure_topics, make_producer
+from streaming.kafka_io import ADMIN, JsonCodec, client_options, ensure_topics, make_producer, spark_options
 
 SMOKE_TOPIC = "platform-smoke"
 
@@ -29,22 +29,22 @@ class KafkaRoundTrip:
 def kafka_roundtrip(settings: Settings, spark: SparkSession, n: int = 1000, timeout_s: float = 60.0) -> KafkaRoundTrip:
     """Produce ``n`` JSON messages, read them back with kafka-python and with Spark's Kafka source."""
     started = time.monotonic()
-    ensure_topics(settings, [SMOKE_TOPIC])
+    ensure_topics(settings, [SMOKE_TOPIC], ADMIN)
     run_id = uuid.uuid4().hex
-    probe = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    probe = KafkaConsumer(**client_options(settings, ADMIN))
     try:
         parts = [TopicPartition(SMOKE_TOPIC, p) for p in sorted(probe.partitions_for_topic(SMOKE_TOPIC) or [])]
         start = probe.end_offsets(parts)
     finally:
         probe.close()
 
-    producer = make_producer(settings)
+    producer = make_producer(settings, ADMIN)
     for i in range(n):
         producer.send(SMOKE_TOPIC, key=f"k{i % 16}", value={"run_id": run_id, "i": i})
     producer.flush()
     producer.close()
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+    consumer = KafkaConsumer(**client_options(settings, ADMIN), enable_auto_commit=False,
                              value_deserializer=JsonCodec())
     seen: set[int] = set()
     try:
@@ -61,7 +61,7 @@ def kafka_roundtrip(settings: Settings, spark: SparkSession, n: int = 1000, time
     offsets = json.dumps({SMOKE_TOPIC: {str(tp.partition): start[tp] for tp in parts}})
     spark_read = (
         spark.read.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .options(**spark_options(settings, ADMIN))
         .option("subscribe", SMOKE_TOPIC)
         .option("startingOffsets", offsets)
         .option("endingOffsets", "latest")

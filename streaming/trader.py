@@ -77,7 +77,7 @@ class Trader:
         self.client = live.redis_client(settings)
         self.rate = live.SubmitRate(self.client, settings)
         self.book = RedisPortfolio(self.client, live.account(settings))
-        self.outbox = live.Outbox(settings, signer="trader")
+        self.outbox = live.Outbox(settings, "stream", signer="trader")
         self.topics = settings.kafka.topics
         self.periods_per_year = periods_per_year
         self.vol = VolWindow(periods_per_year)

@@ -130,7 +130,7 @@ class VenueService:
         self.topics = settings.kafka.topics
         self.client = live.redis_client(settings)
         self.reader = live.TopicReader(settings, self.client, "venue", [self.topics.orders, self.topics.bars])
-        self.outbox = live.Outbox(settings)
+        self.outbox = live.Outbox(settings, "venue")
         self._claim = self.client.register_script(CLAIM)
         self.pending: deque[tuple[int, dict, float]] = deque()  # (offset, bar record, first seen)
         self.next_tick = settings.trading.live.fill_at == "next_tick"

@@ -26,6 +26,7 @@ from sqlalchemy import text
 from config import load_settings
 from streaming import live
 from streaming.api import keys as K
+from streaming.kafka_io import ADMIN, client_options
 from tests.livekit import Services, chromium, free_port, live_env
 
 pytestmark = pytest.mark.services
@@ -42,7 +43,7 @@ class Desk:
         api = settings.platform.api
         self.base = f"http://{api.host}:{api.port}"
         self.ws = f"ws://{api.host}:{api.port}/ws"
-        self.outbox = live.Outbox(settings)
+        self.outbox = live.Outbox(settings, "stream")  # it stands in for the trader: bars
         self.bar_index = 0
         self.keys = {scope: K.create_key(settings, [scope], f"test-{scope}") for scope in ("read", "trade", "admin")}
 
@@ -195,7 +196,7 @@ def test_manual_order_fills_at_the_next_open_and_shows_everywhere(desk) -> None:
 
 
 def test_a_manual_order_that_breaches_a_limit_gets_422_naming_it(desk) -> None:
-    consumer = KafkaConsumer(bootstrap_servers=desk.settings.kafka_bootstrap, consumer_timeout_ms=3000,
+    consumer = KafkaConsumer(**client_options(desk.settings, ADMIN), consumer_timeout_ms=3000,
                              value_deserializer=lambda b: json.loads(b))
     tp = TopicPartition(desk.settings.kafka.topics.orders_rejected, 0)
     consumer.assign([tp])

@@ -23,6 +23,7 @@ from config.settings import PROJECT_ROOT
 from infra.services.cluster import (KafkaNode, SparkWorker, cluster_down, cluster_services, cluster_up,
                                     master_state)
 from streaming import live
+from streaming.kafka_io import ADMIN, client_options
 
 pytestmark = pytest.mark.services
 
@@ -43,7 +44,7 @@ def test_cluster_comes_up_and_reports_itself(cluster) -> None:
     settings, nodes, up_seconds = cluster
     assert [n.name for n in nodes] == ["spark-master", "spark-worker-1", "spark-worker-2", "kafka-1", "kafka-2", "kafka-3"]
     assert all(n.status().reachable for n in nodes), [n.status().line() for n in nodes]
-    admin = KafkaAdminClient(bootstrap_servers=settings.platform.cluster.kafka.bootstrap)
+    admin = KafkaAdminClient(**client_options(settings, ADMIN, settings.platform.cluster.kafka.bootstrap))
     try:
         brokers = {b["broker_id"] for b in admin.describe_cluster()["brokers"]}
     finally:
@@ -196,11 +197,11 @@ def test_a_broker_killed_under_an_idempotent_producer_loses_nothing(cluster) -> 
     settings, nodes, _ = cluster
     bootstrap = settings.platform.cluster.kafka.bootstrap
     topic, n = f"cluster-{uuid.uuid4().hex[:8]}", 6000
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(**client_options(settings, ADMIN, bootstrap))
     admin.create_topics([NewTopic(topic, 3, 3, topic_configs={"min.insync.replicas": "2"})])
     assert live.wait_for(lambda: _isr(admin, topic) == 3, 30, 0.2)
     leader = _leaders(admin, topic)[0]
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, retries=2**31 - 1,
+    producer = KafkaProducer(**client_options(settings, ADMIN, bootstrap), acks="all", enable_idempotence=True, retries=2**31 - 1,
                              linger_ms=5, request_timeout_ms=10_000, delivery_timeout_ms=120_000)
     failures: list[Exception] = []
 
@@ -229,7 +230,7 @@ def test_a_broker_killed_under_an_idempotent_producer_loses_nothing(cluster) -> 
     recovered = time.monotonic() - killed_at
     admin.close()
     assert not failures, failures[:3]
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=10_000)
+    consumer = KafkaConsumer(**client_options(settings, ADMIN, bootstrap), enable_auto_commit=False, consumer_timeout_ms=10_000)
     partitions = [TopicPartition(topic, p) for p in range(3)]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
@@ -281,7 +282,7 @@ def test_the_live_path_on_the_cluster_survives_a_broker_and_a_worker_killed(clus
 
     settings, nodes, _ = cluster
     c = settings.platform.cluster
-    admin = KafkaAdminClient(bootstrap_servers=c.kafka.bootstrap)
+    admin = KafkaAdminClient(**client_options(settings, ADMIN, c.kafka.bootstrap))
     measured: dict[str, float] = {}
     killed: dict[str, object] = {}
     worker = next(n for n in nodes if isinstance(n, SparkWorker) and n.index == 1)

@@ -23,6 +23,7 @@ from config import load_settings
 from pipelines.trading.orders import ORDER_NAMESPACE
 from streaming import live
 from streaming.api.desk import Desk, Unavailable
+from streaming.kafka_io import ADMIN, client_options
 from streaming.portfolio_service import PortfolioService
 from streaming.trader import Trader
 from streaming.venue_service import IN_FLIGHT, VenueService
@@ -61,7 +62,7 @@ class Background:
 
 
 def _topic(settings, topic: str) -> list[tuple[str, dict]]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
+    consumer = KafkaConsumer(topic, **client_options(settings, ADMIN), auto_offset_reset="earliest",
                              enable_auto_commit=False, consumer_timeout_ms=3000,
                              value_deserializer=lambda b: json.loads(b))
     try:

@@ -28,6 +28,7 @@ from pipelines.trading.strategies import load_strategy
 from streaming import job, live
 from streaming.faults import POINTS
 from streaming.feed import publish
+from streaming.kafka_io import ADMIN, client_options
 from streaming.signing import Signer
 from streaming.portfolio import RedisPortfolio
 from streaming.status import read_status
@@ -140,12 +141,12 @@ class PacedFeed(threading.Thread):
         self.error: Exception | None = None
 
     def run(self) -> None:
-        from streaming.kafka_io import ensure_topics, make_producer
+        from streaming.kafka_io import ADMIN, ensure_topics, make_producer
         from streaming.records import encode
 
         topic = self.settings.kafka.topics.market_data
-        ensure_topics(self.settings, [topic])
-        producer = make_producer(self.settings, enable_idempotence=True, key_serializer=None, value_serializer=None)
+        ensure_topics(self.settings, [topic], ADMIN)
+        producer = make_producer(self.settings, ADMIN, enable_idempotence=True, key_serializer=None, value_serializer=None)
         try:
             for _, chunk in self.ticks.groupby(self.bars, sort=True):
                 for key, value in encode(chunk):
@@ -218,7 +219,7 @@ def run_live(spark, tmp_path, faults: tuple[str, ...], stream_process: bool = Fa
         first = live.micros(bar_times[0])
         assert live.wait_for(lambda: _as_of(settings) >= first or failed(), 240, 0.05), read_status(settings)
         assert not failed(), failed()
-        raw = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        raw = KafkaProducer(**client_options(settings, ADMIN))
         for value, _ in _bad_orders(settings):
             raw.send(settings.kafka.topics.orders, value=value, partition=0)
         raw.flush()
@@ -258,12 +259,12 @@ def run_live(spark, tmp_path, faults: tuple[str, ...], stream_process: bool = Fa
     orders = lake.read(spark, LIVE_ORDERS.path(settings)).toPandas()
     equity = lake.read(spark, LIVE_EQUITY.path(settings)).toPandas().sort_values("ts").reset_index(drop=True)
     positions = lake.read(spark, LIVE_POSITIONS.path(settings)).toPandas()
-    consumer = KafkaConsumer(settings.kafka.topics.fills, bootstrap_servers=settings.kafka_bootstrap,
+    consumer = KafkaConsumer(settings.kafka.topics.fills, **client_options(settings, ADMIN),
                              auto_offset_reset="earliest", consumer_timeout_ms=3000)
     on_topic = Counter(json.loads(m.value).get("fill_id") for m in consumer)
     consumer.close()
     on_topic.pop(None, None)
-    consumer = KafkaConsumer(settings.kafka.topics.orders, bootstrap_servers=settings.kafka_bootstrap,
+    consumer = KafkaConsumer(settings.kafka.topics.orders, **client_options(settings, ADMIN),
                              auto_offset_reset="earliest", consumer_timeout_ms=3000)
     sent_orders = Counter()
     for message in consumer:
@@ -319,7 +320,7 @@ def run_live(spark, tmp_path, faults: tuple[str, ...], stream_process: bool = Fa
         + final_states["ACCEPTED"] == len(sent)
 
     # the bar records carry the first tick's quote (where a next-tick venue fills)
-    consumer = KafkaConsumer(settings.kafka.topics.bars, bootstrap_servers=settings.kafka_bootstrap,
+    consumer = KafkaConsumer(settings.kafka.topics.bars, **client_options(settings, ADMIN),
                              auto_offset_reset="earliest", consumer_timeout_ms=3000)
     quoted = [b for m in consumer for b in json.loads(m.value)["bars"]]
     consumer.close()
@@ -327,7 +328,7 @@ def run_live(spark, tmp_path, faults: tuple[str, ...], stream_process: bool = Fa
     assert all(0 < b["open_bid"] <= b["open_ask"] for b in quoted)
 
     # the hand-typed orders: each rejected with its reason, the venue kept running
-    consumer = KafkaConsumer(settings.kafka.topics.orders_rejected, bootstrap_servers=settings.kafka_bootstrap,
+    consumer = KafkaConsumer(settings.kafka.topics.orders_rejected, **client_options(settings, ADMIN),
                              auto_offset_reset="earliest", consumer_timeout_ms=3000)
     rejected = [json.loads(m.value) for m in consumer]
     consumer.close()

@@ -28,6 +28,7 @@ from pipelines.lake.tables import FEATURES, LIVE_BARS, LIVE_DEAD_LETTERS, LIVE_F
 from streaming import job
 from streaming.feed import publish
 from streaming.job import LATE
+from streaming.kafka_io import ADMIN, client_options
 from streaming.records import encode
 from streaming.status import read_status
 from tests.livekit import live_env, research_with_champion
@@ -114,7 +115,7 @@ def test_stream_gives_the_batch_tables_bars_features_and_predictions(spark, serv
     np.testing.assert_allclose(check["p_up"], check["p_up_batch"], rtol=0, atol=1e-9)
     assert (check["scored_at"] >= check["last_append"]).all()
 
-    consumer = KafkaConsumer(settings.kafka.topics.predictions, bootstrap_servers=settings.kafka_bootstrap,
+    consumer = KafkaConsumer(settings.kafka.topics.predictions, **client_options(settings, ADMIN),
                              auto_offset_reset="earliest", consumer_timeout_ms=5000)
     published = {json.loads(m.value)["id"] for m in consumer}
     consumer.close()
@@ -204,8 +205,8 @@ def _fuzz(valid: pd.DataFrame, n: int, seed: int) -> list[tuple[bytes, bytes, st
 def _send(settings, records: list[tuple[bytes, bytes]]) -> None:
     from streaming.kafka_io import ensure_topics, make_producer
 
-    ensure_topics(settings, [settings.kafka.topics.market_data])
-    producer = make_producer(settings, key_serializer=None, value_serializer=None)
+    ensure_topics(settings, [settings.kafka.topics.market_data], "feed")
+    producer = make_producer(settings, "feed", key_serializer=None, value_serializer=None)
     for key, value in records:
         producer.send(settings.kafka.topics.market_data, key=key, value=value)
     producer.flush()
@@ -214,7 +215,7 @@ def _send(settings, records: list[tuple[bytes, bytes]]) -> None:
 
 def _dlq(settings) -> list:
     topic = settings.kafka.topics.dead_letter
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(**client_options(settings, ADMIN), enable_auto_commit=False)
     parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
     consumer.assign(parts)
     consumer.seek_to_beginning(*parts)

@@ -11,6 +11,7 @@ from config import load_settings
 from pipelines.trading import rules as R
 from pipelines.trading.orders import Order, order_id
 from pipelines.trading.rules import Costs
+from streaming.kafka_io import ADMIN, client_options
 from streaming.venue import OrderStatus, PaperVenue
 
 T0 = datetime(2024, 1, 2, 15, 0, tzinfo=timezone.utc)
@@ -99,7 +100,7 @@ def _topic(settings, topic: str) -> list[dict]:
 
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest",
+    consumer = KafkaConsumer(topic, **client_options(settings, ADMIN), auto_offset_reset="earliest",
                              enable_auto_commit=False, consumer_timeout_ms=3000,
                              value_deserializer=lambda b: json.loads(b))
     try:

@@ -53,8 +53,19 @@ class FeedSettings(Frozen):
     batch_ticks: int = Field(5000, ge=1)             # ticks handed to the producer between pacing checks
 
 
+class KafkaSecurity(Frozen):
+    """How clients log in. SASL_PLAINTEXT: every process is its own SCRAM user and the broker's
+    ACLs (``streaming.kafka_io.ACCESS``) give each only its topics; PLAINTEXT: no login, no ACLs
+    (for a broker run elsewhere without them). Passwords: ``QL_KAFKA_PASSWORD_<USER>``, else
+    generated once per machine in ``<state>/secrets/kafka.json``."""
+
+    protocol: Literal["SASL_PLAINTEXT", "PLAINTEXT"] = "SASL_PLAINTEXT"
+    mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+
+
 class KafkaSettings(Frozen):
     bootstrap_servers: str | None = None
+    security: KafkaSecurity = KafkaSecurity()
     topics: KafkaTopics = KafkaTopics()
     partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1)

@@ -121,11 +121,7 @@ class KafkaNode(Kafka):
             "process.roles=broker,controller",
             f"node.id={self.index}",
             f"controller.quorum.voters={voters}",
-            f"listeners=PLAINTEXT://{k.host}:{self.port},CONTROLLER://{k.host}:{controller}",
-            f"advertised.listeners=PLAINTEXT://{k.host}:{self.port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            *self._listeners(k.host, self.port, controller),
             f"log.dirs={self.home / 'data'}",
             f"num.partitions={self.settings.kafka.partitions}",
             f"default.replication.factor={rf}",
@@ -153,7 +149,8 @@ class KafkaNode(Kafka):
                     "-cp", self._classpath(), "kafka.Kafka", str(self.home / "server.properties")])
 
     def after_start(self) -> None:
-        """Topics are created by the platform (``ensure_topics``) with the cluster's defaults."""
+        """Nothing per node: the users and ACLs are written once the quorum is up (``cluster_up``);
+        topics are created by the platform (``ensure_topics``) with the cluster's defaults."""
 
 
 def cluster_id(settings) -> str:
@@ -191,6 +188,13 @@ def cluster_up(services: list[Service], timeout: float = 180.0) -> list[str]:
             svc.wait_ready(timeout)
     for svc in services:
         svc.wait_ready(timeout)
+    nodes = [svc for svc in services if isinstance(svc, KafkaNode)]
+    if nodes:  # every process's SCRAM user and ACLs, as on the single broker
+        from streaming.kafka_io import ensure_access
+
+        s = nodes[0].settings
+        ensure_access(s.model_copy(update={"kafka": s.kafka.model_copy(
+            update={"bootstrap_servers": ",".join(n.address for n in nodes)})}))
     return outcomes
 
 

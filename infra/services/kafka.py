@@ -1,10 +1,19 @@
-"""A single-node Apache Kafka broker in KRaft mode, from Apache's jars on Maven Central."""
+"""A single-node Apache Kafka broker in KRaft mode, from Apache's jars on Maven Central.
+
+With ``kafka.security.protocol`` SASL_PLAINTEXT (the default) clients log in with SASL/SCRAM,
+the StandardAuthorizer enforces ACLs, and ``admin`` is the only super user: its SCRAM
+credential is written when the storage is formatted, the others' and their ACLs once the
+broker answers (``streaming.kafka_io.ensure_access``). The controller listener logs the nodes
+in with SASL/PLAIN (SCRAM credentials live in the metadata the controllers serve, so they
+cannot authenticate the controllers themselves).
+"""
 
 from __future__ import annotations
 
 import shutil
 import uuid
 
+from config.secrets import kafka_password
 from infra.jars import ensure_jars
 from infra.services.base import Service, ServiceError, run
 
@@ -47,11 +56,7 @@ class Kafka(Service):
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@{k.host}:{k.controller_port}",
-            f"listeners=PLAINTEXT://{k.host}:{k.port},CONTROLLER://{k.host}:{k.controller_port}",
-            f"advertised.listeners=PLAINTEXT://{k.host}:{k.port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            *self._listeners(k.host, k.port, k.controller_port),
             f"log.dirs={self.home / 'data'}",
             f"num.partitions={self.settings.kafka.partitions}",
             "offsets.topic.replication.factor=1",
@@ -64,6 +69,32 @@ class Kafka(Service):
             "",
         ])
 
+    def _listeners(self, host: str, port: int, controller_port: int) -> list[str]:
+        """The listeners and, when secured, SASL, the authorizer and the super user."""
+        lines = [f"listeners=BROKER://{host}:{port},CONTROLLER://{host}:{controller_port}",
+                 f"advertised.listeners=BROKER://{host}:{port}",
+                 "controller.listener.names=CONTROLLER",
+                 "inter.broker.listener.name=BROKER"]
+        sec = self.settings.kafka.security
+        if sec.protocol == "PLAINTEXT":
+            return [*lines, "listener.security.protocol.map=CONTROLLER:PLAINTEXT,BROKER:PLAINTEXT"]
+        from streaming.kafka_io import ADMIN, jaas_config
+
+        password = kafka_password(self.settings, ADMIN)
+        plain = (f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{ADMIN}" '
+                 f'password="{password}" user_{ADMIN}="{password}";')
+        return [*lines,
+                "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,BROKER:SASL_PLAINTEXT",
+                f"listener.name.broker.sasl.enabled.mechanisms={sec.mechanism}",
+                f"sasl.mechanism.inter.broker.protocol={sec.mechanism}",
+                f"listener.name.broker.{sec.mechanism.lower()}.sasl.jaas.config={jaas_config(ADMIN, password)}",
+                "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+                "sasl.mechanism.controller.protocol=PLAIN",
+                f"listener.name.controller.plain.sasl.jaas.config={plain}",
+                "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                f"super.users=User:{ADMIN}",
+                "allow.everyone.if.no.acl.found=false"]
+
     def _java(self) -> str:
         java = shutil.which("java")
         if java is None:
@@ -75,12 +106,25 @@ class Kafka(Service):
 
     def prepare(self) -> None:
         props = self.home / "server.properties"
+        props.touch(mode=0o600)
+        props.chmod(0o600)  # it holds the admin password
         props.write_text(self._properties())
         (self.home / "log4j2.yaml").write_text(LOG4J2)
+        sec = self.settings.kafka.security
+        marker = self.home / "data" / "security"  # how the storage was formatted
         if not (self.home / "data" / "meta.properties").exists():
+            scram = []
+            if sec.protocol == "SASL_PLAINTEXT":
+                from streaming.kafka_io import ADMIN
+
+                scram = ["--add-scram", f"{sec.mechanism}=[name={ADMIN},password={kafka_password(self.settings, ADMIN)}]"]
             run([self._java(), "-cp", self._classpath(), "kafka.tools.StorageTool", "format",
-                 "-t", self.cluster_id(),
-                 "-c", str(props), "--ignore-formatted"], "kafka storage format")
+                 "-t", self.cluster_id(), "-c", str(props), "--ignore-formatted", *scram], "kafka storage format")
+            marker.write_text(sec.protocol)
+        elif sec.protocol == "SASL_PLAINTEXT" and (not marker.exists() or marker.read_text() != sec.protocol):
+            raise ServiceError(f"{self.name}: the storage in {self.home / 'data'} was formatted without SASL/SCRAM "
+                               f"users, so the broker's admin cannot log in; remove that folder (its topics go with "
+                               f"it) and start again, or set kafka.security.protocol to PLAINTEXT")
 
     def cluster_id(self) -> str:
         """The id the storage is formatted with (a new one for the single broker)."""
@@ -98,16 +142,20 @@ class Kafka(Service):
         # anything that does not speak Kafka's protocol
         from kafka import KafkaAdminClient
 
-        admin = KafkaAdminClient(bootstrap_servers=self.address, request_timeout_ms=3000, bootstrap_timeout_ms=5000)
+        from streaming.kafka_io import ADMIN, client_options
+
+        options = {**client_options(self.settings, ADMIN), "bootstrap_servers": self.address}
+        admin = KafkaAdminClient(**options, request_timeout_ms=3000, bootstrap_timeout_ms=5000)
         try:
             admin.list_topics()
         finally:
             admin.close()
 
     def after_start(self) -> None:
-        from streaming.kafka_io import ensure_topics
+        from streaming.kafka_io import ADMIN, ensure_access, ensure_topics
 
-        ensure_topics(self.settings)
+        ensure_access(self.settings)
+        ensure_topics(self.settings, None, ADMIN)
 
 
 def _cluster_id() -> str:

@@ -88,7 +88,7 @@ class Desk:
         self.gate = RiskGate(settings.trading.limits, count_rate=False)  # the rate: SubmitRate, wall time
         self.rate = live.SubmitRate(self.client, settings)
         self._gate_lock = threading.Lock()
-        self._outbox = live.Outbox(settings, signer="desk")
+        self._outbox = live.Outbox(settings, "api", signer="desk")
 
     def k(self, role: str, *parts: str) -> str:
         return live.key(self.settings, role, *parts)

@@ -152,15 +152,15 @@ class Feeds:
             await asyncio.to_thread(self._thread.join, 10)
 
     def _kafka(self) -> None:
-        from streaming.kafka_io import ensure_topics
+        from streaming.kafka_io import client_options, ensure_topics
         from streaming.live import SafeJson
 
         t = self.settings.kafka.topics
         names = [t.bars, t.predictions, t.orders, t.orders_rejected, t.fills]
         while not self._stop.is_set():
             try:
-                ensure_topics(self.settings, names)
-                consumer = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False,
+                ensure_topics(self.settings, names, "api")
+                consumer = KafkaConsumer(**client_options(self.settings, "api"), enable_auto_commit=False,
                                          value_deserializer=SafeJson(), key_deserializer=DefaultSerializer())
                 partitions = [TopicPartition(n, p) for n in names for p in sorted(consumer.partitions_for_topic(n) or {0})]
                 consumer.assign(partitions)
