@@ -50,7 +50,7 @@ from pipelines.lake.spark import get_spark
 from pipelines.lake.tables import LIVE_PREDICTIONS, SILVER_BARS
 from streaming import job, records
 from streaming.feed import publish
-from streaming.kafka_io import ADMIN, client_options, java_client_properties, spark_options
+from streaming.kafka_io import ADMIN, client_options, ensure_access, java_client_properties, spark_options
 from streaming.scoring import champion_version
 from streaming.status import read_status
 
@@ -287,7 +287,9 @@ def _job_settings(settings, topic: str, trigger: float, **overrides: str):
            "QL_DATA__SYNTHETIC__N_SYMBOLS": str(settings.data.synthetic.n_symbols),
            "QL_DATA__SYNTHETIC__N_DAYS": str(settings.data.synthetic.n_days),
            "QL_DATA__SYNTHETIC__NAME": settings.data.synthetic.name, **overrides}
-    return load_settings(env=env)
+    run = load_settings(env=env)
+    ensure_access(run)  # the stream's Kafka user may read these topics as it does the configured ones
+    return run
 
 
 def _inference(spark, settings, topic: str, seconds: float) -> dict:

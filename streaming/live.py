@@ -38,7 +38,8 @@ from redis.retry import Retry
 from config import Settings
 from config.errors import UserError
 from config.secrets import redis_password
-from streaming.kafka_io import ADMIN, JsonCodec, client_options, ensure_topics, make_producer, ordered_topics
+from streaming.kafka_io import (ADMIN, JsonCodec, client_options, ensure_access, ensure_topics, make_producer,
+                                ordered_topics)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -122,6 +123,7 @@ def fresh_run(settings: Settings) -> None:
     from streaming.portfolio import RedisPortfolio
 
     client = redis_client(settings)
+    ensure_access(settings)  # the run's topic names may be new to the broker's ACLs
     ensure_topics(settings, sorted(ordered_topics(settings)), ADMIN)
     for role in ROLES:
         keys = list(client.scan_iter(match=key(settings, role, "*")))

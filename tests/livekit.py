@@ -128,14 +128,20 @@ def chromium():
 
 def live_env(tmp_path, **extra: str) -> dict[str, str]:
     """An environment with its own dataset name (so its own live folder, tables and paper
-    account) and its own topics."""
+    account) and its own topics, which each service's Kafka user may use as it may the
+    configured ones."""
     tag = uuid.uuid4().hex[:8]
-    return {**os.environ, "QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"),
+    env = {**os.environ, "QL_PLATFORM__LAKE__ROOT": str(tmp_path / "lake"),
             "QL_DATA__SYNTHETIC__NAME": f"stream-{tag}", "QL_KAFKA__TOPICS__MARKET_DATA": f"md-{tag}",
             "QL_KAFKA__TOPICS__DEAD_LETTER": f"md-{tag}.dlq", "QL_KAFKA__TOPICS__PREDICTIONS": f"pred-{tag}",
             "QL_KAFKA__TOPICS__BARS": f"bars-{tag}", "QL_KAFKA__TOPICS__ORDERS": f"orders-{tag}",
             "QL_KAFKA__TOPICS__ORDERS_REJECTED": f"orders-{tag}.rejected", "QL_KAFKA__TOPICS__FILLS": f"fills-{tag}",
             "QL_KAFKA__STREAM__TRIGGER_SECONDS": "0.5", "QL_KAFKA__FEED__BATCH_TICKS": "2000", **extra}
+    from config import load_settings
+    from streaming.kafka_io import ensure_access
+
+    ensure_access(load_settings(env=env))  # the broker's ACLs name topics: these are new to it
+    return env
 
 
 def research_with_champion(spark, settings: Settings, days: pd.DatetimeIndex, sequence_length: int = 3):
