@@ -144,3 +144,42 @@ def test_each_process_reads_and_writes_only_its_own_topics(tmp_path, caplog) -> 
         assert "invalid credentials" in caplog.text  # the wrong password: refused by SCRAM
     finally:
         kafka.down()
+
+
+def test_a_storage_formatted_without_logins_gets_them_and_keeps_its_records(tmp_path, capsys) -> None:
+    """A broker whose storage was formatted without SCRAM users (PLAINTEXT, as before logins
+    existed) is upgraded by ``up``: started once without logins, the admin's credential stored,
+    restarted secured. Its records are still there and every user logs in."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from config import load_settings
+    from tests.livekit import free_port, private_server
+
+    ports = {"port": free_port(), "controller_port": free_port()}
+    kafka, env = private_server("kafka", tmp_path, **ports)
+    plain = load_settings(env={**env, "QL_KAFKA__SECURITY__PROTOCOL": "PLAINTEXT"})
+    kafka.settings = plain
+    kafka.up()
+    try:
+        producer = make_producer(plain, ADMIN, linger_ms=0)
+        producer.send(plain.kafka.topics.market_data, key="old", value={"kept": True}, partition=0).get(timeout=30)
+        producer.close()
+    finally:
+        kafka.down()
+
+    kafka, env = private_server("kafka", tmp_path, **ports)  # the same storage, now secured
+    assert kafka.up() == "started"
+    assert "adding the admin's SCRAM login" in capsys.readouterr().out
+    try:
+        settings = load_settings(env=env)
+        consumer = KafkaConsumer(**client_options(settings, ADMIN), enable_auto_commit=False, consumer_timeout_ms=5000)
+        tp = TopicPartition(settings.kafka.topics.market_data, 0)
+        consumer.assign([tp])
+        consumer.seek(tp, 0)
+        assert [json.loads(m.value) for m in consumer] == [{"kept": True}]
+        consumer.close()
+        producer = make_producer(settings, "feed", linger_ms=0)  # after_start wrote the users and ACLs
+        producer.send(settings.kafka.topics.market_data, key="new", value={"new": True}, partition=0).get(timeout=30)
+        producer.close()
+    finally:
+        kafka.down()

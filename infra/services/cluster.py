@@ -137,6 +137,12 @@ class KafkaNode(Kafka):
             "",
         ])
 
+    def _add_admin_login(self) -> None:
+        # one node cannot start without its quorum, so it cannot be upgraded alone
+        raise ServiceError(f"{self.name}: the storage in {self.home / 'data'} was formatted without SASL/SCRAM users; "
+                           f"remove the cluster nodes' data folders (their topics go with them) and start again, "
+                           f"or set kafka.security.protocol to PLAINTEXT")
+
     def cluster_id(self) -> str:
         """Every node formats its storage with the same id (derived from the state folder)."""
         return cluster_id(self.settings)

@@ -122,9 +122,40 @@ class Kafka(Service):
                  "-t", self.cluster_id(), "-c", str(props), "--ignore-formatted", *scram], "kafka storage format")
             marker.write_text(sec.protocol)
         elif sec.protocol == "SASL_PLAINTEXT" and (not marker.exists() or marker.read_text() != sec.protocol):
-            raise ServiceError(f"{self.name}: the storage in {self.home / 'data'} was formatted without SASL/SCRAM "
-                               f"users, so the broker's admin cannot log in; remove that folder (its topics go with "
-                               f"it) and start again, or set kafka.security.protocol to PLAINTEXT")
+            self._add_admin_login()
+            marker.write_text(sec.protocol)
+            props.write_text(self._properties())
+
+    def _add_admin_login(self) -> None:
+        """A storage formatted before logins existed has no SCRAM credential for the admin, so a
+        secured broker could not log in to itself: start it once without logins, store the
+        admin's credential, stop it. Its topics and offsets are kept."""
+        from kafka import KafkaAdminClient
+        from kafka.admin import ScramMechanism, UserScramCredentialUpsertion
+
+        from config.schemas.kafka import KafkaSecurity
+        from streaming.kafka_io import ADMIN
+
+        secured = self.settings
+        self.settings = secured.model_copy(update={"kafka": secured.kafka.model_copy(
+            update={"security": KafkaSecurity(protocol="PLAINTEXT")})})
+        try:
+            print(f"{self.name}: adding the admin's SCRAM login to the storage in {self.home / 'data'} ...", flush=True)
+            (self.home / "server.properties").write_text(self._properties())
+            self.start()
+            self.wait_ready(120)
+            admin = KafkaAdminClient(bootstrap_servers=self.address)
+            try:
+                mechanism = ScramMechanism[secured.kafka.security.mechanism.replace("-", "_")]
+                errors = admin.alter_user_scram_credentials(
+                    [UserScramCredentialUpsertion(ADMIN, mechanism, kafka_password(secured, ADMIN))])
+            finally:
+                admin.close()
+            if errors.get(ADMIN):
+                raise ServiceError(f"{self.name}: the admin's SCRAM credential was not stored: {errors[ADMIN]}")
+        finally:
+            self.down()
+            self.settings = secured
 
     def cluster_id(self) -> str:
         """The id the storage is formatted with (a new one for the single broker)."""
