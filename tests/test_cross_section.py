@@ -149,7 +149,7 @@ def test_long_short_book_by_hand_through_the_engine() -> None:
                     np.full((T, N), 1e9), np.full((T, N), 0.5), np.full((T, N), 0.2), 252.0, expected_return=scores)
     trading = TradingSettings(
         initial_capital=100_000, strategy="long_short",
-        strategies={"long_short": {"quantile": 0.1, "rebalance_every": 5, "gross": 1.0}},
+        strategies={"long_short": {"quantile": 0.1, "rebalance_every": 5, "gross": 1.0, "min_per_leg": 1}},
         costs={"commission_bps": 10, "half_spread_bps": 0, "slippage_bps_per_pct_volume": 0, "max_participation": 1},
         limits={"max_position_notional": 1.0, "max_order_notional": 1e9})
     result = run_backtest(market, load_strategy(trading), trading)
@@ -180,3 +180,47 @@ def test_the_long_short_asset_s_book_rebalances_every_label_horizon() -> None:
     traded_at = sorted(set(result.fills["t"]))
     assert traded_at == [1, 6, 11, 16, 21, 26]  # decided at steps 0, 5, 10, ...: filled at the next open
     assert (book_periods(result)["n_long"].iloc[1:] == 2).all()
+
+
+def test_annual_figures_compound_and_cannot_fall_below_minus_100_percent() -> None:
+    """The summary's annual return compounds the book's simple returns over the bar interval's
+    periods per year: a book that loses 1% a day for a year reports -91.9%, not -252%, and the
+    same per-period figures on 5-minute bars annualise over their own periods."""
+    from pipelines.backtest.longshort import annualized
+
+    daily = pd.DataFrame({"net": np.full(252, -0.01), "gross": np.full(252, -0.005), "turnover": 1.0, "cost": 0.005,
+                          "n_long": 10})
+    s = summarize(daily, 252.0)
+    assert s["annual_net"] == pytest.approx(0.99 ** 252 - 1) and s["annual_net"] > -1
+    assert s["annual_gross"] == pytest.approx(0.995 ** 252 - 1)
+    assert annualized(np.array([0.5, -1.0, 0.2]), 252.0) == -1.0  # wiped out stays wiped out
+    assert annualized(np.full(78, 0.0001), 252 * 78) == pytest.approx(1.0001 ** (252 * 78) - 1)
+    assert summarize(daily.head(126), 252.0)["annual_net"] == pytest.approx(0.99 ** 252 - 1)  # half a year, same rate
+
+
+def test_a_leg_of_fewer_than_min_per_leg_names_builds_no_book() -> None:
+    """Eight names and decile legs: one name a leg, under min_per_leg 2, so the book stays flat;
+    quartiles give two a leg and the book trades (held names vary a little: a name that leaves a
+    leg is sold at the next open, as its replacement is bought, within the gate's limits)."""
+    from pipelines.backtest.pipeline import _built
+
+    rng = np.random.default_rng(1)
+    T, N = 12, 8
+    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (T, N)), axis=0))
+    market = Market(pd.date_range("2024-01-01", periods=T, freq="D"), [f"S{i}" for i in range(N)], closes, closes,
+                    np.full((T, N), 1e9), np.full((T, N), 0.5), np.full((T, N), 0.2), 252.0,
+                    expected_return=rng.normal(size=(T, N)))
+
+    def book(quantile: float):
+        trading = TradingSettings(strategy="long_short", strategies={"long_short": {"quantile": quantile}},
+                                  limits={"max_position_notional": 1.0, "max_order_notional": 1e9})
+        strategy = load_strategy(trading)
+        daily = book_periods(run_backtest(market, strategy, trading))
+        return daily, _built(daily, strategy.params)
+
+    daily, built = book(0.1)
+    assert (daily["n_long"] == 0).all() and (daily["turnover"] == 0).all()
+    assert built == {"built": False, "note": "not built: at most 8 names scored at a bar, so a 10% leg holds 1, "
+                                             "fewer than min_per_leg 2"}
+    daily, built = book(0.25)
+    assert built == {"built": True, "note": ""} and daily["n_long"].median() == 2 and daily["turnover"].sum() > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,42 @@ def test_files_that_do_not_fit_fail_in_one_line_naming_file_column_and_value(spa
         read(european)
     rows = read(european, ts_format="dd/MM/yyyy").orderBy("ts").collect()
     assert [r["ts"].date().isoformat() for r in rows] == ["2024-01-31", "2024-02-01"]
+
+
+def test_a_vendor_folder_with_a_few_bad_files_skips_them_naming_each(spark, tmp_path: Path) -> None:
+    """A folder of per-symbol daily ``.txt`` files as vendors ship them: ``format: csv`` reads
+    any extension (auto names the key to set); an empty file is skipped with its reason, as is
+    one with no data rows, while they stay within files.max_bad_files; one more bad file stops
+    the run, naming the share and the files. A single bad file still stops in one line."""
+    from pipelines.ingest.sources.files import FileSource
+
+    folder = tmp_path / "vendor"
+    for i in range(100):
+        _csv(folder, f"S{i:03d}.txt", "ts,open,high,low,close,volume\n"
+             + "".join(f"2024-01-{d:02d},10,11,9,{10 + d / 10},100\n" for d in range(2, 12)))
+    (folder / "S007.txt").write_text("")
+    with pytest.raises(SourceError, match=r"no CSV or Parquet file at .*files\.format: csv reads any extension"):
+        read_files(spark, FileSourceSettings(path=str(folder), symbol_from_filename=True))
+
+    cfg = FileSourceSettings(path=str(folder), format="csv", symbol_from_filename=True, max_bad_files=0.02)
+    source = FileSource(cfg)
+    df = source.read(spark, date(2024, 1, 1), date(2024, 1, 31))
+    assert df.select("symbol").distinct().count() == 99 and df.count() == 99 * 10
+    assert [(Path(b.file).name, b.reason) for b in source.skipped] == [("S007.txt", "the file is empty")]
+
+    (folder / "S042.txt").write_text("ts,open,high,low,close,volume\n")  # a header and nothing else
+    skipped: list = []
+    df = read_files(spark, cfg, skipped_out=skipped)
+    assert sorted((Path(b.file).name, b.reason) for b in skipped) == [("S007.txt", "the file is empty"),
+                                                                      ("S042.txt", "no data rows")]
+    assert df.select("symbol").distinct().count() == 98
+
+    (folder / "S050.txt").write_text("ts,open,high,low,close,volume\nyesterday,10,11,9,10,100\n")
+    with pytest.raises(SourceError, match=r"3 of 100 files could not be read, more than data_config\.yaml "
+                                          r"files\.max_bad_files \(2\.0%\) allows: .*S007\.txt: the file is empty"):
+        read_files(spark, cfg)
+    with pytest.raises(SourceError, match=r"S007\.txt: the file is empty$"):
+        read_files(spark, cfg.model_copy(update={"path": str(folder / "S007.txt")}))
 
 
 def test_unparseable_cells_quarantine_their_row_and_the_rest_is_ingested(spark, tmp_path: Path) -> None:

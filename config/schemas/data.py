@@ -55,6 +55,9 @@ class FileSourceSettings(Frozen):
     symbols: list[str] | None = None
     ts_format: str | None = None  # Spark datetime pattern when timestamps are not ISO, e.g. "dd/MM/yyyy"
     null_values: list[str] = ["", "null", "NULL", "NaN", "nan", "N/A", "n/a", "NA", "-"]
+    # of a folder's (or a glob's) files, the share that may be unreadable (empty, no header, a
+    # layout the columns do not fit, no data rows): each is skipped with its reason; past it the run stops
+    max_bad_files: float = Field(0.01, ge=0, le=1)
 
 
 class ArchSourceSettings(Frozen):

@@ -55,8 +55,13 @@ LONG_SHORT_SHOWN = {"annual_gross": 4, "annual_net": 4, "sharpe_net": 2, "sharpe
 def long_short_backtests(context: AssetExecutionContext, spark: SparkResource,
                          settings: SettingsResource) -> MaterializeResult:
     table = long_short_books(spark.session(), settings.get(), progress=True)
-    shown = table[["strategy", *LONG_SHORT_SHOWN]].round(LONG_SHORT_SHOWN)
-    best = table.sort_values("sharpe_net", ascending=False).iloc[0]
+    built = table[table["built"]]
+    if built.empty:  # e.g. 8 symbols: a decile leg of one name is a bet, not a ranking
+        context.log.warning("long-short: %s", table["note"].iloc[0])
+        return MaterializeResult(metadata={"books": table["note"].iloc[0], "quantile": float(table["quantile"].iloc[0]),
+                                           "rebalance_every": int(table["rebalance_every"].iloc[0])})
+    shown = built[["strategy", *LONG_SHORT_SHOWN]].round(LONG_SHORT_SHOWN)
+    best = built.sort_values("sharpe_net", ascending=False).iloc[0]
     return MaterializeResult(metadata={
         "books": MetadataValue.md(shown.to_markdown(index=False)),
         "quantile": float(best["quantile"]), "rebalance_every": int(best["rebalance_every"]),

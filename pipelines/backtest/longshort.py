@@ -57,8 +57,10 @@ def book_periods(result: Result) -> pd.DataFrame:
 
 
 def summarize(daily: pd.DataFrame, periods_per_year: float) -> dict[str, float]:
-    """Annualized gross and net return, net Sharpe with its 95% interval (Lo 2002), the t
-    statistic of the mean net period return, maximum drawdown, hit rate and turnover."""
+    """Annual gross and net return (compounded: the geometric mean period return over
+    ``periods_per_year`` periods, the bar interval's; never below -100%), net Sharpe with its 95%
+    interval (Lo 2002), the t statistic of the mean net period return, maximum drawdown, hit rate
+    and turnover."""
     net, gross = daily["net"].to_numpy(), daily["gross"].to_numpy()
     periods = len(net)
     sd = net.std(ddof=1) if periods > 1 else float("nan")
@@ -66,10 +68,19 @@ def summarize(daily: pd.DataFrame, periods_per_year: float) -> dict[str, float]:
     sharpe = per_period * np.sqrt(periods_per_year)
     se = ratio_se(per_period, periods) * np.sqrt(periods_per_year)
     equity = np.cumprod(1.0 + net)
-    return {"periods": float(periods), "annual_gross": float(gross.mean() * periods_per_year),
-            "annual_net": float(net.mean() * periods_per_year), "sharpe_net": float(sharpe),
+    return {"periods": float(periods), "annual_gross": annualized(gross, periods_per_year),
+            "annual_net": annualized(net, periods_per_year), "sharpe_net": float(sharpe),
             "sharpe_net_ci_low": float(sharpe - Z95 * se), "sharpe_net_ci_high": float(sharpe + Z95 * se),
             "t_stat_net": float(per_period * np.sqrt(periods)), "total_return_net": float(equity[-1] - 1.0),
             "max_drawdown": drawdown(np.r_[1.0, equity])[0], "hit_rate": float((gross > 0).mean()),
             "turnover": float(daily["turnover"].mean()), "cost_per_year": float(daily["cost"].mean() * periods_per_year),
             "names_per_leg": float(daily["n_long"].mean())}
+
+
+def annualized(returns: np.ndarray, periods_per_year: float) -> float:
+    """The compounded annual return of simple period ``returns``: ``growth ** (ppy / n) - 1``
+    (-1.0 once the book lost everything)."""
+    if len(returns) == 0:
+        return float("nan")
+    growth = float(np.prod(1.0 + np.asarray(returns, dtype=float)))
+    return -1.0 if growth <= 0 else growth ** (periods_per_year / len(returns)) - 1.0

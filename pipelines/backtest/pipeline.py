@@ -153,8 +153,18 @@ def long_short_books(spark: SparkSession, settings: Settings, progress: bool = F
         write_long_short(spark, settings, model, daily)
         rows.append({"strategy": model, "quantile": strategy.params.quantile,
                      "rebalance_every": strategy.params.rebalance_every, "rejected_orders": len(result.rejections),
-                     **book_summary(daily, market.periods_per_year)})
+                     **book_summary(daily, market.periods_per_year), **_built(daily, strategy.params)})
     return pd.DataFrame(rows)
+
+
+def _built(daily: pd.DataFrame, params) -> dict:
+    """Whether the book ever held ``min_per_leg`` names a leg, and if not, why."""
+    if (daily["n_long"] >= params.min_per_leg).any():
+        return {"built": True, "note": ""}
+    most = int(daily["n"].max()) if len(daily) else 0
+    per_leg = max(1, int(most * params.quantile))
+    return {"built": False, "note": f"not built: at most {most} names scored at a bar, so a {params.quantile:.0%} leg "
+                                    f"holds {per_leg}, fewer than min_per_leg {params.min_per_leg}"}
 
 
 def available_models(spark: SparkSession, settings: Settings) -> list[str]:

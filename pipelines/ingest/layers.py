@@ -62,6 +62,10 @@ def write_bronze(spark: SparkSession, settings: Settings, start: date, end: date
         extra["mode"] = settings.data.synthetic.mode
     if "bayes_accuracy" in facts:
         extra["bayes_accuracy"] = round(facts["bayes_accuracy"], 4)
+    skipped = getattr(source, "skipped", [])  # a folder's files that could not be read
+    if skipped:
+        extra["skipped_files"] = {"count": len(skipped),
+                                  "files": [{"file": b.file, "reason": b.reason} for b in skipped[:50]]}
     return lake.LayerResult(target, rows, version, extra)
 
 

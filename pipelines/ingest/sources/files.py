@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import gzip
 import logging
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -27,6 +28,8 @@ from pyspark.sql import functions as F
 from config.schemas.data import FileSourceSettings
 from pipelines.ingest.sources.base import in_range
 
+log = logging.getLogger(__name__)
+
 BAR_COLUMNS = {"symbol": "string", "ts": "timestamp", "open": "double", "high": "double", "low": "double",
                "close": "double", "volume": "double", "adj_close": "double", "split_coefficient": "double"}
 TICK_COLUMNS = {"symbol": "string", "ts": "timestamp", "seq": "bigint", "price": "double", "size": "double",
@@ -38,18 +41,31 @@ class SourceError(ValueError):
     """A source file or its configuration does not fit the contract; the message says which."""
 
 
-def resolve_files(path: str) -> list[Path]:
-    """A file, every CSV/Parquet file in a folder, or a glob."""
+def resolve_files(path: str, fmt: str = "auto") -> list[Path]:
+    """A file, a folder's files, or a glob. In a folder, ``fmt`` "auto" takes the CSV, Parquet
+    and gzipped files by their extension; "csv" or "parquet" takes every file but hidden ones
+    (vendors name daily files ``.txt``)."""
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in {".csv", ".parquet", ".gz"} and f.is_file())
+        files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
+                       and (fmt != "auto" or f.suffix.lower() in {".csv", ".parquet", ".gz"}))
     elif any(ch in path for ch in "*?["):
         files = sorted(Path(f) for f in glob.glob(path))
     else:
         files = [p] if p.exists() else []
     if not files:
-        raise SourceError(f"data_config.yaml: files.path: no CSV or Parquet file at {path!r}")
+        what = "CSV or Parquet file" if fmt == "auto" else "file"
+        hint = " (files.format: csv reads any extension)" if p.is_dir() and fmt == "auto" else ""
+        raise SourceError(f"data_config.yaml: files.path: no {what} at {path!r}{hint}")
     return files
+
+
+@dataclass(frozen=True)
+class BadFile:
+    """A file of a folder source that could not be read, skipped with the reason."""
+
+    file: str
+    reason: str
 
 
 def _format(file: Path, configured: str) -> str:
@@ -128,23 +144,26 @@ def _parsed(raw: Column, name: str, dtype: str, cfg: FileSourceSettings) -> tupl
     return value, F.when(bad, F.concat(F.lit(f"malformed {name}: '"), F.substring(text, 1, 60), F.lit("'")))
 
 
-def _check_files(frame: DataFrame, files: list[Path], cfg: FileSourceSettings) -> None:
-    """Every file has data rows, and timestamps in a format that parses (one Spark job for all
-    files: a count per file, and an example cell of a file where no timestamp parsed)."""
+def _file_problems(frame: DataFrame, files: list[Path], cfg: FileSourceSettings) -> dict[Path, tuple[str, str | None]]:
+    """The files with no data rows, or with timestamps in a format that does not parse: file ->
+    (reason, the path as Spark names it). One Spark job for all files: a count per file, and an
+    example cell of a file where no timestamp parsed."""
     stats = {unquote(urlparse(r["path"]).path): r for r in frame.groupBy(F.col("_path").alias("path")).agg(
         F.count("ts").alias("parsed"),
         F.first(F.when(F.col("malformed").startswith("malformed ts: "), F.col("malformed")), ignorenulls=True)
         .alias("bad_ts"),
     ).collect()}
+    problems = {}
     for file in files:
         row = stats.get(str(file.absolute()))
         if row is None:
-            raise SourceError(f"{file}: no data rows" + (f" matching files.where {cfg.where!r}" if cfg.where else ""))
-        if row["parsed"] == 0 and row["bad_ts"]:
+            problems[file] = ("no data rows" + (f" matching files.where {cfg.where!r}" if cfg.where else ""), None)
+        elif row["parsed"] == 0 and row["bad_ts"]:
             example = row["bad_ts"].split(": ", 1)[1].split("; malformed ")[0]
             hint = (f"it does not match files.ts_format {cfg.ts_format!r}" if cfg.ts_format
                     else "set data_config.yaml files.ts_format, e.g. 'dd/MM/yyyy'")
-            raise SourceError(f"{file}: column ts: cannot read {example} as a timestamp; {hint}")
+            problems[file] = (f"column ts: cannot read {example} as a timestamp; {hint}", row["path"])
+    return problems
 
 
 def _contract_frame(raw: DataFrame, first: Path, cfg: FileSourceSettings) -> DataFrame:
@@ -174,7 +193,8 @@ def _contract_frame(raw: DataFrame, first: Path, cfg: FileSourceSettings) -> Dat
                       file_name.alias("source_file"), F.col(FILE_PATH).alias("_path"))
 
 
-def read_files(spark: SparkSession, cfg: FileSourceSettings, files: list[Path] | None = None) -> DataFrame:
+def read_files(spark: SparkSession, cfg: FileSourceSettings, files: list[Path] | None = None,
+               skipped_out: list[BadFile] | None = None) -> DataFrame:
     """Read ``cfg.path`` (or ``files``) into the bar or tick contract, as received (no cleaning).
 
     Files with the same layout (CSV header or Parquet schema) are read by one Spark read, so a
@@ -185,30 +205,65 @@ def read_files(spark: SparkSession, cfg: FileSourceSettings, files: list[Path] |
     its column's type leaves the value NULL and says why in ``malformed`` (silver quarantines
     such rows with that reason; every other row is ingested).
 
+    A single file that cannot be read stops the read. Of several (a folder or a glob), one
+    that cannot be read is skipped, logged and added to ``skipped_out`` with the reason, unless
+    more than ``files.max_bad_files`` of them are bad.
+
     Raises:
         SourceError: no file matched; a file is empty, has no data rows or no column for a
-            required field; a mapped expression names no column; its timestamps do not parse.
-            The message names the file, the column and an example value.
+            required field; a mapped expression names no column; its timestamps do not parse
+            (of several files: more than ``files.max_bad_files`` of them). The message names
+            the file, the column and an example value.
     """
-    files = files or resolve_files(cfg.path or "")
+    files = files or resolve_files(cfg.path or "", cfg.format)
+    several = len(files) > 1  # a folder or a glob: a file that cannot be read is skipped, up to a share
+    skipped: list[BadFile] = []
+
+    def bad(file: Path, reason: str) -> None:
+        if not several:
+            raise SourceError(f"{file}: {reason}")
+        log.warning("skipped %s: %s", file, reason)
+        skipped.append(BadFile(str(file), reason))
+
     groups: dict[tuple, list[Path]] = {}
     for file in files:
         if file.stat().st_size == 0:
-            raise SourceError(f"{file}: the file is empty")
+            bad(file, "the file is empty")
+            continue
         fmt = _format(file, cfg.format)
-        groups.setdefault(_layout(file, fmt), []).append(file)
+        try:
+            layout = _layout(file, fmt)
+        except (OSError, EOFError, UnicodeDecodeError, pa.ArrowException) as error:
+            bad(file, f"cannot be read as {fmt}: {error}")
+            continue
+        groups.setdefault(layout, []).append(file)
     frames = []
     for (fmt, _), group in groups.items():
-        raw = _read_group(spark, group, fmt)
-        if raw.columns == [FILE_NAME, FILE_PATH]:
-            raise SourceError(f"{group[0]}: no columns (not a CSV file with a header row?)")
-        if cfg.where:
-            raw = raw.where(cfg.where)
-        frames.append(_contract_frame(raw, group[0], cfg))
+        try:
+            raw = _read_group(spark, group, fmt)
+            if raw.columns == [FILE_NAME, FILE_PATH]:
+                raise SourceError(f"{group[0]}: no columns (not a CSV file with a header row?)")
+            if cfg.where:
+                raw = raw.where(cfg.where)
+            frames.append(_contract_frame(raw, group[0], cfg))
+        except SourceError as error:  # the layout does not fit: every file that has it
+            if not several:
+                raise
+            for file in group:
+                bad(file, str(error).removeprefix(f"{group[0]}: "))
+    _too_many_bad(skipped, files, cfg)
     df = frames[0]
     for other in frames[1:]:
         df = df.unionByName(other)
-    _check_files(df, files, cfg)
+    readable = [f for f in files if str(f) not in {b.file for b in skipped}]
+    problems = _file_problems(df, readable, cfg)
+    for file, (reason, _) in problems.items():
+        bad(file, reason)
+    if problems:
+        _too_many_bad(skipped, files, cfg)
+        df = df.where(~F.col("_path").isin([uri for _, uri in problems.values() if uri is not None]))
+    if skipped_out is not None:
+        skipped_out.extend(skipped)
     names = [c for c in df.columns if c not in ("_path", "source_file")]
     if cfg.kind == "ticks":  # the tick contract names where a tick came from
         df = df.withColumn("source", F.lit(cfg.name))
@@ -217,6 +272,15 @@ def read_files(spark: SparkSession, cfg: FileSourceSettings, files: list[Path] |
     if cfg.symbols:
         df = df.where(F.col("symbol").isin(cfg.symbols))
     return df
+
+
+def _too_many_bad(skipped: list[BadFile], files: list[Path], cfg: FileSourceSettings) -> None:
+    """Stop when more than ``files.max_bad_files`` of ``files`` were skipped (or all were)."""
+    if not skipped or (len(skipped) <= cfg.max_bad_files * len(files) and len(skipped) < len(files)):
+        return
+    shown = "; ".join(f"{b.file}: {b.reason}" for b in skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
+    raise SourceError(f"{len(skipped)} of {len(files)} files could not be read, more than data_config.yaml "
+                      f"files.max_bad_files ({cfg.max_bad_files:.1%}) allows: {shown}")
 
 
 def with_split_factor(history: DataFrame, rows: DataFrame) -> DataFrame:
@@ -242,9 +306,11 @@ class FileSource:
         self.name = cfg.name
         self.kind = cfg.kind
         self.interval = cfg.interval
+        self.skipped: list[BadFile] = []  # the files of the last read that could not be read
 
     def read(self, spark: SparkSession, start: date, end: date) -> DataFrame:
-        df = read_files(spark, self.cfg)
+        self.skipped = []
+        df = read_files(spark, self.cfg, skipped_out=self.skipped)
         ranged = in_range(df, start, end)
         return with_split_factor(df, ranged) if self.kind == "bars" else ranged
 

@@ -1,6 +1,7 @@
 """``long_short``: the decile long-short book, as a strategy: at every rebalance, long the top
 ``quantile`` of the cross-section by score and short the bottom one, equal weights, each leg
-``gross / 2`` of equity; names in neither leg are flattened. Between rebalances (every
+``gross / 2`` of equity; names in neither leg are flattened. With fewer than ``min_per_leg``
+names a leg the book is flat (the research summary says so). Between rebalances (every
 ``rebalance_every`` decisions: the label horizon, so the periods do not overlap) every position
 is kept. Equal scores are ranked in a seeded pseudo-random order, so a constant score (always-up)
 gives a random book: what costs and chance alone earn.
@@ -35,6 +36,7 @@ class LongShortParams(Params):
     gross: float = Field(1.0, gt=0, le=10)        # both legs together, over equity
     score: Literal["expected_return", "p_up"] = "expected_return"
     seed: int = 0                                 # orders equal scores
+    min_per_leg: int = Field(2, ge=1)             # fewer names a leg: no book (one name is a bet on it, not a ranking)
 
 
 @njit(cache=True)
@@ -46,7 +48,7 @@ def _tie_break(i: int, step: int, seed: float) -> float:
 @njit(cache=True)
 def long_short_signal(step, close, volume, p_up, expected_return, shares, entry_price, working, annual_vol,
                       account, params, out):
-    quantile, every, _gross, score_kind, seed = params
+    quantile, every, _gross, score_kind, seed, min_leg = params
     n = len(out)
     if step % int(every) != 0:
         out[:] = np.nan
@@ -68,6 +70,8 @@ def long_short_signal(step, close, volume, p_up, expected_return, shares, entry_
     by_noise = idx[np.argsort(noise)]
     ranked = by_noise[np.argsort(score[by_noise], kind="mergesort")]   # worst first
     per_leg = max(1, int(math.floor(m * quantile)))
+    if per_leg < min_leg:  # flat: too few names for a ranking
+        return
     for j in range(per_leg):
         out[ranked[j]] = -1.0 / per_leg
         out[ranked[m - 1 - j]] = 1.0 / per_leg
@@ -98,4 +102,5 @@ class LongShort(CompiledStrategy):
 
     def kernel_params(self) -> tuple[float, ...]:
         p = self.params
-        return (float(p.quantile), float(p.rebalance_every), float(p.gross), float(SCORES[p.score]), float(p.seed))
+        return (float(p.quantile), float(p.rebalance_every), float(p.gross), float(SCORES[p.score]), float(p.seed),
+                float(p.min_per_leg))
