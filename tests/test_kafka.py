@@ -136,10 +136,12 @@ def test_each_process_reads_and_writes_only_its_own_topics(tmp_path, caplog) -> 
             finally:
                 consumer.close()
 
-        for options in ({"bootstrap_servers": settings.kafka_bootstrap},
-                        {**client_options(settings, "venue"), "sasl_plain_password": "not-the-password"}):
-            with pytest.raises(KafkaTimeoutError):  # kafka-python reports a refused login as no bootstrap
-                KafkaAdminClient(**options, request_timeout_ms=2000, bootstrap_timeout_ms=3000)
+        # kafka-python reports a refused login as no bootstrap; the wrong password is given 10 s,
+        # so that the SCRAM exchange is refused, not cut short, on a loaded machine
+        for options, seconds in (({"bootstrap_servers": settings.kafka_bootstrap}, 3),
+                                 ({**client_options(settings, "venue"), "sasl_plain_password": "not-the-password"}, 10)):
+            with pytest.raises(KafkaTimeoutError):
+                KafkaAdminClient(**options, request_timeout_ms=2000, bootstrap_timeout_ms=seconds * 1000)
         assert "during SASL handshake" in kafka.log_path.read_text()  # no login: the broker drops the client
         assert "invalid credentials" in caplog.text  # the wrong password: refused by SCRAM
     finally:
