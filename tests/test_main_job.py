@@ -27,7 +27,9 @@ def test_main_job_runs_and_prints_where_the_uis_are(services, tmp_path: Path) ->
            "QL_MODEL__SEQUENCE_LENGTH": "5", "QL_MODEL__LSTM__HIDDEN_SIZE": "8", "QL_MODEL__TRANSFORMER__D_MODEL": "8",
            "QL_MODEL__TRANSFORMER__N_HEADS": "2", "QL_MODEL__TRANSFORMER__N_LAYERS": "1",
            "QL_MODEL__TRANSFORMER__DIM_FEEDFORWARD": "16", "QL_MODEL__TRAINING__MAX_EPOCHS": "2",
-           "QL_TRADING__BACKTEST__MONTECARLO_SIMULATIONS": "2000"}
+           "QL_TRADING__BACKTEST__MONTECARLO_SIMULATIONS": "2000",
+           # 4 symbols: halves give the long-short book its min_per_leg of 2 names a leg
+           "QL_TRADING__STRATEGIES__LONG_SHORT__QUANTILE": "0.5"}
     proc = subprocess.run([sys.executable, "-m", "orchestration.main"], capture_output=True, text=True,
                           cwd=PROJECT_ROOT, env=env, timeout=900)
     out = proc.stdout
