@@ -11,6 +11,7 @@ the stream's trader or the API's desk, a fill written by anything but the venue,
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,10 +128,7 @@ def ensure_access(settings: Settings) -> dict[str, int]:
         result = admin.create_acls(acls)
         if result.get("failed"):
             raise RuntimeError(f"kafka: ACLs not created: {result['failed']}")
-        counts: dict[str, int] = {}
-        for acl in acls:
-            counts[acl.principal[5:]] = counts.get(acl.principal[5:], 0) + 1
-        return counts
+        return dict(Counter(acl.principal.removeprefix("User:") for acl in acls))
     finally:
         admin.close()
 

@@ -166,13 +166,17 @@ def test_long_short_book_by_hand_through_the_engine() -> None:
     assert summary["total_return_net"] == pytest.approx(result.equity[-1] / 100_000 - 1)
 
 
-def test_the_long_short_asset_s_book_rebalances_every_label_horizon() -> None:
-    rng = np.random.default_rng(0)
-    T, N = 30, 20
+def _random_market(T: int, N: int, seed: int) -> Market:
+    """Daily random-walk closes (opens equal closes) with random scores, ample volume."""
+    rng = np.random.default_rng(seed)
     closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (T, N)), axis=0))
-    market = Market(pd.date_range("2024-01-01", periods=T, freq="D"), [f"S{i}" for i in range(N)], closes, closes,
-                    np.full((T, N), 1e9), np.full((T, N), 0.5), np.full((T, N), 0.2), 252.0,
-                    expected_return=rng.normal(size=(T, N)))
+    return Market(pd.date_range("2024-01-01", periods=T, freq="D"), [f"S{i}" for i in range(N)], closes, closes,
+                  np.full((T, N), 1e9), np.full((T, N), 0.5), np.full((T, N), 0.2), 252.0,
+                  expected_return=rng.normal(size=(T, N)))
+
+
+def test_the_long_short_asset_s_book_rebalances_every_label_horizon() -> None:
+    market = _random_market(30, 20, seed=0)
     trading = TradingSettings(strategy="long_short", strategies={"long_short": {"rebalance_every": 5}},
                               limits={"max_position_notional": 1.0, "max_order_notional": 1e9},
                               risk={"max_drawdown": 0.9})
@@ -204,12 +208,7 @@ def test_a_leg_of_fewer_than_min_per_leg_names_builds_no_book() -> None:
     leg is sold at the next open, as its replacement is bought, within the gate's limits)."""
     from pipelines.backtest.pipeline import _built
 
-    rng = np.random.default_rng(1)
-    T, N = 12, 8
-    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, (T, N)), axis=0))
-    market = Market(pd.date_range("2024-01-01", periods=T, freq="D"), [f"S{i}" for i in range(N)], closes, closes,
-                    np.full((T, N), 1e9), np.full((T, N), 0.5), np.full((T, N), 0.2), 252.0,
-                    expected_return=rng.normal(size=(T, N)))
+    market = _random_market(12, 8, seed=1)
 
     def book(quantile: float):
         trading = TradingSettings(strategy="long_short", strategies={"long_short": {"quantile": quantile}},

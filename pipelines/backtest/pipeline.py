@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from pyspark.sql import SparkSession
 
@@ -161,12 +160,10 @@ def long_short_books(spark: SparkSession, settings: Settings, progress: bool = F
 def _built(daily: pd.DataFrame, params) -> dict:
     """Whether the strategy's legs ever reached ``min_per_leg`` names (from the names scored at
     each bar; orders the gate refused do not make a book unbuilt), and if not, why."""
-    scored = daily["n"].to_numpy() if len(daily) else np.zeros(0)
-    legs = np.maximum(1, np.floor(scored * params.quantile)).astype(int) if len(scored) else scored
-    if len(legs) and (legs >= params.min_per_leg).any():
-        return {"built": True, "note": ""}
-    most = int(scored.max()) if len(scored) else 0
+    most = int(daily["n"].max()) if len(daily) else 0  # legs grow with the names scored
     per_leg = max(1, int(most * params.quantile))
+    if per_leg >= params.min_per_leg:
+        return {"built": True, "note": ""}
     return {"built": False, "note": f"not built: at most {most} names scored at a bar, so a {params.quantile:.0%} leg "
                                     f"holds {per_leg}, fewer than min_per_leg {params.min_per_leg}"}
 
